@@ -1,0 +1,133 @@
+"""The method registry: one entry per merge method, filled by the `@method` decorator.
+
+A method is a pure tensor function (no I/O, no dtype or device policy, no config objects)::
+
+    fn(inputs, base, params, model_params, generator) -> Tensor
+
+- ``inputs``: the non-base input tensors, float32, all of one shape, on the compute device.
+  For methods whose ``base`` policy is ``"none"`` a base model listed among the models is an
+  ordinary input here.
+- ``base``: the base tensor (float32), or ``None`` when the method takes no base or none was given.
+- ``params``: an instance of the method's frozen global-parameter model (one value per tensor).
+- ``model_params``: one instance of the method's frozen per-model parameter model per input.
+- ``generator``: a ``torch.Generator`` seeded from (seed, output tensor name) for random
+  methods, ``None`` for deterministic ones.
+
+The executor casts to float32, checks the result is finite and casts to the output dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from alloy.errors import UnknownMethodError
+
+BasePolicy = Literal["none", "required", "optional"]
+
+
+class Params(BaseModel):
+    """Base class of every parameter schema: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NoParams(Params):
+    """A method without parameters of this kind."""
+
+
+class MergeFn(Protocol):
+    def __call__(
+        self,
+        inputs: Sequence[torch.Tensor],
+        base: torch.Tensor | None,
+        params: Any,
+        model_params: Sequence[Any],
+        generator: torch.Generator | None,
+    ) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Everything the planner, the CLI and the docs need to know about a method."""
+
+    name: str
+    fn: MergeFn
+    params: type[Params]
+    model_params: type[Params]
+    base: BasePolicy
+    min_models: int
+    max_models: int | None
+    paper: str
+    summary: str
+    # The output at an index depends only on the inputs at that index, so the executor may
+    # feed the method row chunks of a tensor instead of whole tensors.
+    elementwise: bool = False
+    randomized: bool = False
+
+    def param_names(self) -> list[str]:
+        return list(self.params.model_fields)
+
+    def model_param_names(self) -> list[str]:
+        return list(self.model_params.model_fields)
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def method(
+    name: str,
+    *,
+    params: type[Params] = NoParams,
+    model_params: type[Params] = NoParams,
+    base: BasePolicy,
+    min_models: int = 1,
+    max_models: int | None = None,
+    paper: str,
+    summary: str,
+    elementwise: bool = False,
+    randomized: bool = False,
+) -> Callable[[MergeFn], MergeFn]:
+    """Register a merge method. See the module docstring for the function's contract."""
+
+    def register(fn: MergeFn) -> MergeFn:
+        if name in _REGISTRY:
+            raise ValueError(f"merge method {name!r} is registered twice")
+        _REGISTRY[name] = MethodSpec(
+            name=name,
+            fn=fn,
+            params=params,
+            model_params=model_params,
+            base=base,
+            min_models=min_models,
+            max_models=max_models,
+            paper=paper,
+            summary=summary,
+            elementwise=elementwise,
+            randomized=randomized,
+        )
+        return fn
+
+    return register
+
+
+def get_method(name: str) -> MethodSpec:
+    _load_builtin_methods()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownMethodError(name, sorted(_REGISTRY)) from None
+
+
+def all_methods() -> list[MethodSpec]:
+    _load_builtin_methods()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def _load_builtin_methods() -> None:
+    # Importing the method modules runs their decorators.
+    from alloy.methods import builtin  # noqa: F401
