@@ -1,0 +1,198 @@
+"""`alloy`: the command line. Thin: every command calls the public API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from alloy._version import __version__
+from alloy.errors import AlloyError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} TB"
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    if quiet:
+        level = logging.ERROR
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+
+def _handle_errors(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AlloyError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted; nothing was written", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="alloy")
+def main() -> None:
+    """Merge fine-tuned checkpoints of one base model into one model, without training.
+
+    Configs are mergekit YAML files: `alloy merge config.yml ./merged`.
+    """
+
+
+def _mergekit_compat(fn: F) -> F:
+    """mergekit options that Alloy accepts for drop-in use; Alloy is always lazy and streaming."""
+    for flag in (
+        "--lazy-unpickle",
+        "--low-cpu-memory",
+        "--read-to-gpu",
+        "--multi-gpu",
+        "--clone-tensors",
+        "--async-write",
+        "--safe-serialization",
+        "--trust-remote-code",
+    ):
+        fn = click.option(
+            flag, is_flag=True, hidden=True, help="accepted for mergekit compatibility"
+        )(fn)
+    for opt in ("--lora-merge-cache", "--lora-merge-dtype", "--write-threads"):
+        fn = click.option(opt, hidden=True, default=None)(fn)
+    return fn
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda (or cuda:N), mps")
+@click.option("--cuda", is_flag=True, help="Same as --device cuda.")
+@click.option(
+    "--out-shard-size",
+    default="5GB",
+    show_default=True,
+    help="Largest output shard: bytes, or 500MB, 2GB, 1.5GiB.",
+)
+@click.option("--random-seed", type=int, default=None, help="Seed for DARE (default 0).")
+@click.option(
+    "--copy-tokenizer/--no-copy-tokenizer",
+    default=True,
+    show_default=True,
+    help="Copy tokenizer files, generation config and chat template from the base.",
+)
+@click.option("--write-model-card/--no-write-model-card", default=True, hidden=True)
+@click.option(
+    "--allow-crimes", is_flag=True, help="Allow merging models of different architectures."
+)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists and is not empty.")
+@click.option(
+    "--strict", is_flag=True, help="Turn method fallbacks (slerp over 3+ models) into errors."
+)
+@click.option("-j", "--num-threads", type=int, default=None, help="torch threads.")
+@click.option("--transformers-cache", type=click.Path(path_type=Path), default=None, hidden=True)
+@click.option("-v", "--verbose", count=True, help="-v for info, -vv for debug.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, errors only.")
+@_mergekit_compat
+@_handle_errors
+def merge(
+    config: Path,
+    out: Path,
+    device: str,
+    cuda: bool,
+    out_shard_size: str,
+    random_seed: int | None,
+    copy_tokenizer: bool,
+    write_model_card: bool,
+    allow_crimes: bool,
+    force: bool,
+    strict: bool,
+    num_threads: int | None,
+    transformers_cache: Path | None,
+    verbose: int,
+    quiet: bool,
+    **_compat: Any,
+) -> None:
+    """Merge the models of CONFIG (mergekit YAML) into the directory OUT."""
+    import torch
+
+    from alloy.api import merge as run_merge
+
+    _setup_logging(verbose, quiet)
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    if transformers_cache is not None:
+        os.environ["HF_HUB_CACHE"] = str(transformers_cache)
+    result = run_merge(
+        config,
+        out,
+        device="cuda" if cuda else device,
+        out_shard_size=out_shard_size,
+        random_seed=random_seed,
+        copy_tokenizer=copy_tokenizer,
+        allow_crimes=allow_crimes,
+        force=force,
+        strict=strict,
+        progress=not quiet and sys.stderr.isatty(),
+    )
+    if not write_model_card:
+        (result.out_dir / "README.md").unlink(missing_ok=True)
+    if not quiet:
+        click.echo(
+            f"merged with {result.method}: {result.tensors} tensors, "
+            f"{_human(result.bytes_written)}, in {result.seconds:.1f} s -> {result.out_dir}"
+        )
+        for f in result.files:
+            size = (result.out_dir / f).stat().st_size
+            click.echo(f"  {f}  ({_human(size)})")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--tensor", "tensor", default=None, help="Show the inputs and parameters of one tensor."
+)
+@click.option("--out-shard-size", default="5GB", show_default=True)
+@click.option("--strict", is_flag=True)
+@click.option("-v", "--verbose", count=True)
+@_handle_errors
+def plan(config: Path, tensor: str | None, out_shard_size: str, strict: bool, verbose: int) -> None:
+    """Show what merging CONFIG will read, write and need in memory (reads headers only)."""
+    from alloy.api import plan as make_plan
+    from alloy.plan.describe import describe_plan, describe_tensor
+
+    _setup_logging(verbose, False)
+    the_plan = make_plan(config, out_shard_size=out_shard_size, strict=strict)
+    try:
+        click.echo(describe_tensor(the_plan, tensor) if tensor else describe_plan(the_plan))
+    finally:
+        the_plan.close()
+
+
+@main.command()
+@click.argument("name", required=False)
+@_handle_errors
+def methods(name: str | None) -> None:
+    """List merge methods, or describe one: parameters, defaults, base model, paper."""
+    from alloy.methods.describe import describe_method, list_methods
+    from alloy.methods.registry import get_method
+
+    click.echo(describe_method(get_method(name)) if name else list_methods())
+
+
+if __name__ == "__main__":
+    main()

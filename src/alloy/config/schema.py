@@ -1,0 +1,111 @@
+"""The typed merge config: mergekit's `mergekit-yaml` schema, as frozen dataclasses.
+
+`load.py` turns YAML into these objects after validating every key; nothing downstream sees
+raw dictionaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+Scalar: TypeAlias = float | int | bool | str
+
+
+@dataclass(frozen=True)
+class Conditional:
+    """One entry of a filtered parameter: ``{filter: self_attn, value: 0.5}``."""
+
+    value: Scalar | tuple[Scalar, ...]
+    filter: str | None = None
+
+
+# A parameter setting: a scalar, a gradient (list of numbers), a step list (list of
+# non-numbers), or a list of conditionals (first matching filter wins).
+ParamSetting: TypeAlias = Scalar | tuple[Scalar, ...] | tuple[Conditional, ...]
+ParamMap: TypeAlias = dict[str, ParamSetting]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """``path_or_repo[@revision][+lora_path_or_repo[@revision]]``."""
+
+    path: str
+    revision: str | None = None
+    lora: ModelRef | None = None
+    override_architecture: str | None = None
+
+    def __str__(self) -> str:
+        s = self.path + (f"@{self.revision}" if self.revision else "")
+        if self.lora is not None:
+            s += "+" + str(self.lora)
+        return s
+
+
+@dataclass(frozen=True)
+class InputSource:
+    """One model feeding a slice (``layer_range`` is half-open; None means all layers)."""
+
+    model: ModelRef
+    layer_range: tuple[int, int] | None = None
+    parameters: ParamMap = field(default_factory=dict)
+    location: str = ""  # where it was written, for messages: "models[1]" or "slices[0].sources[1]"
+
+
+@dataclass(frozen=True)
+class OutputSlice:
+    sources: tuple[InputSource, ...]
+    base_model: ModelRef | None = None
+    parameters: ParamMap = field(default_factory=dict)
+    location: str = ""
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    merge_method: str
+    base_model: ModelRef | None
+    models: tuple[InputSource, ...] | None
+    slices: tuple[OutputSlice, ...] | None
+    parameters: ParamMap
+    dtype: str | None
+    out_dtype: str | None
+    tokenizer_source: ModelRef | str | None  # "base", or a model
+    chat_template: str | None
+    name: str | None
+    raw: dict[str, Any]  # the document as written, for the model card and mergekit_config.yml
+    source_file: str | None = None
+
+    def all_models(self) -> list[ModelRef]:
+        """Every model the config references, in order of first appearance (deterministic)."""
+        seen: dict[ModelRef, None] = {}
+        if self.base_model is not None:
+            seen[self.base_model] = None
+        for src in self.models or ():
+            seen[src.model] = None
+        for sl in self.slices or ():
+            if sl.base_model is not None:
+                seen[sl.base_model] = None
+            for src in sl.sources:
+                seen[src.model] = None
+        if isinstance(self.tokenizer_source, ModelRef):
+            seen[self.tokenizer_source] = None
+        return list(seen)
+
+
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float64": "float64",
+}
+
+
+def canonical_dtype(name: str) -> str | None:
+    """``torch.bfloat16`` / ``bf16`` / ``bfloat16`` -> ``bfloat16``; None if unknown."""
+    key = name.strip().lower().removeprefix("torch.")
+    return DTYPES.get(key)

@@ -1,0 +1,89 @@
+"""Resolving model references to local directories.
+
+Order: a local directory (relative to the working directory, then to the config file's
+folder); then ``org/name[@revision]`` in the local Hugging Face cache, without network; then,
+only if ``huggingface_hub`` is installed and ``HF_HUB_OFFLINE`` is not set, a download of the
+weights, configs and tokenizer files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from alloy.config.schema import ModelRef
+from alloy.errors import LoraNotSupportedError, ModelNotFoundError
+
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+
+
+def hf_cache_dir() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
+    )
+    return Path(home) / "hub"
+
+
+def _from_cache(repo_id: str, revision: str | None) -> Path | None:
+    repo_dir = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    if not repo_dir.is_dir():
+        return None
+    rev = revision or "main"
+    ref_file = repo_dir / "refs" / rev
+    commit = ref_file.read_text().strip() if ref_file.is_file() else rev
+    snap = repo_dir / "snapshots" / commit
+    return snap if snap.is_dir() else None
+
+
+def _download(repo_id: str, revision: str | None) -> Path | None:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=DOWNLOAD_PATTERNS))
+    except Exception:  # network errors, missing repos, gated repos: all mean "not found"
+        return None
+
+
+def resolve_model(ref: ModelRef, config_dir: Path | None = None) -> Path:
+    """The local directory holding ``ref``'s checkpoint."""
+    if ref.lora is not None:
+        raise LoraNotSupportedError(
+            f"{ref} applies the LoRA adapter {ref.lora} to {ref.path}; applying adapters is not "
+            "supported yet. Apply it first (PEFT: PeftModel.from_pretrained(...)."
+            "merge_and_unload().save_pretrained(DIR)) and reference DIR instead."
+        )
+    candidates = [Path(ref.path).expanduser()]
+    if config_dir is not None and not Path(ref.path).is_absolute():
+        candidates.append(config_dir / ref.path)
+    for c in candidates:
+        if c.is_dir():
+            if ref.revision:
+                raise ModelNotFoundError(
+                    f"{ref}: '@{ref.revision}' selects a hub revision, but {c} is a local "
+                    "directory; remove the revision."
+                )
+            return c.resolve()
+        if c.is_file():
+            raise ModelNotFoundError(
+                f"{ref}: {c} is a file; give the directory that holds config.json and the weights."
+            )
+    if _REPO_ID.match(ref.path):
+        found = _from_cache(ref.path, ref.revision) or _download(ref.path, ref.revision)
+        if found is not None:
+            return found
+        raise ModelNotFoundError(
+            f"model {ref} is not a local directory and is not in the Hugging Face cache "
+            f"({hf_cache_dir()}); download it first (`huggingface-cli download {ref.path}`) or "
+            "give a local path."
+        )
+    raise ModelNotFoundError(
+        f"model path {ref.path} does not exist (looked in {', '.join(str(c) for c in candidates)})."
+    )

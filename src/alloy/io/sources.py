@@ -1,0 +1,347 @@
+"""Tensor sources: checkpoints read lazily, one tensor (or one row range) at a time.
+
+A `TensorSource` answers ``names()``, ``info(name)`` and ``get(name, rows)``. Safetensors files
+are read with positioned reads into fresh buffers rather than memory maps, so a merge's
+resident memory holds only the tensors in flight: no mapped pages accumulate as a model is
+streamed. PyTorch ``.bin`` checkpoints load with ``weights_only=True`` (never arbitrary
+unpickling) through a memory map that is dropped when the reader moves to another shard.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from alloy.errors import CheckpointError
+
+SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
+DTYPE_CODES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+
+class TensorSource(Protocol):
+    """What the planner and executor need from a checkpoint."""
+
+    def names(self) -> list[str]: ...
+
+    def info(self, name: str) -> TensorInfo: ...
+
+    def get(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """The tensor, or rows ``[start, end)`` of its first dimension."""
+        ...
+
+
+class MemorySource:
+    """A source over an in-memory dict of tensors (for tests and programmatic use)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self._t = tensors
+
+    def names(self) -> list[str]:
+        return list(self._t)
+
+    def info(self, name: str) -> TensorInfo:
+        t = self._t[name]
+        return TensorInfo(tuple(t.shape), t.dtype)
+
+    def get(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        t = self._t[name]
+        return (t if rows is None else t[rows[0] : rows[1]]).clone()
+
+
+@dataclass(frozen=True)
+class _Entry:
+    info: TensorInfo
+    start: int  # absolute byte offset in the file
+
+
+class SafetensorsFile:
+    """One ``.safetensors`` file, its header parsed and validated against the file size."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                head = f.read(8)
+                if len(head) < 8:
+                    raise CheckpointError(
+                        f"{path} is not a safetensors file: it has {size} bytes, fewer than "
+                        "the 8-byte header length. The file is truncated; download it again."
+                    )
+                (n,) = struct.unpack("<Q", head)
+                if n > size - 8 or n > 100_000_000:
+                    raise CheckpointError(
+                        f"{path} is truncated or not a safetensors file: its header claims "
+                        f"{n} bytes but the file has {size}. Download it again."
+                    )
+                header = json.loads(f.read(n))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            if isinstance(e, OSError) and not isinstance(e, (UnicodeDecodeError,)):
+                raise CheckpointError(f"cannot read {path}: {e}") from e
+            raise CheckpointError(
+                f"{path} has a corrupt safetensors header ({e}); download it again."
+            ) from e
+        data_start = 8 + n
+        self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
+        self._entries: dict[str, _Entry] = {}
+        for name, meta in header.items():
+            try:
+                dtype = SAFETENSORS_DTYPES[meta["dtype"]]
+                shape = tuple(int(d) for d in meta["shape"])
+                begin, end = (int(x) for x in meta["data_offsets"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise CheckpointError(
+                    f"{path}: tensor {name!r} has an unreadable header entry ({e!r})"
+                ) from e
+            info = TensorInfo(shape, dtype)
+            if end - begin != info.nbytes:
+                raise CheckpointError(
+                    f"{path}: tensor {name!r} ({meta['dtype']} {list(shape)}) should take "
+                    f"{info.nbytes} bytes but its offsets span {end - begin}; the file is corrupt."
+                )
+            if data_start + end > size:
+                raise CheckpointError(
+                    f"{path} is truncated: tensor {name!r} ends at byte {data_start + end} but "
+                    f"the file has {size} bytes. Download it again."
+                )
+            self._entries[name] = _Entry(info, data_start + begin)
+        self._fd: int | None = None
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def info(self, name: str) -> TensorInfo:
+        return self._entries[name].info
+
+    def get(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        entry = self._entries[name]
+        shape = entry.info.shape
+        offset, count = entry.start, entry.info.numel
+        if rows is not None:
+            row = math.prod(shape[1:])
+            offset += rows[0] * row * entry.info.dtype.itemsize
+            count = (rows[1] - rows[0]) * row
+            shape = (rows[1] - rows[0], *shape[1:])
+        nbytes = count * entry.info.dtype.itemsize
+        buf = torch.empty(nbytes, dtype=torch.uint8)
+        if nbytes:
+            self._read_into(buf, offset, name)
+        return buf.view(entry.info.dtype).reshape(shape)
+
+    def _read_into(self, buf: torch.Tensor, offset: int, name: str) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        view = memoryview(buf.numpy()).cast("B")  # type: ignore[arg-type]
+        done = 0
+        while done < len(view):
+            got = os.preadv(self._fd, [view[done:]], offset + done)
+            if got <= 0:
+                raise CheckpointError(
+                    f"{self.path}: unexpected end of file while reading {name!r}; the file "
+                    "changed or is truncated. Download it again."
+                )
+            done += got
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class _ShardedSource:
+    """Tensors spread over shard files, located through a name -> file map."""
+
+    def __init__(self, root: Path, weight_map: dict[str, str], index_path: Path | None) -> None:
+        self.root = root
+        self._map = weight_map
+        self._index_path = index_path
+        self._names = list(weight_map)
+        for fname in sorted(set(weight_map.values())):
+            if not (root / fname).is_file():
+                where = f" listed in {index_path}" if index_path else ""
+                raise CheckpointError(
+                    f"shard {root / fname}{where} is missing; download the checkpoint again."
+                )
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+
+class SafetensorsCheckpoint(_ShardedSource):
+    def __init__(self, root: Path, weight_map: dict[str, str], index_path: Path | None) -> None:
+        super().__init__(root, weight_map, index_path)
+        self._files: dict[str, SafetensorsFile] = {}
+        for fname in sorted(set(weight_map.values())):
+            f = SafetensorsFile(root / fname)
+            self._files[fname] = f
+            present = set(f.names())
+            for name, mapped in weight_map.items():
+                if mapped == fname and name not in present:
+                    raise CheckpointError(
+                        f"{index_path} maps tensor {name!r} to {fname}, but that shard does "
+                        "not contain it; the checkpoint is inconsistent."
+                    )
+
+    def _file(self, name: str) -> SafetensorsFile:
+        try:
+            return self._files[self._map[name]]
+        except KeyError:
+            raise KeyError(name) from None
+
+    def info(self, name: str) -> TensorInfo:
+        return self._file(name).info(name)
+
+    def get(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        return self._file(name).get(name, rows)
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+
+
+class TorchBinCheckpoint(_ShardedSource):
+    """PyTorch pickle checkpoints, loaded safely (``weights_only=True``) through a memory map.
+
+    One shard is mapped at a time; moving to another shard drops the previous map, so its
+    pages leave the process's resident memory.
+    """
+
+    def __init__(self, root: Path, weight_map: dict[str, str], index_path: Path | None) -> None:
+        super().__init__(root, weight_map, index_path)
+        self._loaded_name: str | None = None
+        self._loaded: dict[str, torch.Tensor] = {}
+        self._infos: dict[str, TensorInfo] = {}
+
+    def _shard(self, fname: str) -> dict[str, torch.Tensor]:
+        if self._loaded_name != fname:
+            self._loaded = {}
+            self._loaded = self._load(self.root / fname)
+            self._loaded_name = fname
+            for k, v in self._loaded.items():
+                self._infos[k] = TensorInfo(tuple(v.shape), v.dtype)
+        return self._loaded
+
+    @staticmethod
+    def _load(path: Path) -> dict[str, torch.Tensor]:
+        try:
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if "mmap" not in str(e):
+                    raise
+                # legacy (non-zip) serialization cannot be mapped
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle errors surface as many exception types
+            raise CheckpointError(
+                f"cannot load {path} safely (weights_only=True): {e}. Alloy never unpickles "
+                "arbitrary objects; convert the checkpoint to safetensors if you trust it."
+            ) from e
+        if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise CheckpointError(f"{path} does not hold a flat dict of tensors")
+        return obj
+
+    def info(self, name: str) -> TensorInfo:
+        if name not in self._infos:
+            self._shard(self._map[name])
+        return self._infos[name]
+
+    def get(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        t = self._shard(self._map[name])[name]
+        if rows is not None:
+            t = t[rows[0] : rows[1]]
+        return t.clone()
+
+    def close(self) -> None:
+        self._loaded = {}
+        self._loaded_name = None
+
+
+WEIGHT_FORMATS = (
+    ("model.safetensors.index.json", "model.safetensors", SafetensorsCheckpoint),
+    ("pytorch_model.bin.index.json", "pytorch_model.bin", TorchBinCheckpoint),
+)
+
+
+def open_weights(root: Path) -> SafetensorsCheckpoint | TorchBinCheckpoint:
+    """Open the weights of a Hugging Face model directory."""
+    for index_name, single_name, cls in WEIGHT_FORMATS:
+        index_path = root / index_name
+        if index_path.is_file():
+            try:
+                weight_map = json.loads(index_path.read_text())["weight_map"]
+            except (OSError, ValueError, KeyError) as e:
+                raise CheckpointError(f"{index_path} is not a valid index ({e!r})") from e
+            return cls(root, dict(weight_map), index_path)
+        single = root / single_name
+        if single.is_file():
+            if cls is SafetensorsCheckpoint:
+                names = SafetensorsFile(single).names()
+            else:
+                names = list(TorchBinCheckpoint._load(single))
+            return cls(root, dict.fromkeys(names, single_name), None)
+    others = sorted(p.name for p in root.glob("*.safetensors")) + sorted(
+        p.name for p in root.glob("*.bin")
+    )
+    if len(others) == 1 and others[0].endswith(".safetensors"):
+        names = SafetensorsFile(root / others[0]).names()
+        return SafetensorsCheckpoint(root, dict.fromkeys(names, others[0]), None)
+    found = ", ".join(sorted(p.name for p in root.iterdir())[:12]) or "nothing"
+    raise CheckpointError(
+        f"{root} holds no checkpoint: expected model.safetensors, a sharded "
+        "model.safetensors.index.json, or pytorch_model.bin[.index.json]"
+        f" (found: {found})."
+    )
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object")
+    return data
+
+
+def close_all(sources: Iterable[object]) -> None:
+    for s in sources:
+        close = getattr(s, "close", None)
+        if close is not None:
+            close()

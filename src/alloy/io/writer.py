@@ -1,0 +1,172 @@
+"""Writers: the streaming sharded safetensors writer and an in-memory one for tests.
+
+The shard layout is planned before any tensor is computed (the planner knows every output
+shape and dtype), so each shard's header is written first and tensor bytes are appended as
+they are produced, chunk by chunk. Nothing is buffered beyond the chunk being written, and the
+files are byte-identical across runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import torch
+
+from alloy.errors import OutputError
+from alloy.io.sharding import shard_file_names
+from alloy.io.sources import DTYPE_CODES, TensorInfo
+
+
+@dataclass(frozen=True)
+class OutTensor:
+    name: str
+    info: TensorInfo
+
+
+class TensorWriter(Protocol):
+    def add(self, name: str, data: torch.Tensor) -> None:
+        """Append ``data`` (the tensor, or its next rows) to output tensor ``name``."""
+        ...
+
+    def finish(self) -> None: ...
+
+
+class MemoryWriter:
+    """Collects output tensors in a dict (tests, programmatic merges)."""
+
+    def __init__(self, layout: Sequence[OutTensor]) -> None:
+        self.infos = {t.name: t.info for t in layout}
+        self._parts: dict[str, list[torch.Tensor]] = {}
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def add(self, name: str, data: torch.Tensor) -> None:
+        self._parts.setdefault(name, []).append(data.detach().cpu().clone())
+
+    def finish(self) -> None:
+        for name, parts in self._parts.items():
+            t = torch.cat([p.reshape(-1) for p in parts]) if len(parts) > 1 else parts[0]
+            self.tensors[name] = t.reshape(self.infos[name].shape)
+
+
+def _header(tensors: Sequence[OutTensor]) -> bytes:
+    entries: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for t in tensors:
+        entries[t.name] = {
+            "dtype": DTYPE_CODES[t.info.dtype],
+            "shape": list(t.info.shape),
+            "data_offsets": [offset, offset + t.info.nbytes],
+        }
+        offset += t.info.nbytes
+    raw = json.dumps(entries, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw
+
+
+class ShardedSafetensorsWriter:
+    """Writes tensors, in the planned order, into ``model-0000k-of-0000n.safetensors`` files
+    (``model.safetensors`` when there is one shard) plus ``model.safetensors.index.json``."""
+
+    def __init__(self, directory: Path, shards: Sequence[Sequence[OutTensor]]) -> None:
+        self.directory = directory
+        self.shards = [list(s) for s in shards]
+        self.files = shard_file_names(len(self.shards))
+        self._order = [(si, t) for si, shard in enumerate(self.shards) for t in shard]
+        self._pos = 0  # index into _order of the tensor being written
+        self._written = 0  # bytes of that tensor written so far
+        self._fh: BinaryIO | None = None
+        self._open_shard: int | None = None
+
+    def _current(self) -> tuple[int, OutTensor]:
+        if self._pos >= len(self._order):
+            raise OutputError("internal error: more tensors written than planned")
+        return self._order[self._pos]
+
+    def _ensure_open(self, shard: int) -> BinaryIO:
+        if self._open_shard != shard:
+            self._close()
+            path = self.directory / self.files[shard]
+            try:
+                self._fh = open(path, "wb")  # noqa: SIM115 - closed in _close
+            except OSError as e:
+                raise OutputError(f"cannot write {path}: {e}") from e
+            self._fh.write(_header(self.shards[shard]))
+            self._open_shard = shard
+        assert self._fh is not None
+        return self._fh
+
+    def add(self, name: str, data: torch.Tensor) -> None:
+        shard, expected = self._current()
+        if name != expected.name:
+            raise OutputError(
+                f"internal error: wrote {name!r} while {expected.name!r} was expected next"
+            )
+        if data.dtype != expected.info.dtype:
+            raise OutputError(
+                f"internal error: {name!r} is {data.dtype}, planned as {expected.info.dtype}"
+            )
+        fh = self._ensure_open(shard)
+        cpu = data.detach().to("cpu").contiguous()
+        raw = (
+            memoryview(cpu.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
+            if cpu.numel()
+            else b""
+        )
+        try:
+            fh.write(raw)
+        except OSError as e:
+            raise OutputError(f"cannot write {self.directory / self.files[shard]}: {e}") from e
+        self._written += cpu.numel() * cpu.element_size()
+        if self._written > expected.info.nbytes:
+            raise OutputError(f"internal error: too many bytes for {name!r}")
+        if self._written == expected.info.nbytes:
+            self._pos += 1
+            self._written = 0
+
+    def _close(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+            self._open_shard = None
+
+    def finish(self) -> None:
+        # tensors with no elements are never passed to add(); account for them here
+        while self._pos < len(self._order) and self._order[self._pos][1].info.nbytes == 0:
+            self._ensure_open(self._order[self._pos][0])
+            self._pos += 1
+        if self._pos != len(self._order):
+            missing = self._order[self._pos][1].name
+            raise OutputError(f"internal error: output ended before tensor {missing!r}")
+        for si in range(len(self.shards)):
+            if not (self.directory / self.files[si]).exists():
+                self._ensure_open(si)
+        self._close()
+        if len(self.shards) > 1:
+            total = sum(t.info.nbytes for s in self.shards for t in s)
+            weight_map = {
+                t.name: self.files[si] for si, shard in enumerate(self.shards) for t in shard
+            }
+            index = {
+                "metadata": {"total_size": total},
+                "weight_map": dict(sorted(weight_map.items())),
+            }
+            (self.directory / "model.safetensors.index.json").write_text(
+                json.dumps(index, indent=2) + "\n"
+            )
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def layout_bytes(layout: Sequence[OutTensor]) -> int:
+    return sum(math.prod(t.info.shape) * t.info.dtype.itemsize for t in layout)

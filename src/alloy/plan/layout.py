@@ -1,0 +1,203 @@
+"""The output layout: which output tensors exist and which input tensor feeds each of them.
+
+A config's ``models:`` list is one slice covering every layer. ``slices:`` stack layer ranges
+(frankenmerges): output layer ``L`` of a slice takes layer ``start + idx`` of each source.
+Tensors before the layer stack come from the first slice's sources, tensors after it from the
+last slice's (as in mergekit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alloy.arch.infer import Stack, is_output_embedding, split_layer_name
+from alloy.config.params import layer_position
+from alloy.config.schema import InputSource, MergeConfig, ModelRef, OutputSlice
+from alloy.plan.models import InputModel
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """A normalized output slice: its sources (base included where the method uses one)."""
+
+    sources: tuple[InputSource, ...]
+    base_index: int | None  # which source is the base, if any
+    parameters: dict
+    location: str
+
+
+@dataclass(frozen=True)
+class OutSpec:
+    """One output tensor: its name, the slice whose sources feed it, their tensor names."""
+
+    name: str
+    slice_index: int
+    input_names: tuple[str, ...]  # one per source of the slice
+    t: float
+
+
+def normalize_slices(
+    config: MergeConfig, uses_base: bool, notes: list[str]
+) -> list[tuple[OutputSlice, ModelRef | None]]:
+    """The config as a list of (slice, base); the base is added to a slice's sources when the
+    method uses one and it is not listed."""
+    if config.models is not None:
+        sources = list(config.models)
+        base = config.base_model
+        if base is not None and uses_base and all(s.model != base for s in sources):
+            sources.append(InputSource(base, None, {}, "base_model"))
+        elif base is not None and not uses_base and all(s.model != base for s in sources):
+            notes.append(
+                f"{config.merge_method} does not use a base model: base_model {base} is not "
+                "listed under models, so it takes no part in the merge"
+            )
+        return [(OutputSlice(tuple(sources), None, {}, "models"), base)]
+    out = []
+    for sl in config.slices or ():
+        base = sl.base_model or config.base_model
+        sources = list(sl.sources)
+        if base is not None and uses_base and all(s.model != base for s in sources):
+            first = sources[0].layer_range
+            sources.append(InputSource(base, first, {}, f"{sl.location}.base_model"))
+            notes.append(
+                f"{sl.location}: base model {base} is not among the sources; its layers "
+                f"{list(first) if first else 'all'} are used as the base"
+            )
+        out.append((OutputSlice(tuple(sources), sl.base_model, sl.parameters, sl.location), base))
+    return out
+
+
+def _layer_rest(stack: Stack, index: int) -> list[str]:
+    return stack.layers.get(index, [])
+
+
+class LayoutError(Exception):
+    pass
+
+
+def output_tensors(
+    slices: list[SliceSpec],
+    models: dict[ModelRef, InputModel],
+    by_slices: bool,
+) -> tuple[list[OutSpec], list[int] | None, list[str]]:
+    """The output tensors in write order, the source layer of every output layer (for the
+    config of a frankenmerge; None for ``models:``), and the problems found."""
+    problems: list[str] = []
+    first = slices[0]
+    ref_model = models[first.sources[first.base_index or 0].model]
+    if not by_slices:
+        return _whole_model_layout(first, models, ref_model, problems), None, problems
+
+    def stack_of(m: InputModel, where: str) -> Stack | None:
+        if len(m.arch.stacks) != 1:
+            problems.append(
+                f"{where}: slices need a model with one stack of layers; {m.ref} has "
+                f"{len(m.arch.stacks)} ({', '.join(m.arch.stacks) or 'none'})"
+            )
+            return None
+        return next(iter(m.arch.stacks.values()))
+
+    out: list[OutSpec] = []
+    ref_stack = stack_of(ref_model, first.location)
+    if ref_stack is None:
+        return [], None, problems
+    pre_names = [n for n in models[first.sources[0].model].arch.pre]
+    for n in pre_names:
+        out.append(OutSpec(n, 0, tuple(n for _ in first.sources), 0.0))
+    layer_sources: list[int] = []
+    out_layer = 0
+    for si, sl in enumerate(slices):
+        stacks = [stack_of(models[s.model], s.location) for s in sl.sources]
+        if any(st is None for st in stacks):
+            continue
+        for s, st in zip(sl.sources, stacks):
+            assert st is not None and s.layer_range is not None
+            if s.layer_range[1] > st.num_layers:
+                problems.append(
+                    f"{s.location}: layer_range {list(s.layer_range)} is out of range: "
+                    f"{s.model} has {st.num_layers} layers (0..{st.num_layers - 1}); "
+                    "ranges are half-open [start, end)"
+                )
+        if problems:
+            continue
+        lead = sl.sources[0]
+        assert lead.layer_range is not None
+        count = lead.layer_range[1] - lead.layer_range[0]
+        for idx in range(count):
+            src_layers = [s.layer_range[0] + idx for s in sl.sources]  # type: ignore[index]
+            rests = _layer_rest(stacks[0], src_layers[0])  # type: ignore[arg-type]
+            for s, st, li in zip(sl.sources[1:], stacks[1:], src_layers[1:]):
+                other = _layer_rest(st, li)  # type: ignore[arg-type]
+                if sorted(other) != sorted(rests):
+                    diff = sorted(set(rests) ^ set(other))[:4]
+                    problems.append(
+                        f"{s.location}: layer {li} of {s.model} has other tensors than layer "
+                        f"{src_layers[0]} of {lead.model} (differing: {', '.join(diff)})"
+                    )
+            t = layer_position(idx, count)
+            for rest in rests:
+                ins = tuple(
+                    st.full_name(li, rest)  # type: ignore[union-attr]
+                    for st, li in zip(stacks, src_layers)
+                )
+                out.append(OutSpec(ref_stack.full_name(out_layer, rest), si, ins, t))
+            layer_sources.append(src_layers[0])
+            out_layer += 1
+    last = slices[-1]
+    post_names = list(models[last.sources[0].model].arch.post)
+    _add_untied_head(post_names, last, models)
+    for n in post_names:
+        out.append(OutSpec(n, len(slices) - 1, tuple(n for _ in last.sources), 0.0))
+    return out, layer_sources, problems
+
+
+def _add_untied_head(names: list[str], sl: SliceSpec, models: dict[ModelRef, InputModel]) -> None:
+    """If the reference model ties its head but another source stores one, the output stores
+    it too (the tied models contribute their input embedding)."""
+    for s in sl.sources:
+        for n in models[s.model].arch.post:
+            if is_output_embedding(n) and n not in names:
+                names.append(n)
+
+
+def _whole_model_layout(
+    sl: SliceSpec, models: dict[ModelRef, InputModel], ref: InputModel, problems: list[str]
+) -> list[OutSpec]:
+    counts: dict[str, dict[str, tuple[ModelRef, int]]] = {}
+    for s in sl.sources:
+        m = models[s.model]
+        for stack in m.arch.stacks.values():
+            counts.setdefault(stack.name, {})[s.location] = (s.model, stack.num_layers)
+    for stack_name, per_src in counts.items():
+        if len({n for _, n in per_src.values()}) > 1:
+            detail = ", ".join(f"{ref_} has {n}" for ref_, n in per_src.values())
+            problems.append(
+                f"the models have different numbers of layers in {stack_name} ({detail}); "
+                "use `slices:` with layer ranges of equal length"
+            )
+    out: list[OutSpec] = []
+    names = list(ref.arch.pre)
+    for stack in ref.arch.stacks.values():
+        for i in sorted(stack.layers):
+            names += [stack.full_name(i, r) for r in stack.layers[i]]
+    post = list(ref.arch.post)
+    _add_untied_head(post, sl, models)
+    names += post
+    for n in names:
+        split = split_layer_name(n)
+        t = 0.0
+        if split is not None:
+            stack_name, idx, _ = split
+            t = layer_position(idx, ref.arch.stacks[stack_name].num_layers)
+        out.append(OutSpec(n, 0, tuple(n for _ in sl.sources), t))
+    # tensors that some input has and the reference lacks would be dropped silently
+    known = set(names)
+    for s in sl.sources:
+        extra = [n for n in models[s.model].arch.names if n not in known]
+        if extra and not all(is_output_embedding(n) for n in extra):
+            shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+            problems.append(
+                f"{s.location}: {s.model} has tensors that {ref.ref} lacks ({shown}); the "
+                "models do not share one architecture"
+            )
+    return out

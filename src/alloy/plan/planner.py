@@ -1,0 +1,336 @@
+"""Config -> plan: one `TensorJob` per output tensor, from headers only.
+
+For every output tensor the planner decides the input tensors, the method, the resolved
+parameters (after precedence, filters and layer gradients), the output dtype and shard. It
+reads no tensor data: `alloy plan` prints the result with a memory estimate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from alloy.arch.infer import is_embedding, is_output_embedding, remap_config_layers
+from alloy.config.params import resolve
+from alloy.config.schema import MergeConfig, ModelRef
+from alloy.errors import (
+    AlloyError,
+    ConfigError,
+    ConfigIssue,
+    IncompatibleModelsError,
+)
+from alloy.io.sharding import plan_shards
+from alloy.io.sources import TensorInfo
+from alloy.io.writer import OutTensor
+from alloy.methods.registry import MethodSpec, Params, get_method
+from alloy.plan.layout import SliceSpec, normalize_slices, output_tensors
+from alloy.plan.models import InputModel, open_models
+
+log = logging.getLogger("alloy")
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MAX_LISTED = 8
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """One input tensor: which model, which tensor name, where the config lists it."""
+
+    model: ModelRef
+    name: str
+    label: str
+
+
+@dataclass(frozen=True)
+class TensorJob:
+    name: str
+    info: TensorInfo  # output shape and dtype
+    inputs: tuple[InputRef, ...]  # non-base inputs, in config order
+    base: InputRef | None
+    params: Params | None
+    model_params: tuple[Params, ...]
+    t: float
+    copy_only: bool = False  # integer/bool buffers: copied from the base (or first input)
+
+    @property
+    def all_inputs(self) -> tuple[InputRef, ...]:
+        return (*self.inputs, *((self.base,) if self.base else ()))
+
+
+@dataclass
+class MergePlan:
+    config: MergeConfig
+    method: MethodSpec
+    models: dict[ModelRef, InputModel]
+    jobs: list[TensorJob]
+    shards: list[list[int]]
+    output_config: dict[str, Any]
+    donor: InputModel
+    notes: list[str] = field(default_factory=list)
+
+    def input_info(self, ref: InputRef) -> TensorInfo:
+        return self.models[ref.model].weights.info(ref.name)
+
+    @property
+    def bytes_to_read(self) -> int:
+        return sum(self.input_info(r).nbytes for j in self.jobs for r in j.all_inputs)
+
+    @property
+    def bytes_to_write(self) -> int:
+        return sum(j.info.nbytes for j in self.jobs)
+
+    def shard_layout(self) -> list[list[OutTensor]]:
+        return [[OutTensor(self.jobs[i].name, self.jobs[i].info) for i in s] for s in self.shards]
+
+    def close(self) -> None:
+        for m in {id(m): m for m in self.models.values()}.values():
+            m.close()
+
+
+def choose_method(config: MergeConfig, strict: bool, notes: list[str]) -> MethodSpec:
+    """The method to run. slerp over more than two models switches to ties (with a base) or
+    multislerp (without), with a warning; ``strict`` makes that an error."""
+    spec = get_method(config.merge_method)
+    if spec.name != "slerp":
+        return spec
+    groups = (
+        [config.models] if config.models is not None else [s.sources for s in config.slices or ()]
+    )
+    base = config.base_model
+    too_many = False
+    for g in groups:
+        refs = {s.model for s in g or ()} | ({base} if base else set())
+        too_many |= len(g or ()) > 2 or len(refs) > 2
+    if not too_many:
+        return spec
+    fallback = "ties" if base is not None else "multislerp"
+    msg = (
+        f"slerp interpolates exactly two models; this config has more, so Alloy switches to "
+        f"{fallback} ({'a base model is given' if base else 'no base model is given'})"
+    )
+    if strict:
+        raise ConfigError([ConfigIssue(msg + "; --strict makes this an error", "merge_method")])
+    notes.append(msg)
+    return get_method(fallback)
+
+
+def _resolve_params(
+    schema: type[Params],
+    levels: Sequence[dict],
+    tensor_name: str,
+    t: float,
+    where: str,
+    issues: dict[tuple[str, str], ConfigIssue],
+    defaults: dict[str, Any] | None = None,
+) -> Params | None:
+    values: dict[str, Any] = {}
+    for pname in schema.model_fields:
+        alias = schema.model_fields[pname].alias or pname
+        v, _ = resolve(alias, levels, tensor_name, t)
+        if v is None and defaults and alias in defaults:
+            v = defaults[alias]
+        if v is not None:
+            values[alias] = v
+    try:
+        return schema.model_validate(values)
+    except ValidationError as e:
+        for err in e.errors():
+            field_name = ".".join(str(x) for x in err["loc"])
+            if err["type"] == "missing":
+                msg = f"missing required parameter {field_name!r} (first needed for {tensor_name})"
+            else:
+                msg = f"parameter {field_name!r}: {err['msg']} (for {tensor_name})"
+            issues.setdefault((where, msg.split(" (")[0]), ConfigIssue(msg, where))
+        return None
+
+
+def build_plan(
+    config: MergeConfig,
+    *,
+    out_shard_size: int = 5_000_000_000,
+    strict: bool = False,
+    allow_crimes: bool = False,
+) -> MergePlan:
+    notes: list[str] = []
+    method = choose_method(config, strict, notes)
+    config_dir = Path(config.source_file).parent if config.source_file else None
+    models, open_errors = open_models(config.all_models(), config_dir)
+    if open_errors:
+        if len(open_errors) == 1:
+            raise open_errors[0]
+        raise AlloyError("\n".join(f"- {e}" for e in open_errors))
+    try:
+        return _plan(config, method, models, notes, out_shard_size, allow_crimes)
+    except BaseException:
+        for m in models.values():
+            m.close()
+        raise
+
+
+def _plan(
+    config: MergeConfig,
+    method: MethodSpec,
+    models: dict[ModelRef, InputModel],
+    notes: list[str],
+    out_shard_size: int,
+    allow_crimes: bool,
+) -> MergePlan:
+    uses_base = method.base != "none"
+    issues: dict[tuple[str, str], ConfigIssue] = {}
+    slices: list[SliceSpec] = []
+    seen: dict[ModelRef, str] = {}
+    for sl, base in normalize_slices(config, uses_base, notes):
+        base_index = None
+        if uses_base and base is not None:
+            base_index = next(i for i, s in enumerate(sl.sources) if s.model == base)
+        for s in sl.sources:
+            if config.models is not None and s.model in seen and s.location != "base_model":
+                notes.append(
+                    f"{s.location}: {s.model} is listed again (first at {seen[s.model]}); each "
+                    "entry is its own input (mergekit silently merges them into one)"
+                )
+            seen.setdefault(s.model, s.location)
+        n_inputs = len(sl.sources) - (base_index is not None)
+        if method.base == "required" and base_index is None:
+            issues[(sl.location, "base")] = ConfigIssue(
+                f"{method.name} needs a base model: set `base_model`", sl.location
+            )
+        if n_inputs < method.min_models or (
+            method.max_models is not None and n_inputs > method.max_models
+        ):
+            want = (
+                f"exactly {method.min_models}"
+                if method.max_models == method.min_models
+                else f"at least {method.min_models}"
+                + (f" and at most {method.max_models}" if method.max_models else "")
+            )
+            issues[(sl.location, "count")] = ConfigIssue(
+                f"{method.name} takes {want} model(s) besides the base; got {n_inputs}",
+                sl.location,
+            )
+        slices.append(SliceSpec(sl.sources, base_index, sl.parameters, sl.location))
+    if issues:
+        raise ConfigError(list(issues.values()), config.source_file)
+
+    outs, layer_sources, problems = output_tensors(slices, models, config.slices is not None)
+    if problems:
+        raise IncompatibleModelsError(_listing("the models cannot be merged", problems))
+
+    out_dtype = DTYPES.get(config.out_dtype or config.dtype or "")
+    jobs: list[TensorJob] = []
+    missing: list[str] = []
+    shape_errors: list[str] = []
+    for o in outs:
+        spec = slices[o.slice_index]
+        refs: list[InputRef] = []
+        for s, name in zip(spec.sources, o.input_names):
+            m = models[s.model]
+            actual = name
+            if not m.has(name) and is_output_embedding(name) and m.arch.tied():
+                actual = m.arch.input_embedding() or name  # tied head: the input embedding
+            if not m.has(actual):
+                missing.append(f"{name} is missing from {s.model} ({s.location})")
+                continue
+            refs.append(InputRef(s.model, actual, s.location))
+        if len(refs) != len(spec.sources):
+            continue
+        infos = [models[r.model].weights.info(r.name) for r in refs]
+        if any(i.shape != infos[0].shape for i in infos):
+            detail = "; ".join(f"{list(i.shape)} in {r.model}" for r, i in zip(refs, infos))
+            hint = (
+                " (the vocabularies differ: align them with a common tokenizer before merging)"
+                if is_embedding(o.name)
+                else ""
+            )
+            shape_errors.append(f"{o.name}: shapes differ: {detail}{hint}")
+            continue
+        base_ref = refs[spec.base_index] if spec.base_index is not None else None
+        inputs = tuple(r for i, r in enumerate(refs) if i != spec.base_index)
+        sources = [s for i, s in enumerate(spec.sources) if i != spec.base_index]
+        names_in = [n for i, n in enumerate(o.input_names) if i != spec.base_index]
+        ref_info = infos[spec.base_index if spec.base_index is not None else 0]
+        floating = ref_info.dtype.is_floating_point
+        dtype = out_dtype if (out_dtype is not None and floating) else ref_info.dtype
+        info = TensorInfo(ref_info.shape, dtype)
+        if not floating:
+            jobs.append(TensorJob(o.name, info, inputs, base_ref, None, (), o.t, copy_only=True))
+            continue
+        top, slice_params = config.parameters, spec.parameters
+        params = _resolve_params(
+            method.params, [slice_params, top], o.name, o.t, spec.location, issues
+        )
+        mparams: list[Params] = []
+        for s, name_in in zip(sources, names_in):
+            mp = _resolve_params(
+                method.model_params,
+                [s.parameters, slice_params, top],
+                name_in,
+                o.t,
+                s.location,
+                issues,
+                defaults=_fallback_defaults(config, method),
+            )
+            if mp is not None:
+                mparams.append(mp)
+        if params is None or len(mparams) != len(inputs):
+            continue
+        jobs.append(TensorJob(o.name, info, inputs, base_ref, params, tuple(mparams), o.t))
+    if issues:
+        raise ConfigError(list(issues.values()), config.source_file)
+    if missing or shape_errors:
+        head = "tensors missing from some inputs" if missing else "tensor shapes differ"
+        raise IncompatibleModelsError(_listing(head, missing + shape_errors))
+
+    donor_ref = config.base_model or slices[0].sources[0].model
+    donor = models[donor_ref]
+    out_cfg = _output_config(donor, jobs, layer_sources, config, out_dtype)
+    shards = plan_shards([j.info.nbytes for j in jobs], out_shard_size)
+    for n in notes:
+        log.warning(n)
+    return MergePlan(config, method, models, jobs, shards, out_cfg, donor, notes)
+
+
+def _fallback_defaults(config: MergeConfig, method: MethodSpec) -> dict[str, Any] | None:
+    # slerp's replacement methods need per-model weights the slerp config never had
+    if config.merge_method == "slerp" and method.name != "slerp":
+        return {"weight": 1.0}
+    return None
+
+
+def _listing(head: str, items: list[str]) -> str:
+    shown = items[:MAX_LISTED]
+    more = f"\n  ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
+    return f"{head}:\n" + "\n".join(f"  - {i}" for i in shown) + more
+
+
+def _output_config(
+    donor: InputModel,
+    jobs: list[TensorJob],
+    layer_sources: list[int] | None,
+    config: MergeConfig,
+    out_dtype: torch.dtype | None,
+) -> dict[str, Any]:
+    cfg = dict(donor.config)
+    stack = donor.arch.main_stack
+    if layer_sources is not None and stack is not None:
+        cfg = remap_config_layers(cfg, stack.num_layers, layer_sources)
+    names = {j.name for j in jobs}
+    has_head = any(is_output_embedding(n) for n in names)
+    if "tie_word_embeddings" in cfg or has_head:
+        cfg["tie_word_embeddings"] = not has_head
+    dtype = out_dtype
+    if dtype is None:
+        floats = [j.info.dtype for j in jobs if j.info.dtype.is_floating_point]
+        dtype = floats[0] if floats else None
+    if dtype is not None:
+        name = str(dtype).removeprefix("torch.")
+        cfg["torch_dtype"] = name
+        if "dtype" in cfg:
+            cfg["dtype"] = name
+    return cfg
