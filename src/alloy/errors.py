@@ -58,8 +58,8 @@ class ConfigError(AlloyError):
 
 class UnknownMethodError(AlloyError):
     def __init__(self, name: str, known: Sequence[str]) -> None:
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        close = closest(name, known)
+        hint = f" Did you mean {close!r}?" if close else ""
         super().__init__(
             f"unknown merge method {name!r}.{hint} Known methods: {', '.join(known)} "
             "(`alloy methods` describes them)."
@@ -91,7 +91,33 @@ class OutputError(AlloyError):
     pass
 
 
+def _osa_distance(a: str, b: str) -> int:
+    """Edit distance counting a swap of two adjacent letters as one edit."""
+    d = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i in range(len(a) + 1):
+        d[i][0] = i
+    for j in range(len(b) + 1):
+        d[0][j] = j
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
+
+
 def closest(word: str, candidates: Sequence[str]) -> str | None:
-    """The candidate closest to ``word``, if any is close enough to suggest."""
-    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
+    """The candidate closest to ``word`` (typos, swapped letters), if any is close enough."""
+    if not candidates:
+        return None
+    lowered = word.lower()
+    best = min(
+        candidates,
+        key=lambda c: (_osa_distance(lowered, c.lower()), abs(len(c) - len(word)), c),
+    )
+    limit = max(2, len(word) // 3)
+    if _osa_distance(lowered, best.lower()) <= limit:
+        return best
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return match[0] if match else None

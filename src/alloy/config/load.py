@@ -264,6 +264,7 @@ def parse_config(data: Any, *, source: str | None = None, text: str | None = Non
     _check_keys(doc, raw, TOP_KEYS, ())
 
     method = raw.get("merge_method")
+    n_models = 0
     allowed: tuple[str, ...] | None = None
     globals_: tuple[str, ...] = ()
     if not isinstance(method, str) or not method:
@@ -424,7 +425,8 @@ def parse_config(data: Any, *, source: str | None = None, text: str | None = Non
         from alloy.methods.registry import get_method
 
         spec = get_method(method)
-        if spec.base == "required" and base is None:
+        falls_back = method == "slerp" and n_models > 2  # to multislerp without a base
+        if spec.base == "required" and base is None and not falls_back:
             slice_bases = [s.base_model for s in slices or ()]
             if not slice_bases or any(b is None for b in slice_bases):
                 doc.error(

@@ -70,10 +70,11 @@ class MethodSpec:
     randomized: bool = False
 
     def param_names(self) -> list[str]:
-        return list(self.params.model_fields)
+        """Global parameter names as written in YAML (aliases, e.g. ``lambda``)."""
+        return [f.alias or n for n, f in self.params.model_fields.items()]
 
     def model_param_names(self) -> list[str]:
-        return list(self.model_params.model_fields)
+        return [f.alias or n for n, f in self.model_params.model_fields.items()]
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

@@ -1,0 +1,8 @@
+"""The built-in merge methods: importing this module runs their `@method` registrations."""
+
+from alloy.methods import (  # noqa: F401
+    linear,
+    passthrough,
+    slerp,
+    task_arithmetic,
+)

@@ -1,0 +1,42 @@
+"""Passthrough: copy one input tensor, optionally scaled.
+
+Used for frankenmerges (each output slice comes from a single source) and for attenuating a
+copied tensor::
+
+    merged = scale · x   (scale defaults to 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from alloy.methods.registry import NoParams, Params, method
+
+
+class PassthroughModelParams(Params):
+    scale: float | None = None  # None: copy unchanged
+
+
+@method(
+    "passthrough",
+    model_params=PassthroughModelParams,
+    base="none",
+    min_models=1,
+    max_models=1,
+    paper="none (copies a tensor; the basis of layer-stacking frankenmerges)",
+    summary="Copies the single input tensor, multiplied by `scale` when given.",
+    elementwise=True,
+)
+def passthrough(
+    inputs: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: NoParams,
+    model_params: Sequence[PassthroughModelParams],
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """``scale · x`` for the one input ``x``; without a scale the input itself is returned."""
+    (x,) = inputs
+    (p,) = model_params
+    return x if p.scale is None else x * p.scale

@@ -1,0 +1,137 @@
+"""Spherical interpolation: SLERP between a base and one model, and multi-model SLERP.
+
+SLERP (Shoemake 1985, "Animating rotation with quaternion curves", SIGGRAPH '85), with the angle
+measured between the flattened tensors and the coefficients applied to the unnormalised tensors::
+
+    cos θ = ⟨v0/‖v0‖, v1/‖v1‖⟩
+    merged = sin((1−t)θ)/sin θ · v0 + sin(tθ)/sin θ · v1     (|cos θ| ≤ 0.9995)
+    merged = (1−t)·v0 + t·v1                                   (nearly colinear)
+
+Multi-SLERP (mergekit's ``multislerp``, C. Goddard 2024): barycentric interpolation on the
+hypersphere, in task-vector space when a base is given::
+
+    u_i = x_i / (‖x_i‖ + ε),   m = Σ w_i u_i / ‖Σ w_i u_i‖,   merged = (Σ w_i ‖x_i‖) · m
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from alloy.errors import MergeComputationError
+from alloy.methods.registry import NoParams, Params, method
+
+# |cos θ| above this: the tensors are nearly colinear, sin θ ≈ 0, interpolate linearly.
+DOT_THRESHOLD = 0.9995
+# A tensor whose norm is at most this is not normalised before measuring the angle.
+NORM_EPS = 1e-8
+
+
+class SlerpParams(Params):
+    t: float  # 0 gives the base, 1 the other model
+
+
+class MultiSlerpParams(Params):
+    normalize_weights: bool = True  # divide the weights by their sum
+    eps: float = 1e-8  # added to norms before dividing by them
+
+
+class MultiSlerpModelParams(Params):
+    weight: float
+
+
+def slerp_tensors(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
+    """SLERP from ``v0`` (t=0) to ``v1`` (t=1), the angle taken between the flattened tensors."""
+    a, b = v0.reshape(-1), v1.reshape(-1)  # [n], views
+    norm_a, norm_b = float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b))
+    # ⟨a/‖a‖, b/‖b‖⟩ without materialising normalised copies; a norm ≤ ε is left as 1.
+    scale = (norm_a if norm_a > NORM_EPS else 1.0) * (norm_b if norm_b > NORM_EPS else 1.0)
+    cos_theta = min(1.0, max(-1.0, float(torch.dot(a, b)) / scale))
+    if abs(cos_theta) > DOT_THRESHOLD:
+        return (1 - t) * v0 + t * v1  # lerp on the originals
+    theta = math.acos(cos_theta)  # angle between the tensors
+    sin_theta = math.sin(theta)
+    s0 = math.sin((1 - t) * theta) / sin_theta
+    s1 = math.sin(t * theta) / sin_theta
+    return s0 * v0 + s1 * v1  # coefficients on the unnormalised tensors
+
+
+@method(
+    "slerp",
+    params=SlerpParams,
+    base="required",
+    min_models=1,
+    max_models=1,
+    paper="Shoemake 1985, Animating rotation with quaternion curves (SIGGRAPH '85)",
+    summary="Spherical interpolation from the base (t=0) to the other model (t=1).",
+)
+def slerp(
+    inputs: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: SlerpParams,
+    model_params: Sequence[NoParams],
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """``slerp(t, base, x)`` for the one non-base input ``x``."""
+    if base is None or len(inputs) != 1:
+        raise MergeComputationError(
+            f"slerp interpolates between a base and exactly one other model; got "
+            f"{'a' if base is not None else 'no'} base and {len(inputs)} other input(s)"
+        )
+    return slerp_tensors(params.t, base, inputs[0])
+
+
+@method(
+    "multislerp",
+    params=MultiSlerpParams,
+    model_params=MultiSlerpModelParams,
+    base="optional",
+    min_models=1,
+    paper="C. Goddard 2024, Multi-SLERP (goddard.blog/posts/multislerp-wow-what-a-cool-idea)",
+    summary="Weighted spherical mean of the inputs (of task vectors when a base is given).",
+)
+def multislerp(
+    inputs: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: MultiSlerpParams,
+    model_params: Sequence[MultiSlerpModelParams],
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Barycentric interpolation on the hypersphere (see the module docstring)."""
+    if len(inputs) == 1:
+        return inputs[0]  # nothing to interpolate (mergekit returns the input, whatever its weight)
+    eps = params.eps
+    weights = [p.weight for p in model_params]
+    if params.normalize_weights:
+        total = math.fsum(weights)
+        if total == 0:
+            raise MergeComputationError(
+                f"multislerp: the weights {weights} sum to 0 and cannot be normalized; "
+                "change them or set `normalize_weights: false`"
+            )
+        weights = [w / total for w in weights]
+
+    points = [x if base is None else x - base for x in inputs]  # task vectors around the base
+    norms = [float(torch.linalg.vector_norm(p)) for p in points]
+    mean = torch.zeros_like(points[0])  # m = Σ w_i u_i,  u_i = x_i / (‖x_i‖ + ε)
+    for p, w, n in zip(points, weights, norms, strict=True):
+        mean.add_(p, alpha=w / (n + eps))
+    mean_norm = float(torch.linalg.vector_norm(mean))
+    if mean_norm < eps:
+        if len(points) == 2:  # antipodal pair: fall back to the weighted sum
+            merged = points[0] * weights[0] + points[1] * weights[1]
+            return merged if base is None else merged + base
+        raise MergeComputationError(
+            "multislerp: the weighted mean of the unit-normalised inputs is zero (antipodal "
+            "tensors whose weights cancel, e.g. a and -a with equal weights); change the weights"
+        )
+    direction = mean / mean_norm  # m / ‖m‖, the point on the sphere
+    # The tangent step at m is zero: T = Σ w_i (u_i − ⟨u_i, m⟩m) = M − ‖M‖m = 0 for M = Σ w_i u_i,
+    # so the exponential map m·cos(‖T‖+ε) + T·sin(‖T‖+ε)/(‖T‖+ε) is m·cos(ε) (mergekit adds ε to
+    # ‖T‖; cos(1e-8) = 1 in float32, kept so a custom eps gives mergekit's result).
+    on_sphere = direction * math.cos(eps)
+    radius = math.fsum(w * n for w, n in zip(weights, norms, strict=True))  # Σ w_i ‖x_i‖
+    merged = on_sphere * radius
+    return merged if base is None else merged + base

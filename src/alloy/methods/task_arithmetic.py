@@ -1,0 +1,242 @@
+"""The task-arithmetic family: task_arithmetic, ties, dare_ties, dare_linear.
+
+Each merges task vectors ``δ_i = x_i − base`` in the same steps (mergekit's "generalized task
+arithmetic"), differing in how a task vector is sparsified and whether signs are elected::
+
+    δ_i   = x_i − base                          task vector (Ilharco et al. 2022)
+    δ̂_i   = sparsify(δ_i, density_i)            none | TIES trim | DARE drop
+    W_i   = w_i · δ̂_i                           weighted before the election, as mergekit does
+    γ     = sgn(Σ_i W_i)                        TIES elect (ties, dare_ties)
+    a_i   = [sgn(W_i) = γ]                      agreement mask (1 for every entry without election)
+    Δ     = Σ_i a_i·W_i / Σ_i a_i·w_i           disjoint mean; the division only when normalize
+    merged = base + λ·Δ
+
+| method          | sparsify        | elect | normalize | rescale |
+|-----------------|-----------------|-------|-----------|---------|
+| task_arithmetic | none            | no    | False     | False   |
+| ties            | magnitude top-k | yes   | True      | False   |
+| dare_ties       | DARE drop       | yes   | False     | True    |
+| dare_linear     | DARE drop       | no    | False     | True    |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from pydantic import ConfigDict, Field
+
+from alloy.errors import MergeComputationError
+from alloy.methods.registry import Params, method
+from alloy.methods.sparsify import agrees_with, dare_drop, elect_sign, trim_magnitude
+
+Sparsifier = Literal["none", "magnitude", "dare"]
+
+
+class TaskArithmeticParams(Params):
+    """Global parameters of the family; the subclasses only change the defaults."""
+
+    # `lambda` is a Python keyword: the field is `lambda_`, the YAML key its alias `lambda`.
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
+    int8_mask: bool = False  # accepted for mergekit configs; it only saves memory there
+    normalize: bool = False  # divide by the (agreeing) weights' sum
+    rescale: bool = False  # rescale what sparsification kept (DARE: 1/density)
+    lambda_: float = Field(default=1.0, alias="lambda")  # scale of the merged task vector
+
+
+class TiesParams(TaskArithmeticParams):
+    normalize: bool = True
+
+
+class DareTiesParams(TaskArithmeticParams):
+    rescale: bool = True
+
+
+class DareLinearParams(TaskArithmeticParams):
+    rescale: bool = True
+
+
+class TaskModelParams(Params):
+    weight: float
+    density: float = 1.0  # fraction of the task vector kept (unused by task_arithmetic)
+
+
+def merge_task_vectors(
+    inputs: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: TaskArithmeticParams,
+    model_params: Sequence[TaskModelParams],
+    generator: torch.Generator | None,
+    *,
+    sparsify: Sparsifier,
+    elect: bool,
+    method: str,
+) -> torch.Tensor:
+    """The shared pipeline of the module docstring."""
+    if base is None:
+        raise MergeComputationError(f"{method} merges task vectors and needs a base model")
+    if len(inputs) != len(model_params):
+        raise MergeComputationError(
+            f"{method}: {len(inputs)} inputs but {len(model_params)} sets of model parameters"
+        )
+    if not inputs:
+        return base.clone()
+    weights = [p.weight for p in model_params]
+
+    weighted = base.new_empty((len(inputs), *base.shape))  # W_i, [n, *shape]
+    for i, (x, p) in enumerate(zip(inputs, model_params)):
+        delta = x - base  # δ_i
+        if sparsify == "magnitude":
+            delta = trim_magnitude(delta, p.density, rescale=params.rescale, method=method)
+        elif sparsify == "dare":
+            delta = dare_drop(
+                delta, p.density, rescale=params.rescale, generator=generator, method=method
+            )
+        torch.mul(delta, p.weight, out=weighted[i])  # W_i = w_i · δ̂_i
+        del delta
+
+    divisor: torch.Tensor | float
+    if elect:
+        sign = elect_sign(weighted)  # γ, [*shape]
+        agree = agrees_with(weighted, sign)  # a_i, [n, *shape]
+        mixed = (weighted * agree).sum(dim=0)  # Σ a_i·W_i
+        w = torch.tensor(weights, dtype=base.dtype, device=base.device)
+        divisor = (w.view(-1, *([1] * base.dim())) * agree).sum(dim=0)  # Σ a_i·w_i
+        divisor[divisor == 0] = 1  # no agreeing model: the (zero) sum stays zero
+    else:
+        mixed = weighted.sum(dim=0)  # Σ W_i
+        total = sum(weights)
+        divisor = total if abs(total) >= 1e-8 else 1.0
+    del weighted
+
+    if params.normalize:
+        mixed = mixed / divisor
+    return base + params.lambda_ * mixed
+
+
+@method(
+    "task_arithmetic",
+    params=TaskArithmeticParams,
+    model_params=TaskModelParams,
+    base="required",
+    min_models=1,
+    paper="Ilharco et al. 2022, Editing Models with Task Arithmetic (arXiv 2212.04089)",
+    summary="base + λ·Σ w_i·(x_i − base): adds weighted task vectors to the base.",
+    elementwise=True,
+)
+def task_arithmetic(
+    inputs: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: TaskArithmeticParams,
+    model_params: Sequence[TaskModelParams],
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """``base + λ·Σ_i w_i·(x_i − base)`` (divided by ``Σ w_i`` if normalize)."""
+    return merge_task_vectors(
+        inputs,
+        base,
+        params,
+        model_params,
+        generator,
+        sparsify="none",
+        elect=False,
+        method="task_arithmetic",
+    )
+
+
+@method(
+    "ties",
+    params=TiesParams,
+    model_params=TaskModelParams,
+    base="required",
+    min_models=1,
+    paper="Yadav et al. 2023, TIES-Merging: Resolving Interference When Merging Models "
+    "(arXiv 2306.01708)",
+    summary="Trim each task vector to its top-density magnitudes, elect signs, "
+    "average the agreeing entries.",
+)
+def ties(
+    inputs: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: TiesParams,
+    model_params: Sequence[TaskModelParams],
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Trim (top-k by ``|δ|``), elect sign, disjoint weighted mean of the agreeing entries."""
+    return merge_task_vectors(
+        inputs,
+        base,
+        params,
+        model_params,
+        generator,
+        sparsify="magnitude",
+        elect=True,
+        method="ties",
+    )
+
+
+@method(
+    "dare_ties",
+    params=DareTiesParams,
+    model_params=TaskModelParams,
+    base="required",
+    min_models=1,
+    paper="Yu et al. 2023, Language Models are Super Mario (DARE, arXiv 2311.03099), "
+    "with TIES sign election (arXiv 2306.01708)",
+    summary="Randomly drop task-vector entries (keep with probability density, rescale by "
+    "1/density), elect signs, sum the agreeing entries.",
+    elementwise=True,
+    randomized=True,
+)
+def dare_ties(
+    inputs: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: DareTiesParams,
+    model_params: Sequence[TaskModelParams],
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """DARE drop and rescale, elect sign, sum (or mean if normalize) of the agreeing entries."""
+    return merge_task_vectors(
+        inputs,
+        base,
+        params,
+        model_params,
+        generator,
+        sparsify="dare",
+        elect=True,
+        method="dare_ties",
+    )
+
+
+@method(
+    "dare_linear",
+    params=DareLinearParams,
+    model_params=TaskModelParams,
+    base="required",
+    min_models=1,
+    paper="Yu et al. 2023, Language Models are Super Mario (DARE, arXiv 2311.03099)",
+    summary="Randomly drop task-vector entries (keep with probability density, rescale by "
+    "1/density), then add the weighted sum to the base.",
+    elementwise=True,
+    randomized=True,
+)
+def dare_linear(
+    inputs: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: DareLinearParams,
+    model_params: Sequence[TaskModelParams],
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """DARE drop and rescale each task vector, then task arithmetic on the results."""
+    return merge_task_vectors(
+        inputs,
+        base,
+        params,
+        model_params,
+        generator,
+        sparsify="dare",
+        elect=False,
+        method="dare_linear",
+    )

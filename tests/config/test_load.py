@@ -1,0 +1,220 @@
+"""Config validation: every key of mergekit's schema, strict errors with lines and hints."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from alloy.config.load import load_config, parse_config
+from alloy.config.schema import Conditional, ModelRef
+from alloy.errors import ConfigError
+
+
+def _load(tmp_path: Path, text: str):
+    p = tmp_path / "config.yml"
+    p.write_text(textwrap.dedent(text))
+    return load_config(p)
+
+
+def _errors(tmp_path: Path, text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, text)
+    return e.value
+
+
+def test_full_schema_parses(tmp_path: Path) -> None:
+    cfg = _load(
+        tmp_path,
+        """
+        merge_method: ties
+        base_model: org/base@v2
+        models:
+          - model: a
+            parameters: {weight: 0.6, density: [0.2, 0.8]}
+          - model: b
+            parameters:
+              weight:
+                - filter: self_attn
+                  value: 0.3
+                - value: 0.7
+        parameters: {normalize: true, lambda: 0.9}
+        dtype: bf16
+        out_dtype: torch.float16
+        tokenizer_source: base
+        chat_template: chatml
+        name: my-merge
+        """,
+    )
+    assert cfg.merge_method == "ties"
+    assert cfg.base_model == ModelRef("org/base", "v2")
+    assert cfg.models is not None and len(cfg.models) == 2
+    assert cfg.models[0].parameters == {"weight": 0.6, "density": (0.2, 0.8)}
+    assert cfg.models[1].parameters["weight"] == (
+        Conditional(0.3, "self_attn"),
+        Conditional(0.7, None),
+    )
+    assert cfg.parameters == {"normalize": True, "lambda": 0.9}
+    assert (cfg.dtype, cfg.out_dtype) == ("bfloat16", "float16")
+    assert cfg.tokenizer_source == "base"
+    assert cfg.name == "my-merge"
+    assert cfg.all_models() == [ModelRef("org/base", "v2"), ModelRef("a"), ModelRef("b")]
+
+
+def test_slices_schema(tmp_path: Path) -> None:
+    cfg = _load(
+        tmp_path,
+        """
+        merge_method: slerp
+        slices:
+          - sources:
+              - {model: a, layer_range: [0, 4]}
+              - {model: b, layer_range: [2, 6]}
+            base_model: a
+            parameters: {t: [0, 1]}
+        """,
+    )
+    assert cfg.slices is not None
+    sl = cfg.slices[0]
+    assert [s.layer_range for s in sl.sources] == [(0, 4), (2, 6)]
+    assert sl.base_model == ModelRef("a")
+    assert sl.parameters == {"t": (0, 1)}
+
+
+def test_unknown_keys_named_with_line_and_closest_key(tmp_path: Path) -> None:
+    err = _errors(
+        tmp_path,
+        """
+        merge_method: linear
+        modles:
+          - model: a
+        models:
+          - model: a
+            paramters: {weight: 1}
+          - model: b
+            parameters: {wieght: 1}
+        """,
+    )
+    text = str(err)
+    # all three problems are reported at once, each with its line
+    assert len(err.issues) == 3
+    by_key = {i.path: i for i in err.issues}
+    assert by_key["modles"].line == 3 and "did you mean 'models'" in by_key["modles"].message
+    assert by_key["models[0].paramters"].line == 7
+    assert "'parameters'" in by_key["models[0].paramters"].message
+    assert by_key["models[1].parameters.wieght"].line == 9
+    assert "did you mean 'weight'" in by_key["models[1].parameters.wieght"].message
+    assert "config.yml:3:" in text
+
+
+def test_global_parameter_set_per_model_is_an_error(tmp_path: Path) -> None:
+    # mergekit silently ignores a per-model `t` for slerp
+    err = _errors(
+        tmp_path,
+        """
+        merge_method: slerp
+        base_model: a
+        models:
+          - model: a
+          - model: b
+            parameters: {t: 0.5}
+        """,
+    )
+    assert "slice `parameters`" in err.issues[0].message
+    assert err.issues[0].line == 7
+
+
+def test_layer_range_half_open_and_equal_lengths(tmp_path: Path) -> None:
+    err = _errors(
+        tmp_path,
+        """
+        merge_method: passthrough
+        slices:
+          - sources: [{model: a, layer_range: [3, 3]}]
+          - sources:
+              - {model: a, layer_range: [0, 2]}
+              - {model: b, layer_range: [0, 3]}
+          - sources: [{model: a}]
+        """,
+    )
+    msgs = [i.message for i in err.issues]
+    assert any("half-open" in m and "[3, 4]" in m for m in msgs)
+    assert any("same number of layers" in m for m in msgs)
+    assert any("needs `layer_range" in m for m in msgs)
+
+
+def test_method_needing_base_without_one(tmp_path: Path) -> None:
+    err = _errors(tmp_path, "merge_method: ties\nmodels: [{model: a, parameters: {weight: 1}}]\n")
+    assert "needs a base model" in err.issues[0].message
+
+
+def test_unknown_method_suggests(tmp_path: Path) -> None:
+    err = _errors(tmp_path, "merge_method: tie\nmodels: [{model: a}]\n")
+    assert "did you mean 'ties'" in str(err).lower()
+
+
+def test_models_and_slices_exclusive_and_bad_dtype(tmp_path: Path) -> None:
+    err = _errors(
+        tmp_path,
+        """
+        merge_method: linear
+        dtype: float8
+        models: [{model: a, parameters: {weight: 1}}]
+        slices: [{sources: [{model: a, layer_range: [0, 1]}]}]
+        """,
+    )
+    msgs = " | ".join(i.message for i in err.issues)
+    assert "exactly one of" in msgs and "unknown dtype 'float8'" in msgs
+
+
+def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
+    err = _errors(
+        tmp_path,
+        """
+        merge_method: linear
+        models: [{model: a, parameters: {weight: 1}}]
+        merge_method: slerp
+        """,
+    )
+    assert any("appears twice" in i.message and i.line == 4 for i in err.issues)
+
+
+def test_single_conditional_mapping_is_one_entry_list() -> None:
+    cfg = parse_config(
+        {
+            "merge_method": "linear",
+            "models": [{"model": "a", "parameters": {"weight": {"filter": "mlp", "value": 2}}}],
+        }
+    )
+    assert cfg.models is not None
+    assert cfg.models[0].parameters["weight"] == (Conditional(2, "mlp"),)
+
+
+def test_union_tokenizer_and_modules_are_clear_errors() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(
+            {
+                "merge_method": "linear",
+                "models": [{"model": "a", "parameters": {"weight": 1}}],
+                "tokenizer_source": "union",
+                "modules": {},
+            }
+        )
+    msgs = " | ".join(i.message for i in e.value.issues)
+    assert "union" in msgs and "modules" in msgs
+
+
+def test_lora_reference_is_parsed() -> None:
+    cfg = parse_config(
+        {"merge_method": "passthrough", "models": [{"model": "base@main+adapters/persona"}]}
+    )
+    assert cfg.models is not None
+    ref = cfg.models[0].model
+    assert ref.path == "base" and ref.revision == "main"
+    assert ref.lora == ModelRef("adapters/persona")
+
+
+def test_invalid_yaml_reports_line(tmp_path: Path) -> None:
+    err = _errors(tmp_path, "merge_method: linear\nmodels: [\n  - a\n")
+    assert err.issues[0].line is not None and "not valid YAML" in err.issues[0].message

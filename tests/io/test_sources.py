@@ -1,0 +1,133 @@
+"""Lazy checkpoint reading: safetensors (single, sharded), .bin, and corrupt files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from alloy.errors import CheckpointError
+from alloy.io.sources import MemorySource, SafetensorsFile, TorchBinCheckpoint, open_weights
+
+
+def _tensors() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "a.weight": torch.randn(6, 5, generator=g),
+        "b.weight": torch.randn(3, generator=g).to(torch.bfloat16),
+        "c.ids": torch.arange(7, dtype=torch.int64),
+    }
+
+
+def test_single_file_reads_tensors_and_rows(tmp_path: Path) -> None:
+    t = _tensors()
+    save_file(t, tmp_path / "model.safetensors")
+    src = open_weights(tmp_path)
+    assert sorted(src.names()) == sorted(t)
+    for k, v in t.items():
+        assert torch.equal(src.get(k), v)
+        assert src.info(k).shape == tuple(v.shape) and src.info(k).dtype == v.dtype
+    assert torch.equal(src.get("a.weight", (2, 5)), t["a.weight"][2:5])
+
+
+def test_sharded_with_index(tmp_path: Path) -> None:
+    t = _tensors()
+    save_file({"a.weight": t["a.weight"]}, tmp_path / "model-00001-of-00002.safetensors")
+    save_file(
+        {"b.weight": t["b.weight"], "c.ids": t["c.ids"]},
+        tmp_path / "model-00002-of-00002.safetensors",
+    )
+    index = {
+        "weight_map": {
+            "a.weight": "model-00001-of-00002.safetensors",
+            "b.weight": "model-00002-of-00002.safetensors",
+            "c.ids": "model-00002-of-00002.safetensors",
+        }
+    }
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    src = open_weights(tmp_path)
+    assert torch.equal(src.get("b.weight"), t["b.weight"])
+    assert torch.equal(src.get("a.weight"), t["a.weight"])
+
+
+def test_index_pointing_to_missing_shard(tmp_path: Path) -> None:
+    index = {"weight_map": {"a.weight": "model-00001-of-00002.safetensors"}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="model-00001-of-00002.safetensors.*missing"):
+        open_weights(tmp_path)
+
+
+def test_truncated_file_names_file_and_tensor(tmp_path: Path) -> None:
+    save_file(_tensors(), tmp_path / "model.safetensors")
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[:-10])
+    with pytest.raises(CheckpointError) as e:
+        open_weights(tmp_path)
+    assert "model.safetensors is truncated" in str(e.value)
+    assert "tensor" in str(e.value) and "Download it again" in str(e.value)
+
+
+def test_garbage_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{not json!!!!!!}"
+    )
+    with pytest.raises(CheckpointError, match="corrupt safetensors header"):
+        SafetensorsFile(tmp_path / "model.safetensors")
+    (tmp_path / "model.safetensors").write_bytes(b"abc")
+    with pytest.raises(CheckpointError, match="truncated"):
+        SafetensorsFile(tmp_path / "model.safetensors")
+
+
+def test_directory_without_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="holds no checkpoint.*config.json"):
+        open_weights(tmp_path)
+
+
+def test_bin_single_and_sharded(tmp_path: Path) -> None:
+    t = _tensors()
+    one = tmp_path / "one"
+    one.mkdir()
+    torch.save(t, one / "pytorch_model.bin")
+    src = open_weights(one)
+    assert isinstance(src, TorchBinCheckpoint)
+    for k, v in t.items():
+        assert torch.equal(src.get(k), v)
+    two = tmp_path / "two"
+    two.mkdir()
+    torch.save({"a.weight": t["a.weight"]}, two / "pytorch_model-00001-of-00002.bin")
+    torch.save({"b.weight": t["b.weight"]}, two / "pytorch_model-00002-of-00002.bin")
+    (two / "pytorch_model.bin.index.json").write_text(
+        json.dumps(
+            {
+                "weight_map": {
+                    "a.weight": "pytorch_model-00001-of-00002.bin",
+                    "b.weight": "pytorch_model-00002-of-00002.bin",
+                }
+            }
+        )
+    )
+    src2 = open_weights(two)
+    assert torch.equal(src2.get("b.weight"), t["b.weight"])
+    assert torch.equal(src2.get("a.weight", (1, 3)), t["a.weight"][1:3])
+    assert src2.info("a.weight").shape == (6, 5)
+
+
+class _Evil:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (print, ("this must never run",))
+
+
+def test_bin_with_arbitrary_objects_is_refused(tmp_path: Path) -> None:
+    torch.save({"a.weight": torch.zeros(2), "evil": _Evil()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        open_weights(tmp_path)
+
+
+def test_memory_source() -> None:
+    src = MemorySource({"x": torch.ones(4, 2)})
+    assert src.names() == ["x"] and src.info("x").nbytes == 32
+    assert src.get("x", (1, 3)).shape == (2, 2)
