@@ -272,3 +272,41 @@ def test_gradient_restarts_per_slice(tmp_path: Path) -> None:
     assert w["model.layers.3.mlp.up_proj.weight"] == [0.0, 1.0]
     assert w["model.embed_tokens.weight"] == [1.0, 0.0]  # before the layers: t = 0
     assert w["model.norm.weight"] == [1.0, 0.0]  # after the layers: t = 0 too (mergekit 0.1.5)
+
+
+def test_config_donor_is_first_listed_model(tmp_path: Path) -> None:
+    # mergekit picks the donor from an unordered set when there is no base (its issue #640)
+    write_tiny(tmp_path / "a", 0, config={"marker": "a"})
+    write_tiny(tmp_path / "b", 1, config={"marker": "b"})
+    for first, second in (("a", "b"), ("b", "a")):
+        cfg = {
+            "merge_method": "linear",
+            "models": [
+                {"model": str(tmp_path / first), "parameters": {"weight": 1.0}},
+                {"model": str(tmp_path / second), "parameters": {"weight": 1.0}},
+            ],
+        }
+        res = alloy.merge(cfg, tmp_path / f"out_{first}")
+        assert json.loads((res.out_dir / "config.json").read_text())["marker"] == first
+
+
+def test_slice_base_not_among_sources(three: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    # mergekit fails with "BaseModel not in input tensors" (its issue #643)
+    base, a, b = three
+    cfg = {
+        "merge_method": "task_arithmetic",
+        "slices": [
+            {
+                "sources": [
+                    {"model": str(a), "layer_range": [0, 3], "parameters": {"weight": 1.0}},
+                    {"model": str(b), "layer_range": [0, 3], "parameters": {"weight": 1.0}},
+                ],
+                "base_model": str(base),
+            }
+        ],
+    }
+    res = alloy.merge(cfg, tmp_path / "out")
+    assert any("not among the sources" in n for n in res.notes)
+    got, tb, ta_, tb2 = read_dir(res.out_dir), read_dir(base), read_dir(a), read_dir(b)
+    for k in tb:
+        torch.testing.assert_close(got[k], ta_[k] + tb2[k] - tb[k], rtol=1e-6, atol=1e-6)
