@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny real checkpoints built once per session, never downloaded.
+
+`llama_models`: fp32, untied lm_head; base in 3 safetensors shards, ft1 one file, ft2 2 shards.
+`qwen2_models`: bf16, tied embeddings, q/k/v biases; base in 2 shards, ft1 one file, ft2 2 shards.
+`make_model`: the factory of `tests/checkpoints.py`, for tests that need other layouts or kinds
+(llama, qwen2, mistral, gemma, phi3, gpt2, gpt_neox, bert; safetensors or .bin; sharded or not).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# No test touches the network or a model hub: make any attempt fail fast instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from checkpoints import MakeModel, ModelSet, make_model_set
+from checkpoints import make_model as _make_model
+
+
+@pytest.fixture(scope="session")
+def llama_models(tmp_path_factory: pytest.TempPathFactory) -> ModelSet:
+    """Tiny llama, fp32, untied lm_head: `.base` (3 shards), `.ft1` (1 file), `.ft2` (2 shards)."""
+    return make_model_set(tmp_path_factory.mktemp("llama"), "llama", "float32", base_shards=3)
+
+
+@pytest.fixture(scope="session")
+def qwen2_models(tmp_path_factory: pytest.TempPathFactory) -> ModelSet:
+    """Tiny qwen2, bf16, tied embeddings, q/k/v biases: `.base` (2 shards), `.ft1`, `.ft2`."""
+    return make_model_set(tmp_path_factory.mktemp("qwen2"), "qwen2", "bfloat16", base_shards=2)
+
+
+@pytest.fixture(scope="session")
+def make_model() -> MakeModel:
+    """The factory `make_model(kind, path, *, seed, dtype, shards, fmt, base, delta_scale)`."""
+    return _make_model

@@ -1,0 +1,113 @@
+"""The registrations: names, parameters and defaults as in mergekit 0.1.5, and the flags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from pydantic_core import PydanticUndefined
+
+from alloy.methods import all_methods, get_method
+
+from .helpers import merge
+
+REQUIRED = object()
+
+# name -> (global params with defaults, per-model params with defaults, base, min, max,
+#          elementwise, randomized); written from mergekit's method definitions.
+GTA_GLOBALS = {"int8_mask": False, "normalize": False, "rescale": False, "lambda": 1.0}
+GTA_MODEL = {"weight": REQUIRED, "density": 1.0}
+EXPECTED: dict[str, tuple[dict[str, Any], dict[str, Any], str, int, int | None, bool, bool]] = {
+    "linear": ({"normalize": True}, {"weight": REQUIRED}, "none", 1, None, True, False),
+    "slerp": ({"t": REQUIRED}, {}, "required", 1, 1, False, False),
+    "multislerp": (
+        {"normalize_weights": True, "eps": 1e-8},
+        {"weight": REQUIRED},
+        "optional",
+        1,
+        None,
+        False,
+        False,
+    ),
+    "task_arithmetic": (GTA_GLOBALS, GTA_MODEL, "required", 1, None, True, False),
+    "ties": ({**GTA_GLOBALS, "normalize": True}, GTA_MODEL, "required", 1, None, False, False),
+    "dare_ties": ({**GTA_GLOBALS, "rescale": True}, GTA_MODEL, "required", 1, None, True, True),
+    "dare_linear": ({**GTA_GLOBALS, "rescale": True}, GTA_MODEL, "required", 1, None, True, True),
+    "passthrough": ({}, {"scale": None}, "none", 1, 1, True, False),
+}
+
+
+def defaults(schema: Any) -> dict[str, Any]:
+    return {
+        (f.alias or name): REQUIRED if f.default is PydanticUndefined else f.default
+        for name, f in schema.model_fields.items()
+    }
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_registration(name: str) -> None:
+    spec = get_method(name)
+    globals_, per_model, base, lo, hi, elementwise, randomized = EXPECTED[name]
+    assert defaults(spec.params) == globals_
+    assert defaults(spec.model_params) == per_model
+    assert spec.param_names() == list(globals_)
+    assert (spec.base, spec.min_models, spec.max_models) == (base, lo, hi)
+    assert (spec.elementwise, spec.randomized) == (elementwise, randomized)
+    assert spec.paper and spec.summary
+
+
+def test_every_method_of_this_family_is_registered() -> None:
+    assert set(EXPECTED) <= {s.name for s in all_methods()}
+
+
+def test_params_are_frozen_and_reject_unknown_keys() -> None:
+    spec = get_method("ties")
+    params = spec.params.model_validate({"lambda": 0.5})
+    with pytest.raises(ValueError):
+        params.normalize = False  # type: ignore[attr-defined]
+    with pytest.raises(ValueError):
+        spec.params.model_validate({"normalise": True})
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in sorted(EXPECTED) if EXPECTED[n][5] and not EXPECTED[n][6]]
+)
+def test_elementwise_methods_can_be_fed_row_chunks(name: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(12, 5, generator=g)
+    n = 1 if name == "passthrough" else 3
+    xs = [base + torch.randn(12, 5, generator=g) for _ in range(n)]
+    spec = get_method(name)
+    mps = [{"weight": 0.3 + i} for i in range(n)] if "weight" in spec.model_param_names() else [{}]
+    b = base if spec.base != "none" else None
+    whole = merge(name, xs, b, model_params=mps)
+    rows = [
+        merge(
+            name, [x[i : i + 4] for x in xs], None if b is None else b[i : i + 4], model_params=mps
+        )
+        for i in range(0, 12, 4)
+    ]
+    torch.testing.assert_close(torch.cat(rows), whole)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_parameter_names_and_defaults_match_mergekit(name: str) -> None:
+    from mergekit import merge_methods
+    from mergekit.merge_methods.base import MISSING, ParameterScope
+
+    theirs = merge_methods.get(name).spec.parameters
+    their_globals = {
+        p.name: REQUIRED if p.default is MISSING else p.default
+        for p in theirs
+        if p.scope == ParameterScope.SHARED
+    }
+    their_model = {
+        p.name: REQUIRED if p.default is MISSING else p.default
+        for p in theirs
+        if p.scope != ParameterScope.SHARED
+    }
+    spec = get_method(name)
+    assert defaults(spec.params) == their_globals
+    assert defaults(spec.model_params) == their_model
