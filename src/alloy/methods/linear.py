@@ -56,6 +56,8 @@ def linear(
     generator: torch.Generator | None,
 ) -> torch.Tensor:
     """``Σ w_i·x_i``, divided by ``Σ w_i`` if ``normalize``. A base model is an ordinary input."""
+    if not inputs:
+        raise MergeComputationError("linear needs at least one input tensor")
     weights = [p.weight for p in model_params]
     # Deliberate: a zero weight sum is an error here; mergekit divides by it and returns inf/NaN.
     total = weight_sum(weights, "linear") if params.normalize else 1.0

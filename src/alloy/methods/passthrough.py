@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
+from alloy.errors import MergeComputationError
 from alloy.methods.registry import NoParams, Params, method
 
 
@@ -37,6 +38,10 @@ def passthrough(
     generator: torch.Generator | None,
 ) -> torch.Tensor:
     """``scale · x`` for the one input ``x``; without a scale the input itself is returned."""
-    (x,) = inputs
-    (p,) = model_params
+    if len(inputs) != 1 or len(model_params) != 1:
+        raise MergeComputationError(
+            f"passthrough copies exactly one input per tensor, got {len(inputs)}; give each "
+            "output slice a single source"
+        )
+    x, p = inputs[0], model_params[0]
     return x if p.scale is None else x * p.scale

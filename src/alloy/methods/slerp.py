@@ -102,11 +102,13 @@ def multislerp(
     """Barycentric interpolation on the hypersphere (see the module docstring)."""
     if len(inputs) == 1:
         return inputs[0]  # nothing to interpolate (mergekit returns the input, whatever its weight)
+    if inputs[0].numel() == 0:
+        return inputs[0].clone()  # an empty tensor has no direction (mergekit raises here)
     eps = params.eps
     weights = [p.weight for p in model_params]
     if params.normalize_weights:
         total = math.fsum(weights)
-        if total == 0:
+        if total == 0:  # Deliberate: an error; mergekit divides by the zero sum (inf/NaN).
             raise MergeComputationError(
                 f"multislerp: the weights {weights} sum to 0 and cannot be normalized; "
                 "change them or set `normalize_weights: false`"

@@ -24,6 +24,7 @@ _L1_EPS = 1e-7
 
 def check_density(density: float, method: str) -> None:
     """Reject a density that is negative or NaN; values above 1 mean "keep everything"."""
+    # Deliberate: an error; mergekit keeps nothing (trim) or crashes in torch.bernoulli (DARE).
     if math.isnan(density) or density < 0:
         raise MergeComputationError(
             f"{method}: density must be a fraction in [0, 1] (the share of each task vector "
@@ -112,6 +113,7 @@ def dare_drop(
             f"{method} drops entries at random and needs a seeded torch.Generator, got None "
             "(the executor passes one for randomized methods)"
         )
+    # Deliberate: drawn from the per-tensor generator, not the global RNG as mergekit does.
     keep = torch.rand(delta.shape, generator=generator, device=delta.device) < density
     dropped = delta * keep
     # Deliberate: DARE's unbiased 1/p rescale, not mergekit's L1-norm matching of the whole tensor.
