@@ -419,6 +419,13 @@ def parse_config(data: Any, *, source: str | None = None, text: str | None = Non
     if chat_template is not None and not isinstance(chat_template, str):
         doc.error(("chat_template",), "chat_template must be a name or a Jinja template string")
         chat_template = None
+    elif chat_template is not None:
+        from alloy.report.chat_templates import template_text
+
+        try:
+            template_text(chat_template)
+        except ValueError as e:
+            doc.error(("chat_template",), str(e))
     name = raw.get("name")
 
     if method and allowed is not None:

@@ -181,6 +181,7 @@ def _plan(
     out_shard_size: int,
     allow_crimes: bool,
 ) -> MergePlan:
+    _check_architectures(models, allow_crimes, notes)
     uses_base = method.base != "none"
     issues: dict[tuple[str, str], ConfigIssue] = {}
     slices: list[SliceSpec] = []
@@ -294,6 +295,31 @@ def _plan(
     for n in notes:
         log.warning(n)
     return MergePlan(config, method, models, jobs, shards, out_cfg, donor, notes)
+
+
+ARCH_FIELDS = ("model_type", "architectures")
+
+
+def _check_architectures(
+    models: dict[ModelRef, InputModel], allow_crimes: bool, notes: list[str]
+) -> None:
+    """Models of different architectures (config.json's model_type / architectures) merge
+    only with ``allow_crimes``; tensor names and shapes are checked either way."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for ref, m in models.items():
+        key = tuple(str(m.config.get(f, "?")) for f in ARCH_FIELDS)
+        seen.setdefault(key, []).append(str(ref))  # type: ignore[arg-type]
+    if len(seen) <= 1:
+        return
+    detail = "; ".join(
+        f"model_type={k[0]}, architectures={k[1]}: {', '.join(v)}" for k, v in seen.items()
+    )
+    if not allow_crimes:
+        raise IncompatibleModelsError(
+            f"the models have different architectures ({detail}). Pass --allow-crimes to merge "
+            "them anyway, tensor by tensor, where names and shapes agree."
+        )
+    notes.append(f"--allow-crimes: merging different architectures ({detail})")
 
 
 def _fallback_defaults(config: MergeConfig, method: MethodSpec) -> dict[str, Any] | None:
