@@ -1,0 +1,283 @@
+"""Write synthetic Llama checkpoints (a base and two fine-tunes) for the merge benchmark.
+
+Usage: make_checkpoints.py OUTDIR [--scale full|small]
+
+Each model is a Hugging Face directory (config.json for LlamaForCausalLM plus sharded
+safetensors with model.safetensors.index.json). Weights are random but deterministic: every
+tensor is drawn from a generator seeded by (model seed, tensor name), so a fine-tune can
+rebuild its base tensor without reading the base from disk. A fine-tune is the base plus a
+small Gaussian delta, which gives task vectors that look like those of real fine-tunes.
+
+Generation streams one shard at a time, so memory is bounded by the shard size rather than the
+model size: about twice a shard (~1.9 GB at full scale), as save_file serializes a copy. A
+model directory is written under a temporary name and renamed when complete; complete models
+are skipped on later runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+BASE_STD = 0.02  # std of base weights (Llama initializer_range)
+DELTA_STD = 0.002  # std of a fine-tune's delta: 10% of the base std
+DTYPE = torch.bfloat16
+BYTES_PER_ELEMENT = 2
+INDEX_NAME = "model.safetensors.index.json"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Architecture hyper-parameters of a Llama model, plus the shard size to write."""
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    max_shard_bytes: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+
+SCALES: dict[str, Shape] = {
+    # The TinyLlama-1.1B shape, ~2.2 GB in bf16, written as ~1 GB shards.
+    "full": Shape(2048, 5632, 22, 32, 4, 32000, max_shard_bytes=1_000_000_000),
+    # A few MB; small shards so the smoke run still reads a multi-shard index.
+    "small": Shape(256, 704, 4, 8, 2, 1000, max_shard_bytes=2_000_000),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One checkpoint to write: its directory name, and its delta seed (None for the base)."""
+
+    name: str
+    delta_seed: int | None
+
+
+BASE_SEED = 1234
+MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec("base", None),
+    ModelSpec("ft1", 1),
+    ModelSpec("ft2", 2),
+)
+
+
+def tensor_shapes(shape: Shape) -> list[tuple[str, tuple[int, ...]]]:
+    """All tensor names and shapes of the model, in file order."""
+    h, i, kv = shape.hidden, shape.intermediate, shape.kv_dim
+    tensors: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (shape.vocab, h))]
+    for n in range(shape.layers):
+        p = f"model.layers.{n}"
+        tensors += [
+            (f"{p}.input_layernorm.weight", (h,)),
+            (f"{p}.self_attn.q_proj.weight", (h, h)),
+            (f"{p}.self_attn.k_proj.weight", (kv, h)),
+            (f"{p}.self_attn.v_proj.weight", (kv, h)),
+            (f"{p}.self_attn.o_proj.weight", (h, h)),
+            (f"{p}.post_attention_layernorm.weight", (h,)),
+            (f"{p}.mlp.gate_proj.weight", (i, h)),
+            (f"{p}.mlp.up_proj.weight", (i, h)),
+            (f"{p}.mlp.down_proj.weight", (h, i)),
+        ]
+    tensors += [("model.norm.weight", (h,)), ("lm_head.weight", (shape.vocab, h))]
+    return tensors
+
+
+def tensor_bytes(dims: tuple[int, ...]) -> int:
+    numel = 1
+    for d in dims:
+        numel *= d
+    return numel * BYTES_PER_ELEMENT
+
+
+def plan_shards(
+    tensors: list[tuple[str, tuple[int, ...]]], max_shard_bytes: int
+) -> list[list[tuple[str, tuple[int, ...]]]]:
+    """Group tensors greedily, in order, into shards of at most max_shard_bytes (unless a
+    single tensor is larger)."""
+    shards: list[list[tuple[str, tuple[int, ...]]]] = [[]]
+    size = 0
+    for name, dims in tensors:
+        nbytes = tensor_bytes(dims)
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append((name, dims))
+        size += nbytes
+    return shards
+
+
+def shard_filename(k: int, n: int) -> str:
+    return f"model-{k:05d}-of-{n:05d}.safetensors"
+
+
+def tensor_seed(seed: int, name: str) -> int:
+    """32-bit generator seed for one tensor of one model. The torch CPU generator only uses
+    the low 32 bits of its seed, so (seed, name) is hashed rather than bit-packed."""
+    return zlib.crc32(f"{seed}/{name}".encode())
+
+
+def check_seeds_distinct(shape: Shape) -> None:
+    """Guard against two tensors (of any model) drawing the same random stream."""
+    names = [name for name, _ in tensor_shapes(shape)]
+    seeds = [BASE_SEED] + [s.delta_seed for s in MODELS if s.delta_seed is not None]
+    drawn = {tensor_seed(seed, name) for seed in seeds for name in names}
+    if len(drawn) != len(seeds) * len(names):
+        raise RuntimeError("tensor seeds collide; change BASE_SEED or the fine-tune seeds")
+
+
+def seeded_normal(seed: int, name: str, dims: tuple[int, ...]) -> torch.Tensor:
+    """Standard normal float32 tensor, determined by (seed, tensor name)."""
+    generator = torch.Generator().manual_seed(tensor_seed(seed, name))
+    return torch.randn(dims, generator=generator, dtype=torch.float32)
+
+
+def base_tensor(name: str, dims: tuple[int, ...]) -> torch.Tensor:
+    """Base weight in float32: norms around 1, matrices with std BASE_STD."""
+    noise = seeded_normal(BASE_SEED, name, dims) * BASE_STD
+    return noise.add_(1.0) if len(dims) == 1 else noise
+
+
+def model_tensor(spec: ModelSpec, name: str, dims: tuple[int, ...]) -> torch.Tensor:
+    """The bf16 tensor of one model: the base, plus a delta for a fine-tune. The delta is added
+    to the bf16-rounded base so that the fine-tune's task vector is just the rounded delta."""
+    base = base_tensor(name, dims).to(DTYPE)
+    if spec.delta_seed is None:
+        return base
+    delta = seeded_normal(spec.delta_seed, name, dims).mul_(DELTA_STD)
+    return delta.add_(base.float()).to(DTYPE)
+
+
+def hf_config(shape: Shape) -> dict[str, object]:
+    """A config.json like TinyLlama's, for LlamaForCausalLM."""
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": shape.hidden,
+        "intermediate_size": shape.intermediate,
+        "num_hidden_layers": shape.layers,
+        "num_attention_heads": shape.heads,
+        "num_key_value_heads": shape.kv_heads,
+        "head_dim": shape.head_dim,
+        "vocab_size": shape.vocab,
+        "hidden_act": "silu",
+        "max_position_embeddings": 2048,
+        "initializer_range": BASE_STD,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "rope_scaling": None,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "pretraining_tp": 1,
+        "tie_word_embeddings": False,
+        "use_cache": True,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.45.0",
+    }
+
+
+def write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def shard_tensors(
+    spec: ModelSpec, shard: list[tuple[str, tuple[int, ...]]]
+) -> Iterator[tuple[str, torch.Tensor]]:
+    for name, dims in shard:
+        yield name, model_tensor(spec, name, dims)
+
+
+def write_model(spec: ModelSpec, shape: Shape, out_dir: Path) -> None:
+    """Write one model into out_dir (which must not exist yet), one shard at a time."""
+    out_dir.mkdir(parents=True)
+    shards = plan_shards(tensor_shapes(shape), shape.max_shard_bytes)
+    weight_map: dict[str, str] = {}
+    total = 0
+    for k, shard in enumerate(shards, start=1):
+        filename = shard_filename(k, len(shards))
+        tensors = dict(shard_tensors(spec, shard))
+        save_file(tensors, str(out_dir / filename), metadata={"format": "pt"})
+        for name, tensor in tensors.items():
+            weight_map[name] = filename
+            total += tensor.numel() * tensor.element_size()
+        del tensors
+        print(f"  {spec.name}: wrote {filename}", flush=True)
+    write_json(out_dir / INDEX_NAME, {"metadata": {"total_size": total}, "weight_map": weight_map})
+    write_json(out_dir / "config.json", hf_config(shape))
+
+
+def is_complete(model_dir: Path, shape: Shape) -> bool:
+    """True if model_dir holds a finished checkpoint of this shape. Raises if it holds
+    something else, so a checkpoint of the other scale is never silently overwritten."""
+    if not model_dir.exists():
+        return False
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise SystemExit(f"{model_dir} exists but has no config.json; remove it first")
+    if json.loads(config_path.read_text()) != hf_config(shape):
+        raise SystemExit(f"{model_dir} holds a checkpoint of another shape; remove it first")
+    index = json.loads((model_dir / INDEX_NAME).read_text())
+    return all((model_dir / f).is_file() for f in set(index["weight_map"].values()))
+
+
+def ensure_model(spec: ModelSpec, shape: Shape, outdir: Path) -> Path:
+    """Write the model unless a complete copy exists; return its directory."""
+    final = outdir / spec.name
+    if is_complete(final, shape):
+        print(f"  {spec.name}: already present, skipped", flush=True)
+        return final
+    tmp = outdir / f"{spec.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    start = time.perf_counter()
+    write_model(spec, shape, tmp)
+    tmp.rename(final)
+    print(f"  {spec.name}: done in {time.perf_counter() - start:.1f} s", flush=True)
+    return final
+
+
+def ensure_checkpoints(outdir: Path, scale: str) -> dict[str, Path]:
+    """Make sure OUTDIR/{base,ft1,ft2} exist at the given scale; return name -> directory."""
+    shape = SCALES[scale]
+    check_seeds_distinct(shape)
+    outdir.mkdir(parents=True, exist_ok=True)
+    print(f"checkpoints ({scale} scale) in {outdir}", flush=True)
+    return {spec.name: ensure_model(spec, shape, outdir) for spec in MODELS}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("outdir", type=Path, help="directory to hold base/, ft1/ and ft2/")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    ensure_checkpoints(args.outdir.resolve(), args.scale)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

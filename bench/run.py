@@ -1,0 +1,596 @@
+"""Benchmark Alloy against mergekit: wall time and peak RSS per merge method.
+
+Usage: run.py [--scale full|small] [--methods linear,ties,...] [--repeat N]
+              [--tools alloy,mergekit]
+
+For each method the tools run alternately (alloy, mergekit, alloy, mergekit, ...) so that
+drift in the machine's load affects both. Each run is a subprocess writing into a fresh
+directory under bench/work/out/; after each round the two outputs are compared on a few
+sampled tensors and deleted. Results go to bench/results/<timestamp>.json and a markdown table
+is printed.
+
+Peak RSS is measured twice: ru_maxrss from os.wait4 (the largest single process in the tree)
+and a psutil poller summing RSS over the whole process tree every ~50 ms. The larger counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+import torch
+from safetensors import safe_open
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_checkpoints import ensure_checkpoints
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+CONFIG_DIR = BENCH_DIR / "configs"
+WORK_DIR = BENCH_DIR / "work"
+RESULTS_DIR = BENCH_DIR / "results"
+BIN_DIR = Path(sys.executable).parent  # the venv's bin/, not resolved through the symlink
+
+METHODS = ("linear", "slerp", "task_arithmetic", "ties", "dare_ties")
+TOOLS = ("alloy", "mergekit")
+RANDOM_METHODS = frozenset({"dare_ties"})  # outputs differ by design; not compared
+PLACEHOLDERS = ("base", "ft1", "ft2")
+SAMPLED_TENSORS = (
+    "model.embed_tokens.weight",
+    "model.layers.0.self_attn.q_proj.weight",
+    "model.layers.1.mlp.down_proj.weight",
+    "model.norm.weight",
+    "lm_head.weight",
+)
+# Alloy / mergekit ratios the project aims for.
+RSS_TARGET = 0.4
+TIME_TARGETS = {"linear": 0.5, "slerp": 0.5, "task_arithmetic": 0.5, "ties": 0.2, "dare_ties": 0.2}
+LOG_TAIL_CHARS = 2000
+GIB = 1024**3
+
+
+# ---------------------------------------------------------------- measurement
+
+
+class TreeRssPoller(threading.Thread):
+    """Samples the summed RSS of a process and all its descendants until stopped."""
+
+    def __init__(self, pid: int, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak_bytes = 0
+        self.samples = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.peak_bytes = max(self.peak_bytes, tree_rss(self.root))
+            self.samples += 1
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def tree_rss(root: psutil.Process) -> int:
+    """Sum of RSS over root and its live descendants; vanished processes count as 0."""
+    try:
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total
+
+
+@dataclass
+class Measurement:
+    returncode: int
+    wall_s: float
+    cpu_user_s: float
+    cpu_sys_s: float
+    ru_maxrss_bytes: int
+    tree_peak_rss_bytes: int
+    rss_samples: int
+
+    @property
+    def peak_rss_bytes(self) -> int:
+        return max(self.ru_maxrss_bytes, self.tree_peak_rss_bytes)
+
+
+def measure(cmd: list[str], log_path: Path, env: dict[str, str], interval: float) -> Measurement:
+    """Run cmd to completion (output to log_path); time it and track its peak memory."""
+    with log_path.open("wb") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        poller = TreeRssPoller(proc.pid, interval)
+        poller.start()
+        # Wait for exit without reaping, so the poller never sees a recycled pid.
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        wall = time.perf_counter() - start
+        poller.stop()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return Measurement(
+        returncode=proc.returncode,
+        wall_s=wall,
+        cpu_user_s=usage.ru_utime,
+        cpu_sys_s=usage.ru_stime,
+        ru_maxrss_bytes=usage.ru_maxrss * 1024,  # Linux reports KiB
+        tree_peak_rss_bytes=poller.peak_bytes,
+        rss_samples=poller.samples,
+    )
+
+
+# ---------------------------------------------------------------- tools and configs
+
+
+def tool_command(tool: str, config: Path, out: Path, args: argparse.Namespace) -> list[str]:
+    """The command line of one merge. mergekit keeps all its defaults (CPU, 5B-param shards)."""
+    if tool == "alloy":
+        return [str(args.alloy_bin), "merge", str(config), str(out), "--force"]
+    return [str(args.mergekit_bin), str(config), str(out)]
+
+
+def tool_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["CUDA_VISIBLE_DEVICES"] = ""  # CPU only, for both tools
+    return env
+
+
+def render_config(method: str, models: dict[str, Path], dest_dir: Path) -> Path:
+    """Copy bench/configs/<method>.yml with {base}/{ft1}/{ft2} replaced by model paths."""
+    text = (CONFIG_DIR / f"{method}.yml").read_text()
+    for name in PLACEHOLDERS:
+        text = text.replace("{" + name + "}", str(models[name]))
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / f"{method}.yml"
+    dest.write_text(text)
+    return dest
+
+
+def warm_page_cache(models: dict[str, Path]) -> None:
+    """Read every input file once so that the first run does not pay for a cold cache."""
+    for model_dir in models.values():
+        for path in sorted(model_dir.iterdir()):
+            with path.open("rb") as f:
+                while f.read(64 * 1024 * 1024):
+                    pass
+
+
+# ---------------------------------------------------------------- output comparison
+
+
+def tensor_files(model_dir: Path) -> dict[str, Path]:
+    """Tensor name -> safetensors file, from the index if there is one."""
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return {name: model_dir / fname for name, fname in weight_map.items()}
+    files: dict[str, Path] = {}
+    for path in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            files.update(dict.fromkeys(f.keys(), path))
+    return files
+
+
+def load_tensor(path: Path, name: str) -> torch.Tensor:
+    with safe_open(str(path), framework="pt") as f:
+        tensor: torch.Tensor = f.get_tensor(name)
+    return tensor
+
+
+def relative_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|: the worst elementwise error, relative to the tensor's scale."""
+    a32, b32 = a.float(), b.float()
+    scale = b32.abs().max().item() or 1.0
+    return (a32 - b32).abs().max().item() / scale
+
+
+@dataclass
+class Comparison:
+    """Sampled tensors of Alloy's output against mergekit's (the reference)."""
+
+    max_rel_diff: float | None
+    per_tensor: dict[str, float]
+    same_tensor_names: bool
+    problems: list[str]
+
+
+def compare_outputs(alloy_dir: Path, mergekit_dir: Path) -> Comparison:
+    ours, theirs = tensor_files(alloy_dir), tensor_files(mergekit_dir)
+    per_tensor: dict[str, float] = {}
+    problems: list[str] = []
+    for name in SAMPLED_TENSORS:
+        if name not in ours or name not in theirs:
+            problems.append(f"{name} missing from {'alloy' if name not in ours else 'mergekit'}")
+            continue
+        a, b = load_tensor(ours[name], name), load_tensor(theirs[name], name)
+        if a.shape != b.shape:
+            problems.append(f"{name}: shape {tuple(a.shape)} vs {tuple(b.shape)}")
+            continue
+        if a.dtype != b.dtype:
+            problems.append(f"{name}: dtype {a.dtype} vs {b.dtype}")
+        per_tensor[name] = relative_diff(a, b)
+    if set(ours) != set(theirs):
+        problems.append(f"tensor names differ: {len(set(ours) ^ set(theirs))} not in both")
+    return Comparison(
+        max_rel_diff=max(per_tensor.values()) if per_tensor else None,
+        per_tensor=per_tensor,
+        same_tensor_names=set(ours) == set(theirs),
+        problems=problems,
+    )
+
+
+# ---------------------------------------------------------------- one round
+
+
+@dataclass
+class RunRecord:
+    method: str
+    tool: str
+    round: int
+    command: list[str]
+    ok: bool
+    error: str | None = None
+    loadavg_at_start: list[float] = field(default_factory=list)
+    measurement: dict[str, float | int] | None = None
+    peak_rss_bytes: int | None = None
+
+
+def log_tail(path: Path) -> str:
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    return text[-LOG_TAIL_CHARS:]
+
+
+def has_safetensors(out: Path) -> bool:
+    return out.is_dir() and any(out.glob("*.safetensors"))
+
+
+def run_tool(
+    tool: str, method: str, round_no: int, config: Path, out: Path, args: argparse.Namespace
+) -> RunRecord:
+    """One merge by one tool into a fresh directory."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = tool_command(tool, config, out, args)
+    log_path = WORK_DIR / "logs" / args.scale / f"{method}-{tool}-{round_no}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    record = RunRecord(
+        method, tool, round_no, cmd, ok=False, loadavg_at_start=list(os.getloadavg())
+    )
+    try:
+        m = measure(cmd, log_path, tool_env(), args.poll_interval)
+    except OSError as exc:  # e.g. the alloy command is not installed yet
+        record.error = f"could not start {cmd[0]}: {exc}"
+        return record
+    record.measurement = {**asdict(m)}
+    record.peak_rss_bytes = m.peak_rss_bytes
+    if m.returncode != 0:
+        tail = log_tail(log_path)
+        last = next((ln for ln in reversed(tail.splitlines()) if ln.strip()), "")
+        record.error = f"exit code {m.returncode}: {last.strip()}\nlog tail:\n{tail}"
+    elif not has_safetensors(out):
+        record.error = f"exit code 0 but no .safetensors in {out}"
+    else:
+        record.ok = True
+    return record
+
+
+def describe(record: RunRecord) -> str:
+    if not record.ok:
+        first_line = (record.error or "").splitlines()[0] if record.error else "?"
+        return f"{record.tool:8s} FAILED ({first_line})"
+    assert record.peak_rss_bytes is not None and record.measurement is not None
+    wall = record.measurement["wall_s"]
+    return f"{record.tool:8s} {wall:7.1f} s  {record.peak_rss_bytes / GIB:6.2f} GiB"
+
+
+def run_round(
+    method: str, round_no: int, config: Path, args: argparse.Namespace
+) -> tuple[list[RunRecord], Comparison | None]:
+    """Every tool once on one method, then the comparison, then cleanup."""
+    outs = {tool: WORK_DIR / "out" / args.scale / f"{method}-{tool}" for tool in args.tools}
+    records = []
+    for tool in args.tools:
+        record = run_tool(tool, method, round_no, config, outs[tool], args)
+        print(f"  {method} round {round_no}: {describe(record)}", flush=True)
+        records.append(record)
+    comparison = None
+    oks = {r.tool for r in records if r.ok}
+    if {"alloy", "mergekit"} <= oks and method not in RANDOM_METHODS:
+        comparison = compare_outputs(outs["alloy"], outs["mergekit"])
+        print(f"  {method} round {round_no}: max rel diff {comparison.max_rel_diff}", flush=True)
+    if not args.keep_outputs:
+        for out in outs.values():
+            shutil.rmtree(out, ignore_errors=True)
+    return records, comparison
+
+
+# ---------------------------------------------------------------- summary
+
+
+@dataclass
+class ToolSummary:
+    runs_ok: int
+    runs_failed: int
+    wall_s_median: float | None
+    peak_rss_bytes_median: float | None
+    error: str | None
+
+
+@dataclass
+class MethodSummary:
+    tools: dict[str, ToolSummary]
+    time_ratio: float | None
+    rss_ratio: float | None
+    compared: bool
+    max_rel_diff: float | None
+    comparisons: list[Comparison]
+
+    @property
+    def problems(self) -> list[str]:
+        return sorted({p for c in self.comparisons for p in c.problems})
+
+
+def median_or_none(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarize_tool(records: list[RunRecord]) -> ToolSummary:
+    ok = [r for r in records if r.ok and r.measurement is not None]
+    failed = [r for r in records if not r.ok]
+    return ToolSummary(
+        runs_ok=len(ok),
+        runs_failed=len(failed),
+        wall_s_median=median_or_none([float(r.measurement["wall_s"]) for r in ok if r.measurement]),
+        peak_rss_bytes_median=median_or_none([float(r.peak_rss_bytes or 0) for r in ok]),
+        error=failed[0].error if failed else None,
+    )
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def summarize_method(
+    method: str, records: list[RunRecord], comparisons: list[Comparison], tools: list[str]
+) -> MethodSummary:
+    by_tool = {t: summarize_tool([r for r in records if r.tool == t]) for t in tools}
+    alloy, mergekit = by_tool.get("alloy"), by_tool.get("mergekit")
+    diffs = [c.max_rel_diff for c in comparisons if c.max_rel_diff is not None]
+    return MethodSummary(
+        tools=by_tool,
+        time_ratio=ratio(
+            alloy.wall_s_median if alloy else None, mergekit.wall_s_median if mergekit else None
+        ),
+        rss_ratio=ratio(
+            alloy.peak_rss_bytes_median if alloy else None,
+            mergekit.peak_rss_bytes_median if mergekit else None,
+        ),
+        compared=method not in RANDOM_METHODS,
+        max_rel_diff=max(diffs) if diffs else None,
+        comparisons=comparisons,
+    )
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def fmt_time(s: ToolSummary | None) -> str:
+    if s is None:
+        return "not run"
+    return f"{s.wall_s_median:.1f} s" if s.wall_s_median is not None else "failed"
+
+
+def fmt_rss(s: ToolSummary | None) -> str:
+    if s is None:
+        return "not run"
+    value = s.peak_rss_bytes_median
+    return f"{value / GIB:.2f} GiB" if value is not None else "failed"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
+
+
+def fmt_diff(s: MethodSummary) -> str:
+    if not s.compared:
+        return "skipped (random)"
+    text = f"{s.max_rel_diff:.2e}" if s.max_rel_diff is not None else "-"
+    return f"{text} ({len(s.problems)} problems)" if s.problems else text
+
+
+def markdown_table(summary: dict[str, MethodSummary]) -> str:
+    lines = [
+        "| method | alloy time | mergekit time | time ratio | alloy peak RSS "
+        "| mergekit peak RSS | RSS ratio | max rel diff |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for method, s in summary.items():
+        alloy, mk = s.tools.get("alloy"), s.tools.get("mergekit")
+        lines.append(
+            f"| {method} | {fmt_time(alloy)} | {fmt_time(mk)} | {fmt_ratio(s.time_ratio)} "
+            f"| {fmt_rss(alloy)} | {fmt_rss(mk)} | {fmt_ratio(s.rss_ratio)} | {fmt_diff(s)} |"
+        )
+    return "\n".join(lines)
+
+
+def verdict(value: float | None, target: float) -> str:
+    if value is None:
+        return "not measured"
+    return "pass" if value <= target else "FAIL"
+
+
+def targets_table(summary: dict[str, MethodSummary]) -> str:
+    lines = ["| method | time target | time | RSS target | RSS |", "|---|---|---|---|---|"]
+    for method, s in summary.items():
+        t_target = TIME_TARGETS[method]
+        lines.append(
+            f"| {method} | <= {t_target}x | {verdict(s.time_ratio, t_target)} "
+            f"| <= {RSS_TARGET}x | {verdict(s.rss_ratio, RSS_TARGET)} |"
+        )
+    return "\n".join(lines)
+
+
+def failures(summary: dict[str, MethodSummary]) -> str:
+    """One line per tool and method that failed, with the first line of the error."""
+    lines = []
+    for method, s in summary.items():
+        for tool, t in s.tools.items():
+            if t.error:
+                lines.append(f"- {method} / {tool}: {t.error.splitlines()[0]}")
+    return "\n".join(lines)
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def git_state() -> dict[str, object]:
+    def git(*cmd: str) -> str:
+        result = subprocess.run(
+            ["git", *cmd], cwd=REPO_DIR, capture_output=True, text=True, check=False
+        )
+        return result.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+
+
+def environment() -> dict[str, object]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "memory_total_bytes": psutil.virtual_memory().total,
+        "versions": {
+            "torch": torch.__version__,
+            "safetensors": package_version("safetensors"),
+            "mergekit": package_version("mergekit"),
+            "alloy-merge": package_version("alloy-merge"),
+        },
+        "git": git_state(),
+    }
+
+
+def write_results(payload: dict[str, object]) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{payload['timestamp']}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------- command line
+
+
+def csv_choice(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """An argparse type for a comma-separated subset of allowed (or 'all')."""
+
+    def parse(value: str) -> list[str]:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if items == ["all"]:
+            return list(allowed)
+        unknown = [v for v in items if v not in allowed]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)} (got {value!r})")
+        return items
+
+    return parse
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=("full", "small"), default="full")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        help="directory with base/, ft1/, ft2/ (default bench/work/models, or "
+        "bench/work/models-small for --scale small); generated if missing",
+    )
+    parser.add_argument("--methods", type=csv_choice(METHODS), default=list(METHODS))
+    parser.add_argument("--tools", type=csv_choice(TOOLS), default=list(TOOLS))
+    parser.add_argument("--repeat", type=int, default=1, help="rounds per method")
+    parser.add_argument("--poll-interval", type=float, default=0.05, help="seconds")
+    parser.add_argument("--alloy-bin", type=Path, default=BIN_DIR / "alloy")
+    parser.add_argument("--mergekit-bin", type=Path, default=BIN_DIR / "mergekit-yaml")
+    parser.add_argument("--keep-outputs", action="store_true", help="do not delete outputs")
+    parser.add_argument("--no-warmup", action="store_true", help="skip reading inputs first")
+    args = parser.parse_args(argv)
+    if args.models is None:
+        args.models = WORK_DIR / ("models" if args.scale == "full" else "models-small")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def run_method(
+    method: str, models: dict[str, Path], args: argparse.Namespace
+) -> tuple[list[RunRecord], MethodSummary]:
+    """All rounds of one method."""
+    config = render_config(method, models, WORK_DIR / "configs" / args.scale)
+    records: list[RunRecord] = []
+    comparisons: list[Comparison] = []
+    for round_no in range(1, args.repeat + 1):
+        round_records, comparison = run_round(method, round_no, config, args)
+        records += round_records
+        if comparison is not None:
+            comparisons.append(comparison)
+    return records, summarize_method(method, records, comparisons, args.tools)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    timestamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    models = ensure_checkpoints(args.models.resolve(), args.scale)
+    if not args.no_warmup:
+        warm_page_cache(models)
+    records: list[RunRecord] = []
+    summary: dict[str, MethodSummary] = {}
+    for method in args.methods:
+        method_records, summary[method] = run_method(method, models, args)
+        records += method_records
+    payload = {
+        "timestamp": timestamp,
+        "scale": args.scale,
+        "repeat": args.repeat,
+        "tools": args.tools,
+        "models": {k: str(v) for k, v in models.items()},
+        "environment": environment(),
+        "targets": {"rss_ratio": RSS_TARGET, "time_ratio": TIME_TARGETS},
+        "summary": {m: asdict(s) for m, s in summary.items()},
+        "runs": [asdict(r) for r in records],
+    }
+    path = write_results(payload)
+    print(f"\n{args.scale} scale, {args.repeat} round(s), medians\n\n{markdown_table(summary)}\n")
+    note = "" if args.scale == "full" else " (the targets are meant for the full scale)"
+    print(f"targets{note}:\n\n{targets_table(summary)}\n")
+    if failed := failures(summary):
+        print(f"failures:\n{failed}\n")
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
