@@ -112,6 +112,7 @@ def test_chunked_elementwise_equals_whole(
     alloy.merge(_ta(base, a, b), tmp_path / "whole")
     monkeypatch.setattr(executor, "CHUNK_ELEMENTS", 12)  # forces row chunks of 3 rows
     assert executor.row_chunks((10, 4), 12) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert executor.row_chunks((10, 4)) == [(0, 3), (3, 6), (6, 9), (9, 10)]
     alloy.merge(_ta(base, a, b), tmp_path / "chunked")
     assert (tmp_path / "whole" / "model.safetensors").read_bytes() == (
         tmp_path / "chunked" / "model.safetensors"

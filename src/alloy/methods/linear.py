@@ -61,7 +61,7 @@ def linear(
     weights = [p.weight for p in model_params]
     # Deliberate: a zero weight sum is an error here; mergekit divides by it and returns inf/NaN.
     total = weight_sum(weights, "linear") if params.normalize else 1.0
-    merged = torch.zeros_like(inputs[0])
-    for x, w in zip(inputs, weights, strict=True):
+    merged = torch.mul(inputs[0], weights[0])
+    for x, w in zip(inputs[1:], weights[1:], strict=True):
         merged.add_(x, alpha=w)  # Σ w_i·x_i
-    return merged / total if params.normalize else merged
+    return merged.div_(total) if params.normalize else merged
