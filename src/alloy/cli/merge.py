@@ -1,60 +1,15 @@
-"""`alloy`: the command line. Thin: every command calls the public API."""
+"""`alloy merge`, `alloy plan`, `alloy methods`."""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from alloy._version import __version__
-from alloy.errors import AlloyError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n:.2f} TB"
-
-
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    if quiet:
-        level = logging.ERROR
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
-
-
-def _handle_errors(fn: F) -> F:
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AlloyError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("interrupted; nothing was written", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="alloy")
-def main() -> None:
-    """Merge fine-tuned checkpoints of one base model into one model, without training.
-
-    Configs are mergekit YAML files: `alloy merge config.yml ./merged`.
-    """
+from alloy.cli.common import F, handle_errors, human, setup_logging
 
 
 def _mergekit_compat(fn: F) -> F:
@@ -77,7 +32,7 @@ def _mergekit_compat(fn: F) -> F:
     return fn
 
 
-@main.command()
+@click.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda (or cuda:N), mps")
@@ -108,7 +63,7 @@ def _mergekit_compat(fn: F) -> F:
 @click.option("-v", "--verbose", count=True, help="-v for info, -vv for debug.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, errors only.")
 @_mergekit_compat
-@_handle_errors
+@handle_errors
 def merge(
     config: Path,
     out: Path,
@@ -132,7 +87,7 @@ def merge(
 
     from alloy.api import merge as run_merge
 
-    _setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet)
     if num_threads:
         torch.set_num_threads(num_threads)
     if transformers_cache is not None:
@@ -154,14 +109,14 @@ def merge(
     if not quiet:
         click.echo(
             f"merged with {result.method}: {result.tensors} tensors, "
-            f"{_human(result.bytes_written)}, in {result.seconds:.1f} s -> {result.out_dir}"
+            f"{human(result.bytes_written)}, in {result.seconds:.1f} s -> {result.out_dir}"
         )
         for f in result.files:
             size = (result.out_dir / f).stat().st_size
-            click.echo(f"  {f}  ({_human(size)})")
+            click.echo(f"  {f}  ({human(size)})")
 
 
-@main.command()
+@click.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--tensor", "tensor", default=None, help="Show the inputs and parameters of one tensor."
@@ -169,13 +124,13 @@ def merge(
 @click.option("--out-shard-size", default="5GB", show_default=True)
 @click.option("--strict", is_flag=True)
 @click.option("-v", "--verbose", count=True)
-@_handle_errors
+@handle_errors
 def plan(config: Path, tensor: str | None, out_shard_size: str, strict: bool, verbose: int) -> None:
     """Show what merging CONFIG will read, write and need in memory (reads headers only)."""
     from alloy.api import plan as make_plan
     from alloy.plan.describe import describe_plan, describe_tensor
 
-    _setup_logging(verbose, False)
+    setup_logging(verbose, False)
     the_plan = make_plan(config, out_shard_size=out_shard_size, strict=strict)
     try:
         click.echo(describe_tensor(the_plan, tensor) if tensor else describe_plan(the_plan))
@@ -183,16 +138,12 @@ def plan(config: Path, tensor: str | None, out_shard_size: str, strict: bool, ve
         the_plan.close()
 
 
-@main.command()
+@click.command()
 @click.argument("name", required=False)
-@_handle_errors
+@handle_errors
 def methods(name: str | None) -> None:
     """List merge methods, or describe one: parameters, defaults, base model, paper."""
     from alloy.methods.describe import describe_method, list_methods
     from alloy.methods.registry import get_method
 
     click.echo(describe_method(get_method(name)) if name else list_methods())
-
-
-if __name__ == "__main__":
-    main()

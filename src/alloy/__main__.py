@@ -1,0 +1,5 @@
+"""`python -m alloy` runs the `alloy` command."""
+
+from alloy.cli import main
+
+main()
