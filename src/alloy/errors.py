@@ -10,7 +10,10 @@
     ├── IncompatibleModelsError  tensors missing from an input, shapes that differ, layers out of range
     ├── MergeComputationError    a method failed or produced NaN/Inf
     ├── LoraNotSupportedError    an input uses `base+adapter` (arrives with the LoRA work)
-    └── OutputError              the output directory cannot be written, or exists
+    ├── OutputError              the output directory cannot be written, or exists
+    ├── EvalDataError            an evaluation data or probe file is invalid (file, line, key)
+    └── EvaluationError          evaluation cannot run (no transformers, a model or tokenizer
+                                 that does not load, chat data without a chat template)
 """
 
 from __future__ import annotations
@@ -88,6 +91,14 @@ class LoraNotSupportedError(AlloyError):
 
 
 class OutputError(AlloyError):
+    pass
+
+
+class EvalDataError(AlloyError):
+    pass
+
+
+class EvaluationError(AlloyError):
     pass
 
 

@@ -1,0 +1,208 @@
+"""Evaluate a merged model and its sources on every set; one model in memory at a time."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alloy.errors import EvaluationError
+from alloy.evaluate.compare import Row, compare_row
+from alloy.evaluate.data import (
+    DataSet,
+    ProbeSet,
+    check_unique_names,
+    load_data_set,
+    load_probe_set,
+    parse_named,
+)
+from alloy.evaluate.models import EvalOptions, loaded, transformers_module
+from alloy.evaluate.perplexity import perplexity
+from alloy.evaluate.probes import METRICS, run_probes
+
+NamedFile = str | Path | tuple[str, str | Path]
+ProbeSpec = tuple[str, NamedFile]  # (kind, [name=]file)
+
+
+@dataclass(frozen=True)
+class EvalModel:
+    label: str
+    path: Path
+    role: str  # "source" or "merged"
+
+
+@dataclass
+class EvalSets:
+    """The parsed data and probe sets, loaded before any model (bad files fail fast)."""
+
+    data: list[DataSet] = field(default_factory=list)
+    probes: list[ProbeSet] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.data and not self.probes
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.data] + [p.name for p in self.probes]
+
+
+def load_sets(data: Sequence[NamedFile] = (), probes: Sequence[ProbeSpec] = ()) -> EvalSets:
+    sets = EvalSets(
+        [load_data_set(*parse_named(d)) for d in data],
+        [load_probe_set(kind, *parse_named(spec)) for kind, spec in probes],
+    )
+    check_unique_names(sets.names)
+    return sets
+
+
+@dataclass
+class Evaluation:
+    """Every model's value on every set and metric, and the comparison rows."""
+
+    models: list[EvalModel]
+    sets: list[dict[str, Any]]  # name, kind (perplexity / tool-calls / contains), file
+    rows: list[Row]
+    tokens: dict[str, dict[str, int]]  # perplexity sets: set -> model label -> scored tokens
+    examples: dict[str, dict[str, list[dict[str, Any]]]]  # probe set -> model -> first outputs
+    options: dict[str, Any]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def merged(self) -> EvalModel:
+        return next(m for m in self.models if m.role == "merged")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "models": [{**asdict(m), "path": str(m.path)} for m in self.models],
+            "sets": self.sets,
+            "rows": [r.to_dict() for r in self.rows],
+            "tokens": self.tokens,
+            "examples": self.examples,
+            "options": self.options,
+            "seconds": self.seconds,
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Evaluation:
+        return cls(
+            [EvalModel(m["label"], Path(m["path"]), m["role"]) for m in d["models"]],
+            list(d["sets"]),
+            [Row.from_dict(r) for r in d["rows"]],
+            dict(d.get("tokens", {})),
+            dict(d.get("examples", {})),
+            dict(d.get("options", {})),
+            float(d.get("seconds", 0.0)),
+            list(d.get("notes", [])),
+        )
+
+
+def sources_from_report(merged: Path) -> list[tuple[str, Path]]:
+    """The source models recorded in an Alloy output's report.json."""
+    report = merged / "report.json"
+    if not report.is_file():
+        raise EvaluationError(
+            f"{merged} has no report.json to take the source models from; list them after "
+            "the merged model: alloy eval MERGED SOURCE..."
+        )
+    models = json.loads(report.read_text(encoding="utf-8"))["merge"]["models"]
+    return [(m["label"], Path(m["path"])) for m in models]
+
+
+def _bar(enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=0, desc=desc, unit="batch", dynamic_ncols=True, leave=False)
+
+
+def evaluate_models(
+    merged: tuple[str, Path],
+    sources: Sequence[tuple[str, Path]],
+    sets: EvalSets,
+    options: EvalOptions | None = None,
+    *,
+    method: str | None = None,
+) -> Evaluation:
+    """Evaluate the sources and the merged model on every set, one model loaded at a time."""
+    options = options or EvalOptions()
+    if sets.empty:
+        raise EvaluationError("nothing to evaluate: give --data NAME=FILE or --probe KIND FILE.")
+    transformers_module()  # fail before loading anything when transformers is missing
+    started = time.perf_counter()
+    models = [EvalModel(lbl, Path(p), "source") for lbl, p in sources]
+    models.append(EvalModel(merged[0], Path(merged[1]), "merged"))
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        raise EvaluationError(f"two models have the same label in {labels}; label them apart.")
+    values: dict[tuple[str, str], dict[str, float]] = {}
+    tokens: dict[str, dict[str, int]] = {d.name: {} for d in sets.data}
+    examples: dict[str, dict[str, list[dict[str, Any]]]] = {p.name: {} for p in sets.probes}
+    for m in models:
+        with loaded(m.label, m.path, options) as lm:
+            for d in sets.data:
+                bar = _bar(options.progress, f"{m.label} · {d.name} perplexity")
+                try:
+                    res = perplexity(lm, d, options, bar)
+                finally:
+                    if bar is not None:
+                        bar.close()
+                values.setdefault((d.name, "perplexity"), {})[m.label] = res.perplexity
+                tokens[d.name][m.label] = res.tokens
+            for p in sets.probes:
+                bar = _bar(options.progress, f"{m.label} · {p.name} {p.kind}")
+                try:
+                    pres = run_probes(lm, p, options, bar)
+                finally:
+                    if bar is not None:
+                        bar.close()
+                for metric, v in pres.metrics.items():
+                    values.setdefault((p.name, metric), {})[m.label] = v
+                examples[p.name][m.label] = pres.examples
+    rows = []
+    set_info: list[dict[str, Any]] = []
+    for d in sets.data:
+        set_info.append({"name": d.name, "kind": "perplexity", "file": str(d.path)})
+        rows.append(_row(d.name, "perplexity", "lower", values, models, method))
+    for p in sets.probes:
+        set_info.append({"name": p.name, "kind": p.kind, "file": str(p.path)})
+        rows += [_row(p.name, k, "higher", values, models, method) for k in METRICS[p.kind]]
+    notes = [
+        f"{name}: the models' tokenizers split the text into different numbers of tokens "
+        f"({', '.join(f'{k} {v}' for k, v in counts.items())}); perplexities are per token "
+        "of each tokenizer and compare only roughly."
+        for name, counts in tokens.items()
+        if len(set(counts.values())) > 1
+    ]
+    opts = {k: v for k, v in asdict(options).items() if k != "progress"}
+    return Evaluation(
+        models,
+        set_info,
+        rows,
+        tokens,
+        examples,
+        opts,
+        time.perf_counter() - started,
+        notes,
+    )
+
+
+def _row(
+    name: str,
+    metric: str,
+    direction: Any,
+    values: dict[tuple[str, str], dict[str, float]],
+    models: list[EvalModel],
+    method: str | None,
+) -> Row:
+    v = values[(name, metric)]
+    merged = next(m for m in models if m.role == "merged").label
+    sources = {m.label: v.get(m.label, math.nan) for m in models if m.role == "source"}
+    return compare_row(name, metric, direction, sources, merged, v[merged], method)
