@@ -92,8 +92,8 @@ def resolved_config(plan: MergePlan) -> dict[str, Any]:
     return raw
 
 
-def write_configs(plan: MergePlan, out: Path, seed: int | None) -> None:
-    (out / "config.json").write_text(json.dumps(plan.output_config, indent=2) + "\n")
+def resolved_yaml(plan: MergePlan, seed: int | None) -> str:
+    """The text of alloy_config.yml: the resolved config with comments on how it resolved."""
     header = [f"# Resolved by Alloy {__version__}."]
     if plan.method.name != plan.config.merge_method:
         header.append(f"# {plan.config.merge_method} was run as {plan.method.name}; see README.md.")
@@ -101,8 +101,12 @@ def write_configs(plan: MergePlan, out: Path, seed: int | None) -> None:
         header.append(f"# random seed: {seed if seed is not None else 0}")
     for ref, m in sorted(plan.models.items(), key=lambda kv: str(kv[0])):
         header.append(f"# {ref} -> {m.path}")
-    resolved = resolved_config(plan)
-    (out / "alloy_config.yml").write_text("\n".join(header) + "\n" + _dump_yaml(resolved))
+    return "\n".join(header) + "\n" + _dump_yaml(resolved_config(plan))
+
+
+def write_configs(plan: MergePlan, out: Path, seed: int | None) -> None:
+    (out / "config.json").write_text(json.dumps(plan.output_config, indent=2) + "\n")
+    (out / "alloy_config.yml").write_text(resolved_yaml(plan, seed))
     (out / "mergekit_config.yml").write_text(_dump_yaml(plan.config.raw))
 
 
@@ -141,3 +145,22 @@ def write_model_card(plan: MergePlan, out: Path, name: str) -> None:
         "",
     ]
     (out / "README.md").write_text("\n".join(lines))
+
+
+EVAL_BEGIN = "<!-- alloy:evaluation -->"
+EVAL_END = "<!-- /alloy:evaluation -->"
+
+
+def set_card_evaluation(readme: Path, section: str) -> None:
+    """Put ``section`` (Markdown) in the model card between the evaluation markers: replaced
+    when present, otherwise inserted before ``## Configuration`` (or at the end)."""
+    text = readme.read_text(encoding="utf-8")
+    block = f"{EVAL_BEGIN}\n{section.rstrip()}\n{EVAL_END}\n"
+    start, end = text.find(EVAL_BEGIN), text.find(EVAL_END)
+    if start >= 0 and end > start:
+        text = text[:start] + block + text[end + len(EVAL_END) :].lstrip("\n")
+    elif (at := text.find("## Configuration")) >= 0:
+        text = text[:at] + block + "\n" + text[at:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    readme.write_text(text, encoding="utf-8")
