@@ -5,12 +5,14 @@
 """
 
 from alloy._version import __version__
-from alloy.api import MergeResult, merge, plan
+from alloy.api import MergeResult, evaluate_merge, merge, plan
 from alloy.config.load import load_config
 from alloy.errors import (
     AlloyError,
     CheckpointError,
     ConfigError,
+    EvalDataError,
+    EvaluationError,
     IncompatibleModelsError,
     LoraNotSupportedError,
     MergeComputationError,
@@ -18,12 +20,16 @@ from alloy.errors import (
     OutputError,
     UnknownMethodError,
 )
+from alloy.evaluate.models import EvalOptions
 from alloy.methods.registry import all_methods, get_method
 
 __all__ = [
     "AlloyError",
     "CheckpointError",
     "ConfigError",
+    "EvalDataError",
+    "EvalOptions",
+    "EvaluationError",
     "IncompatibleModelsError",
     "LoraNotSupportedError",
     "MergeComputationError",
@@ -33,6 +39,7 @@ __all__ = [
     "UnknownMethodError",
     "__version__",
     "all_methods",
+    "evaluate_merge",
     "get_method",
     "load_config",
     "merge",

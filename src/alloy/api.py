@@ -1,25 +1,33 @@
-"""The public entry points: `merge` and `plan`."""
+"""The public entry points: `merge`, `plan` and `evaluate_merge`."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from alloy.config.load import load_config
 from alloy.config.schema import MergeConfig
-from alloy.errors import AlloyError, OutputError
+from alloy.errors import AlloyError, EvaluationError, OutputError
 from alloy.io.output import commit_output, discard, prepare_output
 from alloy.io.sharding import parse_size
 from alloy.io.writer import ShardedSafetensorsWriter
 from alloy.plan.executor import Executor
 from alloy.plan.planner import MergePlan, TensorJob, build_plan
 from alloy.report.card import write_configs, write_model_card, write_tokenizer
+from alloy.report.facts import task_vector_facts
+from alloy.report.inventory import inventory_from_plan
+from alloy.report.record import build_report, merged_sources
+from alloy.report.report import peak_rss_bytes, write_report
+
+if TYPE_CHECKING:
+    from alloy.evaluate.models import EvalOptions
+    from alloy.evaluate.run import EvalSets, Evaluation, NamedFile, ProbeSpec
 
 log = logging.getLogger("alloy")
 
@@ -35,6 +43,8 @@ class MergeResult:
     seconds: float
     method: str
     notes: list[str] = field(default_factory=list)
+    evaluation: Evaluation | None = None  # when the merge ran with evaluation sets
+    report: dict[str, Any] | None = None  # the content of report.json
 
 
 def _config(config: ConfigLike) -> MergeConfig:
@@ -79,13 +89,24 @@ def merge(
     force: bool = False,
     strict: bool = False,
     progress: bool = False,
+    eval_data: Sequence[NamedFile] = (),
+    eval_probes: Sequence[ProbeSpec] = (),
+    eval_options: EvalOptions | None = None,
 ) -> MergeResult:
     """Merge the models of ``config`` (a mergekit YAML path, a mapping, or a parsed config)
-    into the Hugging Face model directory ``out``."""
+    into the Hugging Face model directory ``out``, with report.md and report.json.
+
+    ``eval_data`` (``"name=file"`` specs) and ``eval_probes`` (``(kind, "name=file")``) evaluate
+    the merged model against its sources before the output is committed; the files are
+    validated before merging. If the evaluation itself fails, the merge is still committed (its
+    report says why) and `EvaluationError` is raised.
+    """
     started = time.perf_counter()
     device = _check_device(device)
+    sets = _eval_sets(eval_data, eval_probes)
     the_plan = plan(config, out_shard_size=out_shard_size, strict=strict, allow_crimes=allow_crimes)
     out = Path(out)
+    eval_error: str | None = None
     try:
         tmp = prepare_output(out, force, [m.path for m in the_plan.models.values()])
         try:
@@ -112,6 +133,35 @@ def merge(
             if copy_tokenizer:
                 write_tokenizer(the_plan, tmp)
             write_model_card(the_plan, tmp, out.name)
+            run = {
+                "merge_seconds": time.perf_counter() - started,
+                "peak_rss_merge_bytes": peak_rss_bytes(),
+                "device": device,
+            }
+            evaluation, eval_error = None, None
+            if sets is not None:
+                eval_started = time.perf_counter()
+                evaluation, eval_error = _evaluate_tmp(
+                    the_plan, tmp, out, sets, eval_options, device, progress
+                )
+                run["eval_seconds"] = time.perf_counter() - eval_started
+            facts = task_vector_facts(the_plan)
+            warnings = list(the_plan.notes)
+            if eval_error is not None:
+                warnings.append(f"evaluation failed: {eval_error}")
+            run["wall_seconds"] = time.perf_counter() - started
+            run["peak_rss_bytes"] = peak_rss_bytes()
+            report = build_report(
+                the_plan,
+                name=out.name,
+                seed=random_seed,
+                inventory=inventory_from_plan(the_plan),
+                facts=facts,
+                evaluation=evaluation.to_dict() if evaluation is not None else None,
+                warnings=warnings,
+                run=run,
+            )
+            write_report(report, tmp)
             files = sorted(p.name for p in tmp.iterdir())
             commit_output(tmp, out)
         except BaseException:
@@ -121,6 +171,11 @@ def merge(
         raise OutputError(f"writing {out} failed: {e}. Nothing was written.") from e
     finally:
         the_plan.close()
+    if eval_error is not None:
+        raise EvaluationError(
+            f"the merge was written to {out}, but its evaluation failed: {eval_error} "
+            f"Fix that and run `alloy eval {out} --data ... --write-report`."
+        )
     return MergeResult(
         out_dir=out.resolve(),
         files=files,
@@ -129,7 +184,81 @@ def merge(
         seconds=time.perf_counter() - started,
         method=the_plan.method.name,
         notes=list(the_plan.notes),
+        evaluation=evaluation,
+        report=report,
     )
+
+
+def _eval_sets(data: Sequence[NamedFile], probes: Sequence[ProbeSpec]) -> EvalSets | None:
+    """Parse and check the evaluation files (and that transformers imports) before merging."""
+    if not data and not probes:
+        return None
+    from alloy.evaluate.models import transformers_module
+    from alloy.evaluate.run import load_sets
+
+    sets = load_sets(data, probes)
+    transformers_module()
+    return sets
+
+
+def _evaluate_tmp(
+    the_plan: MergePlan,
+    tmp: Path,
+    out: Path,
+    sets: EvalSets,
+    options: EvalOptions | None,
+    device: str,
+    progress: bool,
+) -> tuple[Evaluation | None, str | None]:
+    """Evaluate the finished merge in ``tmp`` against its sources; (evaluation, error)."""
+    from alloy.evaluate.models import EvalOptions
+    from alloy.evaluate.run import evaluate_models
+
+    options = options or EvalOptions(device=device, progress=progress)
+    sources = [(str(r), the_plan.models[r].path) for r in merged_sources(the_plan)]
+    label = out.name if out.name not in {s[0] for s in sources} else f"{out.name} (merged)"
+    try:
+        ev = evaluate_models((label, tmp), sources, sets, options, method=the_plan.method.name)
+    except AlloyError as e:
+        return None, str(e)
+    except Exception as e:  # a model that fails at run time must not cost the merge
+        return None, f"{type(e).__name__}: {e}"
+    final = out.expanduser().resolve()
+    ev.models = [replace(m, path=final) if m.role == "merged" else m for m in ev.models]
+    return ev, None
+
+
+def evaluate_merge(
+    merged: str | Path,
+    sources: Sequence[str | Path | tuple[str, str | Path]] | None = None,
+    *,
+    data: Sequence[NamedFile] = (),
+    probes: Sequence[ProbeSpec] = (),
+    options: EvalOptions | None = None,
+) -> Evaluation:
+    """Evaluate ``merged`` and its ``sources`` (paths, or (label, path); by default the
+    sources recorded in ``merged``'s report.json) on the data sets (perplexity) and probes."""
+    from alloy.evaluate.run import evaluate_models, load_sets, sources_from_report
+
+    merged = Path(merged)
+    if sources is None:
+        pairs = sources_from_report(merged)
+        method = _report_method(merged)
+    else:
+        pairs = [(s[0], Path(s[1])) if isinstance(s, tuple) else (str(s), Path(s)) for s in sources]
+        method = None
+    return evaluate_models(
+        (str(merged), merged), pairs, load_sets(data, probes), options, method=method
+    )
+
+
+def _report_method(merged: Path) -> str | None:
+    import json
+
+    try:
+        return str(json.loads((merged / "report.json").read_text())["merge"]["method"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _progress_bar(the_plan: MergePlan, enabled: bool) -> Any:

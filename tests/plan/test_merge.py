@@ -54,6 +54,9 @@ def test_output_files_and_card(three: tuple[Path, Path, Path], tmp_path: Path) -
             "generation_config.json",
             "mergekit_config.yml",
             "model.safetensors",
+            "report-task-vectors.png",
+            "report.json",
+            "report.md",
             "tokenizer_config.json",
         ]
     )
@@ -99,8 +102,12 @@ def test_deterministic_byte_identical(three: tuple[Path, Path, Path], tmp_path: 
     alloy.merge(cfg, r2, random_seed=7, out_shard_size=200)
     files = sorted(p.name for p in r1.iterdir())
     assert "model.safetensors.index.json" in files and len(files) > 8
-    for f in files:
+    # the report records this run's wall time and peak memory; everything else is identical
+    for f in (f for f in files if f not in ("report.json", "report.md")):
         assert (r1 / f).read_bytes() == (r2 / f).read_bytes(), f
+    rep1, rep2 = (json.loads((r / "report.json").read_text()) for r in (r1, r2))
+    assert rep1.pop("run").keys() == rep2.pop("run").keys()
+    assert json.dumps(rep1).replace(str(r1), "") == json.dumps(rep2).replace(str(r2), "")
     alloy.merge(cfg, tmp_path / "r3", random_seed=8, out_shard_size=200)
     assert read_dir(tmp_path / "r3")["lm_head.weight"].ne(read_dir(r1)["lm_head.weight"]).any()
 

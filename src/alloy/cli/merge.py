@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from alloy.cli.common import F, handle_errors, human, setup_logging
+from alloy.cli.eval import EXIT_FAILED, any_failed, print_evaluation, probe_option
 
 
 def _mergekit_compat(fn: F) -> F:
@@ -58,6 +59,19 @@ def _mergekit_compat(fn: F) -> F:
 @click.option(
     "--strict", is_flag=True, help="Turn method fallbacks (slerp over 3+ models) into errors."
 )
+@click.option(
+    "--eval",
+    "eval_data",
+    multiple=True,
+    metavar="[NAME=]FILE",
+    help="Evaluate the merge against its sources on this perplexity set (repeatable).",
+)
+@probe_option
+@click.option(
+    "--assistant-only", is_flag=True, help="Chat eval data: loss on assistant turns only."
+)
+@click.option("--eval-batch-size", type=int, default=4, show_default=True)
+@click.option("--eval-strict", is_flag=True, help=f"Exit {EXIT_FAILED} when a set is `failed`.")
 @click.option("-j", "--num-threads", type=int, default=None, help="torch threads.")
 @click.option("--transformers-cache", type=click.Path(path_type=Path), default=None, hidden=True)
 @click.option("-v", "--verbose", count=True, help="-v for info, -vv for debug.")
@@ -76,6 +90,11 @@ def merge(
     allow_crimes: bool,
     force: bool,
     strict: bool,
+    eval_data: tuple[str, ...],
+    probes: tuple[tuple[str, str], ...],
+    assistant_only: bool,
+    eval_batch_size: int,
+    eval_strict: bool,
     num_threads: int | None,
     transformers_cache: Path | None,
     verbose: int,
@@ -88,6 +107,17 @@ def merge(
     from alloy.api import merge as run_merge
 
     setup_logging(verbose, quiet)
+    progress = not quiet and sys.stderr.isatty()
+    eval_options = None
+    if eval_data or probes:
+        from alloy.evaluate.models import EvalOptions
+
+        eval_options = EvalOptions(
+            device="cuda" if cuda else device,
+            batch_size=eval_batch_size,
+            assistant_only=assistant_only,
+            progress=progress,
+        )
     if num_threads:
         torch.set_num_threads(num_threads)
     if transformers_cache is not None:
@@ -102,18 +132,32 @@ def merge(
         allow_crimes=allow_crimes,
         force=force,
         strict=strict,
-        progress=not quiet and sys.stderr.isatty(),
+        progress=progress,
+        eval_data=list(eval_data),
+        eval_probes=list(probes),
+        eval_options=eval_options,
     )
     if not write_model_card:
         (result.out_dir / "README.md").unlink(missing_ok=True)
+    merge_seconds = result.report["run"]["merge_seconds"] if result.report else result.seconds
     if not quiet:
         click.echo(
             f"merged with {result.method}: {result.tensors} tensors, "
-            f"{human(result.bytes_written)}, in {result.seconds:.1f} s -> {result.out_dir}"
+            f"{human(result.bytes_written)}, in {merge_seconds:.1f} s -> {result.out_dir}"
         )
         for f in result.files:
             size = (result.out_dir / f).stat().st_size
             click.echo(f"  {f}  ({human(size)})")
+    if result.evaluation is not None:
+        ev = result.evaluation.to_dict()
+        if not quiet:
+            click.echo()
+            print_evaluation(ev)
+        if eval_strict and any_failed(ev):
+            click.echo(
+                f"error: the merge failed on a set; see {result.out_dir / 'report.md'}", err=True
+            )
+            sys.exit(EXIT_FAILED)
 
 
 @click.command()
