@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import runpy
 import shutil
@@ -64,3 +65,39 @@ def test_public_api_is_explicit() -> None:
         if not n.startswith("_") and not isinstance(getattr(alloy, n), types.ModuleType)
     }
     assert public <= exported, public - exported
+
+
+EVAL_DOC = ROOT / "docs" / "evaluation.md"
+
+
+def test_evaluation_doc_formats_parse(tmp_path: Path) -> None:
+    from alloy.evaluate.data import load_data_set, load_probe_set
+
+    blocks = re.findall(
+        r"<!-- format: ([\w-]+) -->\n```jsonl\n(.*?)```", EVAL_DOC.read_text(), re.S
+    )
+    assert sorted(k for k, _ in blocks) == ["contains", "data", "tool-calls"]
+    for kind, body in blocks:
+        f = tmp_path / f"{kind}.jsonl"
+        f.write_text(body)
+        n = len(body.strip().splitlines())
+        if kind == "data":
+            ds = load_data_set(kind, f)
+            assert len(ds.documents) == n and ds.has_chat
+        else:
+            assert len(load_probe_set(kind, kind, f).probes) == n
+
+
+def test_evaluation_doc_scores_are_the_scorers(tmp_path: Path) -> None:
+    from alloy.evaluate.probes import score_tool_call
+
+    text = EVAL_DOC.read_text()
+    m = re.search(r"<!-- scored: tool-calls (.*?) -->\n\|.*?\n\|.*?\n((?:\|.*\n)+)", text)
+    assert m is not None
+    expected = json.loads(m.group(1))
+    rows = [r.strip("|").split("|") for r in m.group(2).splitlines()]
+    assert len(rows) == 5
+    for answer, js, name, args in ([c.strip() for c in r] for r in rows):
+        s = score_tool_call(answer.strip("`"), expected)
+        assert (int(s.parsed), int(s.name)) == (int(js), int(name)), answer
+        assert s.arguments == pytest.approx(float(args), abs=1e-3), answer
