@@ -104,6 +104,11 @@ def merge(
     started = time.perf_counter()
     device = _check_device(device)
     sets = _eval_sets(eval_data, eval_probes)
+    if sets is not None and not copy_tokenizer:
+        raise EvaluationError(
+            "evaluating the merge needs its tokenizer: drop --no-copy-tokenizer, or merge "
+            "first and evaluate with `alloy eval` after adding tokenizer files."
+        )
     the_plan = plan(config, out_shard_size=out_shard_size, strict=strict, allow_crimes=allow_crimes)
     out = Path(out)
     eval_error: str | None = None

@@ -110,11 +110,10 @@ def test_large_tensors_are_sampled_in_bounded_blocks(tmp_path: Path) -> None:
     assert rows is not None and len(rows) == SAMPLE_BLOCKS
     assert rows[0][0] == 0 and rows[-1][1] == 300
     assert all(e - s == BLOCK_ELEMENTS // 512 for s, e in rows)
-    big = {
-        "model.layers.0.mlp.down_proj.weight": torch.randn(
-            300, 512, generator=torch.Generator().manual_seed(3)
-        )
-    }
+    # small values, so the big tensor's relative delta differs from the small tensors': an
+    # estimate that weighed the sample like the small tensors would be off by ~20%
+    g = torch.Generator().manual_seed(3)
+    big = {"model.layers.0.mlp.down_proj.weight": 0.1 * torch.randn(300, 512, generator=g)}
     base, a, b = _models(tmp_path, big)
     plan = alloy.plan(_ties(base, a, b))
     try:
@@ -127,5 +126,5 @@ def test_large_tensors_are_sampled_in_bounded_blocks(tmp_path: Path) -> None:
     w0, wa = _flat(base), _flat(a)
     exact = float((wa - w0).norm() / w0.norm())
     estimate = next(i["relative_norm"] for i in facts["inputs"] if i["model"] == str(a))
-    assert estimate == pytest.approx(exact, rel=0.1)
+    assert estimate == pytest.approx(exact, rel=0.03)
     assert not math.isclose(estimate, exact, rel_tol=1e-9)  # it is an estimate

@@ -286,3 +286,16 @@ def test_eval_command_usage_errors(llama_models: ModelSet, files: dict[str, Path
     assert r.exit_code == 1 and "has no report.json to take the source models from" in r.output
     r = CliRunner().invoke(main, ["eval", str(llama_models.ft1), str(llama_models.base)])
     assert r.exit_code == 1 and "nothing to evaluate" in r.output
+
+
+def test_eval_without_tokenizer_is_refused_before_merging(
+    llama_models: ModelSet, files: dict[str, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(alloy.EvaluationError, match="needs its tokenizer"):
+        alloy.merge(
+            _ties(llama_models),
+            tmp_path / "o",
+            copy_tokenizer=False,
+            eval_data=[str(files["general"])],
+        )
+    assert not (tmp_path / "o").exists()

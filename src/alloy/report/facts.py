@@ -11,6 +11,9 @@ few numbers per input, pair and layer. With a base model, the task vector of inp
 - sign conflict: among entries that two or more task vectors change, the share where their
   signs disagree.
 
+A sampled tensor's sums are scaled by its size over its sample size, so the aggregates
+estimate whole-model values (small tensors, read whole, keep their true small weight).
+
 Without a base: each input's relative distance to the inputs' mean ``||x_i - m|| / ||m||``
 and the pairwise cosine similarity of the weights (SLERP's geometry).
 """
@@ -53,8 +56,8 @@ class _Acc:
         self.ref_sq = 0.0  # ||base||^2 (or ||m||^2)
         self.layer_sq: dict[tuple[str, str], float] = defaultdict(float)
         self.layer_ref_sq: dict[str, float] = defaultdict(float)
-        self.changed_by_two = 0
-        self.conflicts = 0
+        self.changed_by_two = 0.0
+        self.conflicts = 0.0
         self.elements = 0
         self.tensors = 0
         self.exact = True
@@ -77,24 +80,29 @@ def _update(
     ref: torch.Tensor,
     vectors: list[torch.Tensor],
     with_base: bool,
+    w: float,
 ) -> None:
-    acc.ref_sq += float(ref.double().square().sum())
-    acc.layer_ref_sq[layer] += float(ref.double().square().sum())
+    """Add one sampled block; ``w`` = the tensor's elements / its sampled elements, so that
+    every sum estimates the sum over whole tensors (a sampled matrix weighs as much as its
+    size, not as much as its sample)."""
+    ref_sq = w * float(ref.double().square().sum())
+    acc.ref_sq += ref_sq
+    acc.layer_ref_sq[layer] += ref_sq
     for k, v in zip(keys, vectors):
-        s = float(v.double().square().sum())
+        s = w * float(v.double().square().sum())
         acc.sq[k] += s
         acc.layer_sq[(k, layer)] += s
     pairs_of = vectors if with_base else xs
     for (i, a), (j, b) in combinations(enumerate(pairs_of), 2):
         pair = (keys[i], keys[j]) if keys[i] <= keys[j] else (keys[j], keys[i])
-        acc.dot[pair] += float((a.double() * b.double()).sum())
+        acc.dot[pair] += w * float((a.double() * b.double()).sum())
     if with_base and len(vectors) > 1:
         signs = torch.stack([torch.sign(v) for v in vectors])
         nonzero = (signs != 0).sum(0)
         several = nonzero >= 2
         mixed = (signs > 0).any(0) & (signs < 0).any(0)
-        acc.changed_by_two += int(several.sum())
-        acc.conflicts += int((several & mixed).sum())
+        acc.changed_by_two += w * int(several.sum())
+        acc.conflicts += w * int((several & mixed).sum())
     acc.elements += ref.numel()
 
 
@@ -115,6 +123,9 @@ def task_vector_facts(plan: MergePlan) -> dict[str, Any]:
         keys = [str(r.model) for r in job.inputs]
         keys_seen.update(dict.fromkeys(keys))
         blocks: list[tuple[int, int] | None] = list(rows_list) if rows_list else [None]
+        row = math.prod(job.info.shape[1:]) if job.info.shape else 1
+        sampled = sum(e - s for s, e in rows_list) * row if rows_list else job.info.numel
+        w = job.info.numel / sampled
         for rows in blocks:
             xs = [_read(plan, r, rows) for r in job.inputs]
             if with_base:
@@ -125,8 +136,8 @@ def task_vector_facts(plan: MergePlan) -> dict[str, Any]:
                 ref = torch.stack(xs).mean(0)
                 vectors = [x - ref for x in xs]
                 for k, x in zip(keys, xs):
-                    weight_sq[k] += float(x.double().square().sum())
-            _update(acc, _layer(job.name), keys, xs, ref, vectors, with_base)
+                    weight_sq[k] += w * float(x.double().square().sum())
+            _update(acc, _layer(job.name), keys, xs, ref, vectors, with_base, w)
     return _summarize(plan, acc, list(keys_seen), with_base, weight_sq)
 
 
