@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from alloy.config.load import load_config
-from alloy.config.schema import MergeConfig
+from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
+from alloy.config.schema import MergeConfig, ModelRef
 from alloy.errors import AlloyError, OutputError
 from alloy.io.output import commit_output, discard, prepare_output
 from alloy.io.sharding import parse_size
@@ -41,19 +42,36 @@ def _config(config: ConfigLike) -> MergeConfig:
     return config if isinstance(config, MergeConfig) else load_config(config)
 
 
+def _lora_base(value: str | None) -> ModelRef | None:
+    if value is None:
+        return None
+    try:
+        ref = parse_model_ref(value)
+    except ModelRefSyntaxError as e:
+        raise AlloyError(f"--lora-base {value!r}: {e}") from e
+    if ref.lora is not None:
+        raise AlloyError(f"--lora-base {value!r} must name a base model, not BASE+ADAPTER")
+    return ref
+
+
 def plan(
     config: ConfigLike,
     *,
     out_shard_size: str | int = "5GB",
     strict: bool = False,
     allow_crimes: bool = False,
+    lora_base: str | None = None,
 ) -> MergePlan:
-    """Plan a merge from headers only. Call ``.close()`` on the result when done."""
+    """Plan a merge from headers only. Call ``.close()`` on the result when done.
+
+    ``lora_base`` is the base model of every input that is a bare LoRA adapter directory
+    (default: the adapter's ``base_model_name_or_path``)."""
     return build_plan(
         _config(config),
         out_shard_size=parse_size(out_shard_size),
         strict=strict,
         allow_crimes=allow_crimes,
+        lora_base=_lora_base(lora_base),
     )
 
 
@@ -79,15 +97,26 @@ def merge(
     force: bool = False,
     strict: bool = False,
     progress: bool = False,
+    lora_base: str | None = None,
 ) -> MergeResult:
     """Merge the models of ``config`` (a mergekit YAML path, a mapping, or a parsed config)
-    into the Hugging Face model directory ``out``."""
+    into the Hugging Face model directory ``out``.
+
+    Inputs may be LoRA adapters: ``base+adapter`` references, or bare adapter directories whose
+    base is ``lora_base`` or else their ``adapter_config.json``'s ``base_model_name_or_path``.
+    Adapters are applied per tensor while merging; nothing is written besides ``out``."""
     started = time.perf_counter()
     device = _check_device(device)
-    the_plan = plan(config, out_shard_size=out_shard_size, strict=strict, allow_crimes=allow_crimes)
+    the_plan = plan(
+        config,
+        out_shard_size=out_shard_size,
+        strict=strict,
+        allow_crimes=allow_crimes,
+        lora_base=lora_base,
+    )
     out = Path(out)
     try:
-        tmp = prepare_output(out, force, [m.path for m in the_plan.models.values()])
+        tmp = prepare_output(out, force, [p for m in the_plan.models.values() for p in m.paths])
         try:
             writer = ShardedSafetensorsWriter(tmp, the_plan.shard_layout())
             bar = _progress_bar(the_plan, progress)

@@ -58,6 +58,13 @@ def _mergekit_compat(fn: F) -> F:
 @click.option(
     "--strict", is_flag=True, help="Turn method fallbacks (slerp over 3+ models) into errors."
 )
+@click.option(
+    "--lora-base",
+    default=None,
+    metavar="BASE",
+    help="Base model of inputs that are bare LoRA adapter directories "
+    "(default: their adapter_config.json's base_model_name_or_path).",
+)
 @click.option("-j", "--num-threads", type=int, default=None, help="torch threads.")
 @click.option("--transformers-cache", type=click.Path(path_type=Path), default=None, hidden=True)
 @click.option("-v", "--verbose", count=True, help="-v for info, -vv for debug.")
@@ -76,6 +83,7 @@ def merge(
     allow_crimes: bool,
     force: bool,
     strict: bool,
+    lora_base: str | None,
     num_threads: int | None,
     transformers_cache: Path | None,
     verbose: int,
@@ -103,6 +111,7 @@ def merge(
         force=force,
         strict=strict,
         progress=not quiet and sys.stderr.isatty(),
+        lora_base=lora_base,
     )
     if not write_model_card:
         (result.out_dir / "README.md").unlink(missing_ok=True)
@@ -123,15 +132,23 @@ def merge(
 )
 @click.option("--out-shard-size", default="5GB", show_default=True)
 @click.option("--strict", is_flag=True)
+@click.option("--lora-base", default=None, metavar="BASE", help="As for `alloy merge`.")
 @click.option("-v", "--verbose", count=True)
 @handle_errors
-def plan(config: Path, tensor: str | None, out_shard_size: str, strict: bool, verbose: int) -> None:
+def plan(
+    config: Path,
+    tensor: str | None,
+    out_shard_size: str,
+    strict: bool,
+    lora_base: str | None,
+    verbose: int,
+) -> None:
     """Show what merging CONFIG will read, write and need in memory (reads headers only)."""
     from alloy.api import plan as make_plan
     from alloy.plan.describe import describe_plan, describe_tensor
 
     setup_logging(verbose, False)
-    the_plan = make_plan(config, out_shard_size=out_shard_size, strict=strict)
+    the_plan = make_plan(config, out_shard_size=out_shard_size, strict=strict, lora_base=lora_base)
     try:
         click.echo(describe_tensor(the_plan, tensor) if tensor else describe_plan(the_plan))
     finally:
