@@ -160,6 +160,16 @@ def open_weights_of(path: Path):  # type: ignore[no-untyped-def]
     return open_weights(path)
 
 
+def test_mergekit_dict_form(
+    llama_models: ModelSet, llama_adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    adapter = llama_adapters["rslora"]
+    ref = {"model": {"path": str(llama_models.base)}, "lora": {"path": str(adapter)}}
+    config = {"merge_method": "linear", "models": [{"model": ref, "parameters": {"weight": 1.0}}]}
+    alloy.merge(config, tmp_path / "out", copy_tokenizer=False)
+    check_against_peft(load_state_dict(tmp_path / "out"), llama_models.base, adapter)
+
+
 def test_bare_adapter_directory_is_a_model(
     llama_models: ModelSet, llama_adapters: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -35,16 +35,16 @@ def write_finetune(base: Path, out: Path, deltas: Weights) -> Path:
 
 
 def low_rank_deltas(weights: Weights, seed: int, noise: float = 0.0) -> Weights:
-    """Rank-3 deltas on every attention/MLP matrix (plus optional full-rank noise), a 1-D change
-    to one norm and a rank-3 change to the token embeddings."""
+    """Rank-3 deltas on every attention/MLP matrix and the head (plus optional full-rank noise),
+    a 1-D change to one norm and a rank-3 change to the token embeddings."""
     gen = torch.Generator().manual_seed(seed)
     out: Weights = {}
     for n, w in weights.items():
-        if w.dim() == 2 and ("proj" in n or "embed_tokens" in n or "c_" in n or "wte" in n):
+        if w.dim() == 2 and any(k in n for k in ("proj", "embed_tokens", "lm_head")):
             u = torch.randn(w.shape[0], LOW_RANK, generator=gen)
             v = torch.randn(LOW_RANK, w.shape[1], generator=gen)
             out[n] = 0.01 * u @ v + noise * torch.randn(w.shape, generator=gen)
-    norm = next(n for n in weights if n.endswith("input_layernorm.weight") or "ln_1" in n)
+    norm = next(n for n in weights if n.endswith("input_layernorm.weight"))
     out[norm] = 0.1 * torch.ones_like(weights[norm])
     return out
 
@@ -82,8 +82,9 @@ def check_error_bound(
 def test_extract_to_a_rank(llama_models: ModelSet, llama_ft: Path, tmp_path: Path) -> None:
     out = tmp_path / "adapter"
     result = extract_lora(str(llama_ft), str(llama_models.base), out, rank=LOW_RANK)
-    assert check_error_bound(result.modules, llama_models.base, llama_ft, out, LOW_RANK) == 28
+    assert check_error_bound(result.modules, llama_models.base, llama_ft, out, LOW_RANK) == 29
     kinds = {m.tensor: m.kind for m in result.modules}
+    assert kinds["lm_head.weight"] == "linear"  # a LoRA like any Linear, not a full-rank copy
     assert kinds["model.embed_tokens.weight"].startswith("not extracted: embedding")
     assert kinds["model.layers.0.input_layernorm.weight"] == "not extracted: 1-D"
     cfg = json.loads((out / "adapter_config.json").read_text())
@@ -98,7 +99,7 @@ def test_extract_to_an_energy_with_embeddings(
     out = tmp_path / "adapter"
     result = extract_lora(str(llama_ft), str(llama_models.base), out, energy=0.999, embeddings=True)
     n = check_error_bound(result.modules, llama_models.base, llama_ft, out, None, energy=0.999)
-    assert n == 29  # the 28 matrices and the token embeddings
+    assert n == 30  # the 28 layer matrices, the head and the token embeddings
     emb = next(m for m in result.modules if m.tensor == "model.embed_tokens.weight")
     assert emb.kind == "embedding" and emb.rank == LOW_RANK
     from safetensors import safe_open
@@ -167,6 +168,6 @@ def test_cli(llama_models: ModelSet, llama_ft: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(main, [*args, "--base", str(llama_models.base), "-r", "2"])
     assert res.exit_code == 0, res.output
     assert (
-        "model.layers.3.mlp.down_proj.weight" in res.output and "extracted 28 modules" in res.output
+        "model.layers.3.mlp.down_proj.weight" in res.output and "extracted 29 modules" in res.output
     )
     assert peft_merged(llama_models.base, tmp_path / "a")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from alloy.cli.common import handle_errors, setup_logging
+from alloy.cli.common import F, handle_errors, setup_logging
 
 _METHODS = ("cat", "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
 
@@ -31,7 +31,7 @@ def _adapter_arg(value: str) -> tuple[str, float]:
     return value, 1.0
 
 
-def _svd_options(fn):  # type: ignore[no-untyped-def]
+def _svd_options(fn: F) -> F:
     fn = click.option(
         "--device", default="cpu", show_default=True, help="cpu, cuda (or cuda:N), mps"
     )(fn)
@@ -54,7 +54,11 @@ def _svd_options(fn):  # type: ignore[no-untyped-def]
         fn
     )
     fn = click.option(
-        "--seed", type=int, default=0, show_default=True, help="Seed for DARE and randomized SVD."
+        "--seed",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Seed for random draws (DARE masks, randomized SVD).",
     )(fn)
     return fn
 
