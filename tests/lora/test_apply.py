@@ -125,6 +125,22 @@ def test_gpt2_adapter_matches_peft_merge_and_unload(
         assert json.loads((tmp_path / "out" / "config.json").read_text())["tie_word_embeddings"]
 
 
+def test_bf16_base_is_adapted_in_float32_and_rounded_once(
+    qwen2_models: ModelSet, tmp_path: Path
+) -> None:
+    """Qwen2, bf16, tied embeddings. PEFT adds a bf16-rounded delta to the bf16 weight (two
+    roundings); Alloy rounds W + s·B@A once, as PEFT's merge in float32 then cast gives."""
+    base = qwen2_models.base
+    adapter = make_adapter(base, tmp_path / "a", seed=3, target_modules=["q_proj", "embed_tokens"])
+    got = apply_with_alloy(f"{base}+{adapter}", tmp_path / "out")
+    assert "lm_head.weight" not in got and got["model.embed_tokens.weight"].dtype == torch.bfloat16
+    fp32 = peft_merged(base, adapter)  # the base's bf16 values, merged in float32
+    for n, t in got.items():
+        want = fp32[n].to(torch.bfloat16)
+        assert float((t != want).float().mean()) <= 1e-3, n  # fp32 sums may round differently
+        torch.testing.assert_close(t.float(), want.float(), rtol=8e-3, atol=1e-6)
+
+
 def test_row_chunks_compute_only_their_rows(
     llama_models: ModelSet,
     llama_adapters: dict[str, Path],
@@ -181,6 +197,29 @@ def test_bare_adapter_directory_is_a_model(
     check_against_peft(got, llama_models.base, adapter)
 
 
+def test_adapter_and_its_base_from_the_hub_cache(
+    llama_models: ModelSet,
+    llama_adapters: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An adapter repo in the local HF cache naming its base by hub id, as published adapters do."""
+    cache = tmp_path / "cache"
+    for repo, src in (("org--base", llama_models.base), ("org--persona", llama_adapters["plain"])):
+        shutil.copytree(src, cache / f"models--{repo}" / "snapshots" / "c0ffee")
+        (cache / f"models--{repo}" / "refs").mkdir()
+        (cache / f"models--{repo}" / "refs" / "main").write_text("c0ffee")
+    cfg_file = cache / "models--org--persona" / "snapshots" / "c0ffee" / "adapter_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["base_model_name_or_path"] = "org/base"
+    cfg_file.write_text(json.dumps(cfg))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    got = apply_with_alloy("org/persona", tmp_path / "bare")
+    check_against_peft(got, llama_models.base, llama_adapters["plain"])
+    assert apply_with_alloy("org/base+org/persona", tmp_path / "plus").keys() == got.keys()
+
+
 def test_lora_base_overrides_the_adapters_base(
     llama_models: ModelSet, llama_adapters: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -199,6 +238,19 @@ def test_lora_base_overrides_the_adapters_base(
 
     with pytest.raises(ConfigError, match="no input is a bare LoRA adapter"):
         apply_with_alloy(str(llama_models.ft1), tmp_path / "x", lora_base=str(llama_models.base))
+
+    from click.testing import CliRunner
+
+    from alloy.cli import main
+
+    yml = tmp_path / "apply.yml"
+    yml.write_text(json.dumps({"merge_method": "passthrough", "models": [{"model": str(moved)}]}))
+    args = ["merge", str(yml), str(tmp_path / "cli"), "--no-copy-tokenizer"]
+    res = CliRunner().invoke(main, [*args, "--lora-base", str(llama_models.base)])
+    assert res.exit_code == 0, res.output
+    assert load_state_dict(tmp_path / "cli").keys() == got.keys()
+    res = CliRunner().invoke(main, ["plan", str(yml), "--lora-base", str(llama_models.base)])
+    assert res.exit_code == 0 and f"+ adapter {moved}" in res.output, res.output
 
 
 def test_adapter_types_not_applied_are_named(llama_models: ModelSet, tmp_path: Path) -> None:
