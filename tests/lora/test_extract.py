@@ -125,11 +125,13 @@ def test_gpt2_conv1d_extraction(make_model: MakeModel, tmp_path: Path) -> None:
     base = make_model("gpt2", tmp_path / "base", seed=0)
     ft = make_model("gpt2", tmp_path / "ft", seed=5, base=base, delta_scale=0.05)
     out = tmp_path / "adapter"
-    result = extract_lora(str(ft), str(base), out, rank=32)  # full rank: exact
+    result = extract_lora(str(ft), str(base), out, rank=64, embeddings=True)  # full rank: exact
     kinds = {m.tensor.split(".")[-2]: m.kind for m in result.modules}
     assert kinds["c_attn"] == kinds["c_fc"] == kinds["c_proj"] == "conv1d"
+    assert kinds["wte"] == kinds["wpe"] == "embedding"  # token and position embeddings
     assert json.loads((out / "adapter_config.json").read_text())["fan_in_fan_out"] is True
     applied, want = peft_merged(base, out), load_state_dict(ft)
+    assert len(result.extracted) == 2 + 2 * 4  # wte, wpe; 2 layers of c_attn, c_proj, c_fc, c_proj
     for m in result.extracted:
         torch.testing.assert_close(applied[m.tensor], want[m.tensor], atol=1e-6, rtol=1e-5)
 

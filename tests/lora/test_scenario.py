@@ -77,6 +77,7 @@ def test_into_one_model(scenario: Scenario, tmp_path: Path) -> None:
     out = tmp_path / "work" / "merged"
     alloy.merge(scenario.config, out, copy_tokenizer=False)
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["merged"]  # no cache
+    assert f"+ adapter {scenario.persona}" in (out / "alloy_config.yml").read_text()
 
     got = load_state_dict(out)
     assert sorted(got) == sorted(scenario.reference)

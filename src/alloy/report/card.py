@@ -100,7 +100,7 @@ def write_configs(plan: MergePlan, out: Path, seed: int | None) -> None:
     if plan.method.randomized:
         header.append(f"# random seed: {seed if seed is not None else 0}")
     for ref, m in sorted(plan.models.items(), key=lambda kv: str(kv[0])):
-        header.append(f"# {ref} -> {m.path}")
+        header.append(f"# {ref} -> {m.path}" + (f" + adapter {m.adapter}" if m.adapter else ""))
     resolved = resolved_config(plan)
     (out / "alloy_config.yml").write_text("\n".join(header) + "\n" + _dump_yaml(resolved))
     (out / "mergekit_config.yml").write_text(_dump_yaml(plan.config.raw))
