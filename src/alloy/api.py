@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from alloy.config.load import load_config
-from alloy.config.schema import MergeConfig
+from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
+from alloy.config.schema import MergeConfig, ModelRef
 from alloy.errors import AlloyError, EvaluationError, OutputError
 from alloy.io.output import commit_output, discard, prepare_output
 from alloy.io.sharding import parse_size
@@ -51,19 +52,36 @@ def _config(config: ConfigLike) -> MergeConfig:
     return config if isinstance(config, MergeConfig) else load_config(config)
 
 
+def _lora_base(value: str | None) -> ModelRef | None:
+    if value is None:
+        return None
+    try:
+        ref = parse_model_ref(value)
+    except ModelRefSyntaxError as e:
+        raise AlloyError(f"--lora-base {value!r}: {e}") from e
+    if ref.lora is not None:
+        raise AlloyError(f"--lora-base {value!r} must name a base model, not BASE+ADAPTER")
+    return ref
+
+
 def plan(
     config: ConfigLike,
     *,
     out_shard_size: str | int = "5GB",
     strict: bool = False,
     allow_crimes: bool = False,
+    lora_base: str | None = None,
 ) -> MergePlan:
-    """Plan a merge from headers only. Call ``.close()`` on the result when done."""
+    """Plan a merge from headers only. Call ``.close()`` on the result when done.
+
+    ``lora_base`` is the base model of every input that is a bare LoRA adapter directory
+    (default: the adapter's ``base_model_name_or_path``)."""
     return build_plan(
         _config(config),
         out_shard_size=parse_size(out_shard_size),
         strict=strict,
         allow_crimes=allow_crimes,
+        lora_base=_lora_base(lora_base),
     )
 
 
@@ -92,9 +110,14 @@ def merge(
     eval_data: Sequence[NamedFile] = (),
     eval_probes: Sequence[ProbeSpec] = (),
     eval_options: EvalOptions | None = None,
+    lora_base: str | None = None,
 ) -> MergeResult:
     """Merge the models of ``config`` (a mergekit YAML path, a mapping, or a parsed config)
     into the Hugging Face model directory ``out``, with report.md and report.json.
+
+    Inputs may be LoRA adapters: ``base+adapter`` references, or bare adapter directories whose
+    base is ``lora_base`` or else their ``adapter_config.json``'s ``base_model_name_or_path``.
+    Adapters are applied per tensor while merging; nothing is written besides ``out``.
 
     ``eval_data`` (``"name=file"`` specs) and ``eval_probes`` (``(kind, "name=file")``) evaluate
     the merged model against its sources before the output is committed; the files are
@@ -109,11 +132,17 @@ def merge(
             "evaluating the merge needs its tokenizer: drop --no-copy-tokenizer, or merge "
             "first and evaluate with `alloy eval` after adding tokenizer files."
         )
-    the_plan = plan(config, out_shard_size=out_shard_size, strict=strict, allow_crimes=allow_crimes)
+    the_plan = plan(
+        config,
+        out_shard_size=out_shard_size,
+        strict=strict,
+        allow_crimes=allow_crimes,
+        lora_base=lora_base,
+    )
     out = Path(out)
     eval_error: str | None = None
     try:
-        tmp = prepare_output(out, force, [m.path for m in the_plan.models.values()])
+        tmp = prepare_output(out, force, [p for m in the_plan.models.values() for p in m.paths])
         try:
             writer = ShardedSafetensorsWriter(tmp, the_plan.shard_layout())
             bar = _progress_bar(the_plan, progress)

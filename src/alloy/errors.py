@@ -9,7 +9,7 @@
     ├── CheckpointError          a checkpoint is missing, truncated, corrupt or unsafe
     ├── IncompatibleModelsError  tensors missing from an input, shapes that differ, layers out of range
     ├── MergeComputationError    a method failed or produced NaN/Inf
-    ├── LoraNotSupportedError    an input uses `base+adapter` (arrives with the LoRA work)
+    ├── LoraNotSupportedError    an adapter of a kind Alloy does not apply (DoRA, IA3, LoHa, ...)
     ├── OutputError              the output directory cannot be written, or exists
     ├── EvalDataError            an evaluation data or probe file is invalid (file, line, key)
     └── EvaluationError          evaluation cannot run (no transformers, a model or tokenizer
@@ -87,7 +87,7 @@ class MergeComputationError(AlloyError):
 
 
 class LoraNotSupportedError(AlloyError):
-    pass
+    """A PEFT adapter whose merge is not ``W + scale·B@A``; the message names its type."""
 
 
 class OutputError(AlloyError):

@@ -21,9 +21,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from alloy.cli import eval, merge
+    from alloy.cli import eval, lora, merge
 
-    for cmd in (merge.merge, merge.plan, merge.methods, eval.eval_, eval.report):
+    for cmd in (merge.merge, merge.plan, merge.methods, eval.eval_, eval.report, lora.lora):
         main.add_command(cmd)
 
 

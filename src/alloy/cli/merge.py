@@ -72,6 +72,13 @@ def _mergekit_compat(fn: F) -> F:
 )
 @click.option("--eval-batch-size", type=int, default=4, show_default=True)
 @click.option("--eval-strict", is_flag=True, help=f"Exit {EXIT_FAILED} when a set is `failed`.")
+@click.option(
+    "--lora-base",
+    default=None,
+    metavar="BASE",
+    help="Base model of inputs that are bare LoRA adapter directories "
+    "(default: their adapter_config.json's base_model_name_or_path).",
+)
 @click.option("-j", "--num-threads", type=int, default=None, help="torch threads.")
 @click.option("--transformers-cache", type=click.Path(path_type=Path), default=None, hidden=True)
 @click.option("-v", "--verbose", count=True, help="-v for info, -vv for debug.")
@@ -95,6 +102,7 @@ def merge(
     assistant_only: bool,
     eval_batch_size: int,
     eval_strict: bool,
+    lora_base: str | None,
     num_threads: int | None,
     transformers_cache: Path | None,
     verbose: int,
@@ -136,6 +144,7 @@ def merge(
         eval_data=list(eval_data),
         eval_probes=list(probes),
         eval_options=eval_options,
+        lora_base=lora_base,
     )
     if not write_model_card:
         (result.out_dir / "README.md").unlink(missing_ok=True)
@@ -167,15 +176,23 @@ def merge(
 )
 @click.option("--out-shard-size", default="5GB", show_default=True)
 @click.option("--strict", is_flag=True)
+@click.option("--lora-base", default=None, metavar="BASE", help="As for `alloy merge`.")
 @click.option("-v", "--verbose", count=True)
 @handle_errors
-def plan(config: Path, tensor: str | None, out_shard_size: str, strict: bool, verbose: int) -> None:
+def plan(
+    config: Path,
+    tensor: str | None,
+    out_shard_size: str,
+    strict: bool,
+    lora_base: str | None,
+    verbose: int,
+) -> None:
     """Show what merging CONFIG will read, write and need in memory (reads headers only)."""
     from alloy.api import plan as make_plan
     from alloy.plan.describe import describe_plan, describe_tensor
 
     setup_logging(verbose, False)
-    the_plan = make_plan(config, out_shard_size=out_shard_size, strict=strict)
+    the_plan = make_plan(config, out_shard_size=out_shard_size, strict=strict, lora_base=lora_base)
     try:
         click.echo(describe_tensor(the_plan, tensor) if tensor else describe_plan(the_plan))
     finally:

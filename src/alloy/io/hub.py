@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from alloy.config.schema import ModelRef
-from alloy.errors import LoraNotSupportedError, ModelNotFoundError
+from alloy.errors import ModelNotFoundError
 
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
@@ -53,13 +53,8 @@ def _download(repo_id: str, revision: str | None) -> Path | None:
 
 
 def resolve_model(ref: ModelRef, config_dir: Path | None = None) -> Path:
-    """The local directory holding ``ref``'s checkpoint."""
-    if ref.lora is not None:
-        raise LoraNotSupportedError(
-            f"{ref} applies the LoRA adapter {ref.lora} to {ref.path}; applying adapters is not "
-            "supported yet. Apply it first (PEFT: PeftModel.from_pretrained(...)."
-            "merge_and_unload().save_pretrained(DIR)) and reference DIR instead."
-        )
+    """The local directory holding ``ref``'s checkpoint (or adapter); ``ref.lora`` is not
+    looked at: the planner resolves a ``base+adapter`` reference's two parts separately."""
     candidates = [Path(ref.path).expanduser()]
     if config_dir is not None and not Path(ref.path).is_absolute():
         candidates.append(config_dir / ref.path)

@@ -29,7 +29,8 @@ def describe_plan(plan: MergePlan) -> str:
     lines.append("models:")
     for ref, m in plan.models.items():
         size = sum(m.weights.info(n).nbytes for n in m.weights.names())
-        lines.append(f"  {ref}  ->  {m.path}  ({len(m.weights.names())} tensors, {_gb(size)})")
+        where = f"{m.path} + adapter {m.adapter}" if m.adapter else str(m.path)
+        lines.append(f"  {ref}  ->  {where}  ({len(m.weights.names())} tensors, {_gb(size)})")
     lines += [
         f"output: {len(plan.jobs)} tensors in {len(plan.shards)} shard(s), "
         f"{_gb(plan.bytes_to_write)}",

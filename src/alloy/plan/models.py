@@ -1,4 +1,9 @@
-"""The input models of a merge: each distinct checkpoint opened once, headers only."""
+"""The input models of a merge: each distinct checkpoint opened once, headers only.
+
+A model reference ``base+adapter``, or a bare PEFT adapter directory (its base read from
+``adapter_config.json``'s ``base_model_name_or_path``, or given by ``lora_base``), opens as the
+base checkpoint with the adapter applied on the fly (`alloy.lora.source.LoraSource`).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,21 @@ from typing import Any
 
 from alloy.arch.infer import ArchInfo, infer
 from alloy.config.schema import ModelRef
-from alloy.errors import AlloyError
+from alloy.errors import AlloyError, ConfigError, ConfigIssue, ModelNotFoundError
 from alloy.io.hub import resolve_model
 from alloy.io.sources import SafetensorsCheckpoint, TorchBinCheckpoint, open_weights, read_json
+from alloy.lora.adapter import is_adapter_dir, open_adapter
+from alloy.lora.source import LoraSource
 
 
 @dataclass
 class InputModel:
     ref: ModelRef
-    path: Path
-    weights: SafetensorsCheckpoint | TorchBinCheckpoint
+    path: Path  # the (base) checkpoint directory: config.json, tokenizer
+    weights: SafetensorsCheckpoint | TorchBinCheckpoint | LoraSource
     config: dict[str, Any]
     arch: ArchInfo
+    adapter: Path | None = None  # the LoRA adapter applied on the fly, if any
 
     def has(self, name: str) -> bool:
         return name in self._names
@@ -27,28 +35,121 @@ class InputModel:
     def __post_init__(self) -> None:
         self._names = set(self.arch.names)
 
+    @property
+    def paths(self) -> list[Path]:
+        """Every directory this input reads (an output must not overlap any of them)."""
+        return [self.path, *([self.adapter] if self.adapter else [])]
+
     def close(self) -> None:
         self.weights.close()
 
 
+class _Opener:
+    """Opens checkpoints and adapters once each, however many references share them."""
+
+    def __init__(self, config_dir: Path | None, lora_base: ModelRef | None) -> None:
+        self.config_dir = config_dir
+        self.lora_base = lora_base
+        self.used_lora_base = False
+        self.plain: dict[Path, InputModel] = {}
+        self.adapted: dict[tuple[Path, Path], InputModel] = {}
+
+    def open(self, ref: ModelRef) -> InputModel:
+        path = resolve_model(ModelRef(ref.path, ref.revision), self.config_dir)
+        if ref.lora is not None:
+            return self._adapted(ref, path, resolve_model(ref.lora, self.config_dir))
+        if is_adapter_dir(path):
+            return self._adapted(ref, self._base_of(ref, path), path)
+        return self._plain(ref, path)
+
+    def _plain(self, ref: ModelRef, path: Path) -> InputModel:
+        if path not in self.plain:
+            if is_adapter_dir(path):
+                raise ModelNotFoundError(
+                    f"{ref}: {path} is a LoRA adapter, not a base model; an adapter applies to "
+                    "a full checkpoint (config.json and weights)."
+                )
+            weights = open_weights(path)
+            config = _config(path)
+            self.plain[path] = InputModel(
+                ref, path, weights, config, infer(weights.names(), config)
+            )
+        return self.plain[path]
+
+    def _base_of(self, ref: ModelRef, adapter: Path) -> Path:
+        if self.lora_base is not None:
+            self.used_lora_base = True
+            return resolve_model(self.lora_base, self.config_dir)
+        named = open_adapter(adapter)
+        try:
+            base, rev = named.base_model, named.base_revision
+        finally:
+            named.close()
+        if base is None:
+            raise ModelNotFoundError(
+                f"{ref}: the adapter {adapter} does not name its base model "
+                "(adapter_config.json has no base_model_name_or_path); give it as "
+                "`BASE+ADAPTER` or with --lora-base BASE."
+            )
+        try:
+            return resolve_model(ModelRef(base, rev), self.config_dir)
+        except ModelNotFoundError as e:
+            raise ModelNotFoundError(
+                f"{ref}: the adapter's base model {base!r} (adapter_config.json "
+                f"base_model_name_or_path) cannot be found: {e} Give the base as "
+                "`BASE+ADAPTER` or with --lora-base BASE."
+            ) from e
+
+    def _adapted(self, ref: ModelRef, base_path: Path, adapter_path: Path) -> InputModel:
+        key = (base_path, adapter_path)
+        if key not in self.adapted:
+            base = self._plain(ModelRef(str(base_path)), base_path)
+            adapter = open_adapter(adapter_path)
+            try:
+                source = LoraSource(base.weights, adapter)
+            except BaseException:
+                adapter.close()
+                raise
+            self.adapted[key] = InputModel(
+                ref,
+                base_path,
+                source,
+                base.config,
+                infer(source.names(), base.config),
+                adapter=adapter_path,
+            )
+        return self.adapted[key]
+
+
+def _config(path: Path) -> dict[str, Any]:
+    cfg_path = path / "config.json"
+    return read_json(cfg_path) if cfg_path.is_file() else {}
+
+
 def open_models(
-    refs: list[ModelRef], config_dir: Path | None
+    refs: list[ModelRef], config_dir: Path | None, lora_base: ModelRef | None = None
 ) -> tuple[dict[ModelRef, InputModel], list[AlloyError]]:
-    """Open every referenced model; problems are returned, not raised, to be reported together."""
-    by_path: dict[Path, InputModel] = {}
+    """Open every referenced model; problems are returned, not raised, to be reported together.
+
+    ``lora_base`` overrides the base of every input that is a bare adapter directory."""
+    opener = _Opener(config_dir, lora_base)
     out: dict[ModelRef, InputModel] = {}
     errors: list[AlloyError] = []
     for ref in refs:
         try:
-            path = resolve_model(ref, config_dir)
-            if path not in by_path:
-                weights = open_weights(path)
-                cfg_path = path / "config.json"
-                config = read_json(cfg_path) if cfg_path.is_file() else {}
-                by_path[path] = InputModel(
-                    ref, path, weights, config, infer(weights.names(), config)
-                )
-            out[ref] = by_path[path]
+            out[ref] = opener.open(ref)
         except AlloyError as e:
             errors.append(e)
+    if lora_base is not None and not opener.used_lora_base and not errors:
+        errors.append(
+            ConfigError(
+                [
+                    ConfigIssue(
+                        f"--lora-base {lora_base} was given, but no input is a bare LoRA adapter "
+                        "directory (inputs written BASE+ADAPTER name their base themselves)",
+                        "",
+                    )
+                ]
+            )
+        )
     return out, errors

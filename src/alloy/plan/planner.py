@@ -156,11 +156,12 @@ def build_plan(
     out_shard_size: int = 5_000_000_000,
     strict: bool = False,
     allow_crimes: bool = False,
+    lora_base: ModelRef | None = None,
 ) -> MergePlan:
     notes: list[str] = []
     method = choose_method(config, strict, notes)
     config_dir = Path(config.source_file).parent if config.source_file else None
-    models, open_errors = open_models(config.all_models(), config_dir)
+    models, open_errors = open_models(config.all_models(), config_dir, lora_base)
     if open_errors:
         if len(open_errors) == 1:
             raise open_errors[0]

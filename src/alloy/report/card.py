@@ -100,7 +100,7 @@ def resolved_yaml(plan: MergePlan, seed: int | None) -> str:
     if plan.method.randomized:
         header.append(f"# random seed: {seed if seed is not None else 0}")
     for ref, m in sorted(plan.models.items(), key=lambda kv: str(kv[0])):
-        header.append(f"# {ref} -> {m.path}")
+        header.append(f"# {ref} -> {m.path}" + (f" + adapter {m.adapter}" if m.adapter else ""))
     return "\n".join(header) + "\n" + _dump_yaml(resolved_config(plan))
 
 
