@@ -4,5 +4,6 @@ from alloy.methods import (  # noqa: F401
     linear,
     passthrough,
     slerp,
+    sparse_task_arithmetic,
     task_arithmetic,
 )
