@@ -1,6 +1,7 @@
 """The built-in merge methods: importing this module runs their `@method` registrations."""
 
 from alloy.methods import (  # noqa: F401
+    karcher,
     linear,
     passthrough,
     slerp,
