@@ -3,7 +3,11 @@
 from alloy.methods import (  # noqa: F401
     karcher,
     linear,
+    model_stock,
     passthrough,
+    ram,
+    sce,
+    selective,
     slerp,
     sparse_task_arithmetic,
     task_arithmetic,
