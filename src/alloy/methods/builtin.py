@@ -10,5 +10,6 @@ from alloy.methods import (  # noqa: F401
     selective,
     slerp,
     sparse_task_arithmetic,
+    spectral,
     task_arithmetic,
 )
