@@ -191,3 +191,9 @@ def test_parameter_names_and_defaults_match_mergekit(name: str) -> None:
     spec = get_method(name)
     assert defaults(spec.params) == their_globals
     assert defaults(spec.model_params) == their_model
+
+
+def test_every_method_has_a_memory_factor_for_alloy_plan() -> None:
+    from alloy.plan.estimate import _OVERHEAD
+
+    assert set(_OVERHEAD) == {s.name for s in all_methods()}

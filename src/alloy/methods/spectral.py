@@ -208,14 +208,14 @@ def iso_cts(
     u_cat = base.new_empty((rows, rank))
     s_cat = base.new_empty((rank,))
     v_cat = base.new_empty((rank, cols))
-    u_common = u[:, :common]  # [rows, k_c]
-    u_cat[:, n * per_task :] = u_common
+    u_cat[:, n * per_task :] = u[:, :common]
     s_cat[n * per_task :] = s[:common]
     v_cat[n * per_task :] = vh[:common]
     del u, s, vh
+    u_common = u_cat[:, n * per_task :]  # [rows, k_c], a view: no second copy
     for i, x in enumerate(inputs):
         tv = x - base
-        tv -= u_common @ (u_common.T @ tv)  # τ_i⊥: the common subspace projected out
+        tv.addmm_(u_common, u_common.T @ tv, alpha=-1)  # τ_i⊥ = τ_i − U_c U_cᵀ τ_i, in place
         ui, si, vhi = torch.linalg.svd(tv, full_matrices=False)
         del tv
         u_cat[:, i * per_task : (i + 1) * per_task] = ui[:, :per_task]
