@@ -34,6 +34,17 @@ def test_a_gamma_that_rounds_to_nothing_drops_no_outlier() -> None:
     torch.testing.assert_close(crumbs(delta, 0.5, 0.0), expected, rtol=0, atol=0)
 
 
+@pytest.mark.parity
+def test_a_positive_density_keeps_at_least_one_entry_where_mergekit_keeps_none() -> None:
+    # int(0.3 · 3) = 0: mergekit 0.1.5 zeroes the task vector; Alloy keeps the largest entry,
+    # as both tools do for TIES.
+    delta = t(1, -2, 3)
+    torch.testing.assert_close(crumbs(delta, 0.3, 0.01), t(0, 0, 3))
+    from mergekit.sparsify import magnitude_outliers
+
+    torch.testing.assert_close(magnitude_outliers(delta, 0.3, gamma=0.01), t(0, 0, 0))
+
+
 def test_the_kept_share_takes_precedence_over_gamma() -> None:
     # density 0.9 keeps 9 of 10, so only one outlier can go although gamma asks for 5.
     assert outlier_counts(10, 0.9, 0.5) == (1, 9)

@@ -54,10 +54,17 @@ def test_equal_magnitudes_rank_by_position() -> None:
 
 
 def test_a_one_entry_row_keeps_with_probability_density() -> None:
-    # mergekit divides 0 by 0 here (rank range of a one-entry row) and its Bernoulli fails.
     delta = torch.tensor([[1.0], [-2.0], [3.0]])
     u = torch.rand(3, 1, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(prune(delta, 0.4, 0.2, seed=5), delta * (u < 0.4) / 0.4)
+
+
+@pytest.mark.parity
+def test_mergekit_fails_on_one_entry_rows() -> None:
+    """The rank range of a one-entry row is 0, mergekit divides 0 by 0 and its Bernoulli
+    rejects the NaN probability (a [n, 1] tensor cannot be merged with della there)."""
+    with pytest.raises(RuntimeError, match="p_in"):
+        mergekit_prune(torch.tensor([[1.0], [-2.0], [3.0]]), 0.4, 0.2, seed=0)
 
 
 def test_unbiased_where_mergekit_l1_rescale_is_not() -> None:
