@@ -7,8 +7,11 @@ deterministic reductions (density 1, epsilon 0); against mergekit by keep rates.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from checkpoints import ModelSet
 
 from alloy.errors import MergeComputationError
 from alloy.methods import get_method
@@ -180,3 +183,25 @@ def test_epsilon_is_free_when_nothing_is_dropped_at_random() -> None:
 def test_needs_a_generator() -> None:
     with pytest.raises(MergeComputationError, match="Generator"):
         magprune(t(1, 2, 3), 0.5, 0.1, rescale=True, generator=None)
+
+
+def test_a_bad_epsilon_is_a_config_error_before_anything_is_read(
+    llama_models: ModelSet, tmp_path: Path
+) -> None:
+    import alloy
+    from alloy.errors import ConfigError
+
+    config = {
+        "merge_method": "della",
+        "base_model": str(llama_models.base),
+        "models": [
+            {"model": str(llama_models.ft1), "parameters": {"weight": 1.0, "density": 0.4}},
+            {
+                "model": str(llama_models.ft2),
+                "parameters": {"weight": 1.0, "density": 0.4, "epsilon": 0.5},
+            },
+        ],
+    }
+    with pytest.raises(ConfigError, match=r"models\[1\].*epsilon.*< 0.4"):
+        alloy.merge(config, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
