@@ -89,7 +89,7 @@ def test_evaluation_doc_formats_parse(tmp_path: Path) -> None:
 
 
 def test_evaluation_doc_scores_are_the_scorers(tmp_path: Path) -> None:
-    from alloy.evaluate.probes import score_tool_call
+    from alloy.evaluate.probes import score_tool_call, tool_call_metrics
 
     text = EVAL_DOC.read_text()
     m = re.search(r"<!-- scored: tool-calls (.*?) -->\n\|.*?\n\|.*?\n((?:\|.*\n)+)", text)
@@ -97,7 +97,8 @@ def test_evaluation_doc_scores_are_the_scorers(tmp_path: Path) -> None:
     expected = json.loads(m.group(1))
     rows = [r.strip("|").split("|") for r in m.group(2).splitlines()]
     assert len(rows) == 5
-    for answer, js, name, args in ([c.strip() for c in r] for r in rows):
+    for answer, js, name, args, exact in ([c.strip() for c in r] for r in rows):
         s = score_tool_call(answer.strip("`"), expected)
         assert (int(s.parsed), int(s.name)) == (int(js), int(name)), answer
         assert s.arguments == pytest.approx(float(args), abs=1e-3), answer
+        assert tool_call_metrics([s])["exact"] == int(exact), answer

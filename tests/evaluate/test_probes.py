@@ -87,7 +87,7 @@ def test_tool_call_without_arguments_and_metrics() -> None:
         score_tool_call("no json", WEATHER),
     ]
     m = tool_call_metrics(scores)
-    assert m == {"json": 3 / 4, "name": 2 / 4, "arguments": (1.0 + 0.5) / 4}
+    assert m == {"json": 3 / 4, "name": 2 / 4, "arguments": (1.0 + 0.5) / 4, "exact": 1 / 4}
     assert first_json_object('a {"b": {"c": 1}} {"d": 2}') == {"b": {"c": 1}}
 
 

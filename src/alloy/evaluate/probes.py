@@ -9,7 +9,9 @@
   ``correct / (expected + unexpected)``, where an expected argument is correct when the output
   gives the same JSON value (``1`` equals ``1.0``, ``true`` is not ``1``) and every argument the
   output adds beyond the expected ones counts as a wrong slot. A call that expects no argument
-  and gets none scores 1. Arguments given as a JSON string are parsed.
+  and gets none scores 1. Arguments given as a JSON string are parsed;
+- ``exact``: the share of outputs that are exactly the expected call (right name, every
+  argument right, none added: an ``arguments`` score of 1).
 
 ``contains`` metrics: ``pass``, the share of outputs meeting all their constraints, and
 ``phrases``, the share of constraints met (each ``must_contain`` phrase present, each
@@ -125,6 +127,7 @@ def tool_call_metrics(scores: list[ToolCallScore]) -> dict[str, float]:
         "json": sum(s.parsed for s in scores) / n,
         "name": sum(s.name for s in scores) / n,
         "arguments": sum(s.arguments for s in scores) / n,
+        "exact": sum(s.name and s.arguments == 1.0 for s in scores) / n,
     }
 
 
@@ -135,7 +138,7 @@ def contains_metrics(scores: list[ContainsScore]) -> dict[str, float]:
     }
 
 
-METRICS = {"tool-calls": ("json", "name", "arguments"), "contains": ("pass", "phrases")}
+METRICS = {"tool-calls": ("json", "name", "arguments", "exact"), "contains": ("pass", "phrases")}
 
 
 def prompt_ids(lm: LoadedModel, probe: Probe, where: str) -> list[int]:

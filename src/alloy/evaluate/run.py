@@ -123,6 +123,45 @@ def _bar(enabled: bool, desc: str) -> Any:
     return tqdm(total=0, desc=desc, unit="batch", dynamic_ncols=True, leave=False)
 
 
+@dataclass
+class ModelMeasurement:
+    """One model's values on every set: ``values[(set, metric)]``; perplexity sets' scored
+    token counts; the first probe outputs of each probe set."""
+
+    values: dict[tuple[str, str], float]
+    tokens: dict[str, int]
+    examples: dict[str, list[dict[str, Any]]]
+
+
+def measure_model(
+    label: str, path: Path, sets: EvalSets, options: EvalOptions | None = None
+) -> ModelMeasurement:
+    """Load one model, measure it on every set (perplexity, probes), release it."""
+    options = options or EvalOptions()
+    out = ModelMeasurement({}, {}, {})
+    with loaded(label, Path(path), options) as lm:
+        for d in sets.data:
+            bar = _bar(options.progress, f"{label} · {d.name} perplexity")
+            try:
+                res = perplexity(lm, d, options, bar)
+            finally:
+                if bar is not None:
+                    bar.close()
+            out.values[(d.name, "perplexity")] = res.perplexity
+            out.tokens[d.name] = res.tokens
+        for p in sets.probes:
+            bar = _bar(options.progress, f"{label} · {p.name} {p.kind}")
+            try:
+                pres = run_probes(lm, p, options, bar)
+            finally:
+                if bar is not None:
+                    bar.close()
+            for metric, v in pres.metrics.items():
+                out.values[(p.name, metric)] = v
+            out.examples[p.name] = pres.examples
+    return out
+
+
 def evaluate_models(
     merged: tuple[str, Path],
     sources: Sequence[tuple[str, Path]],
@@ -146,26 +185,13 @@ def evaluate_models(
     tokens: dict[str, dict[str, int]] = {d.name: {} for d in sets.data}
     examples: dict[str, dict[str, list[dict[str, Any]]]] = {p.name: {} for p in sets.probes}
     for m in models:
-        with loaded(m.label, m.path, options) as lm:
-            for d in sets.data:
-                bar = _bar(options.progress, f"{m.label} · {d.name} perplexity")
-                try:
-                    res = perplexity(lm, d, options, bar)
-                finally:
-                    if bar is not None:
-                        bar.close()
-                values.setdefault((d.name, "perplexity"), {})[m.label] = res.perplexity
-                tokens[d.name][m.label] = res.tokens
-            for p in sets.probes:
-                bar = _bar(options.progress, f"{m.label} · {p.name} {p.kind}")
-                try:
-                    pres = run_probes(lm, p, options, bar)
-                finally:
-                    if bar is not None:
-                        bar.close()
-                for metric, v in pres.metrics.items():
-                    values.setdefault((p.name, metric), {})[m.label] = v
-                examples[p.name][m.label] = pres.examples
+        measured = measure_model(m.label, m.path, sets, options)
+        for key, v in measured.values.items():
+            values.setdefault(key, {})[m.label] = v
+        for name, n in measured.tokens.items():
+            tokens[name][m.label] = n
+        for name, ex in measured.examples.items():
+            examples[name][m.label] = ex
     rows = []
     set_info: list[dict[str, Any]] = []
     for d in sets.data:
