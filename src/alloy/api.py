@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from alloy.analysis.inventory import SourceRecord, record, write_sources
 from alloy.config.load import load_config
 from alloy.config.schema import MergeConfig
 from alloy.errors import AlloyError, OutputError
@@ -112,6 +113,7 @@ def merge(
             if copy_tokenizer:
                 write_tokenizer(the_plan, tmp)
             write_model_card(the_plan, tmp, out.name)
+            write_sources(source_records(the_plan), tmp / "sources.json")
             files = sorted(p.name for p in tmp.iterdir())
             commit_output(tmp, out)
         except BaseException:
@@ -130,6 +132,13 @@ def merge(
         method=the_plan.method.name,
         notes=list(the_plan.notes),
     )
+
+
+def source_records(the_plan: MergePlan) -> list[SourceRecord]:
+    """The inventory of a merge's inputs from their headers (no content hash: cheap)."""
+    return [
+        record(the_plan.models[ref], hash_weights=False) for ref in the_plan.config.all_models()
+    ]
 
 
 def _progress_bar(the_plan: MergePlan, enabled: bool) -> Any:

@@ -21,9 +21,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from alloy.cli import merge
+    from alloy.cli import check, merge
 
-    for cmd in (merge.merge, merge.plan, merge.methods):
+    for cmd in (merge.merge, merge.plan, merge.methods, check.check, check.inventory):
         main.add_command(cmd)
 
 
