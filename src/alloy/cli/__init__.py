@@ -21,9 +21,17 @@ def main() -> None:
 
 
 def _register() -> None:
-    from alloy.cli import check, merge
+    from alloy.cli import analyze, check, merge
 
-    for cmd in (merge.merge, merge.plan, merge.methods, check.check, check.inventory):
+    for cmd in (
+        merge.merge,
+        merge.plan,
+        merge.methods,
+        check.check,
+        check.inventory,
+        analyze.analyze,
+        analyze.recommend,
+    ):
         main.add_command(cmd)
 
 
