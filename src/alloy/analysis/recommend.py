@@ -222,9 +222,10 @@ def _task_vector_rules(a: Analysis) -> tuple[str, dict[str, Any], list[str]]:
             ],
         )
     why = (
-        f"{n} fine-tunes"
+        f"{n} fine-tunes of one base"
         if n >= 3
-        else f"sign conflicts at {_pct(conflict)} >= {_pct(HIGH_CONFLICT)}"
+        else f"two fine-tunes whose TIES-kept signs disagree in {_pct(conflict or 0.0)} of the "
+        f"coordinates both keep (>= {_pct(HIGH_CONFLICT)} at density {a.density:g})"
     )
     changed = m["changed"]
     if max(rel) < SMALL_DELTA and min(changed) >= DENSE:
@@ -269,9 +270,11 @@ def _task_vector_rules(a: Analysis) -> tuple[str, dict[str, Any], list[str]]:
 
 
 def _verdict(a: Analysis) -> tuple[str, str]:
+    if not a.has_base or len(a.models) < 2:
+        return "merge", ""
     rates = [a.metrics(s)["conflict"] for s in a.layers.values()]
     rates = [r for r in rates if r is not None]
-    if not a.has_base or len(a.models) < 2 or not rates:
+    if not rates:
         return "merge", ""
     high = [r for r in rates if r > RETRAIN_CONFLICT]
     share = len(high) / len(rates)
@@ -335,18 +338,28 @@ def _memory(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tokenizer_source(refs: Sequence[ModelRef]) -> tuple[str | None, str]:
-    """When the vocabularies differ at equal size: the model whose tokens cover the most of
-    all models' tokens."""
+    """When the vocabularies differ at equal size: the model that changed the vocabulary of
+    the reference (the base, or the first model), whose new tokens only it has trained; when
+    several did, the one holding the most of all models' tokens."""
     infos = [tokenizer_info(resolve_model(r)) for r in refs]
     vocabs = [i.vocab for i in infos if i is not None and i.vocab]
     if len(vocabs) != len(refs) or len({frozenset(v.items()) for v in vocabs}) == 1:
         return None, ""
+    changed = [i for i in range(1, len(refs)) if vocabs[i] != vocabs[0]]
+    if len(changed) == 1:
+        i = changed[0]
+        new = sorted(set(vocabs[i].values()) - set(vocabs[0].values()))[:3]
+        return str(refs[i]), (
+            f"The vocabularies map some ids to other tokens: only {refs[i]} changed the "
+            f"vocabulary of {refs[0]} (new tokens such as {', '.join(map(repr, new))}), so "
+            f"tokenizer_source: {refs[i]}."
+        )
     union = set().union(*(set(v.values()) for v in vocabs))
-    cover = [len(set(v.values())) for v in vocabs]
-    best = max(range(len(refs)), key=lambda i: (cover[i], -i))
+    best = max(changed, key=lambda i: (len(set(vocabs[i].values())), -i))
     return str(refs[best]), (
-        f"The vocabularies map some ids to other tokens: tokenizer_source {refs[best]}, whose "
-        f"vocabulary holds {cover[best]} of the {len(union)} distinct tokens."
+        f"The vocabularies map some ids to other tokens, and {len(changed)} models changed them "
+        f"differently, so no tokenizer fits all: tokenizer_source {refs[best]}, whose vocabulary "
+        f"holds {len(set(vocabs[best].values()))} of the {len(union)} distinct tokens."
     )
 
 
