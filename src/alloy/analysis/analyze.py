@@ -35,6 +35,7 @@ from alloy.plan.models import InputModel, open_models
 from alloy.plan.seeds import tensor_seed
 
 SAMPLE_BLOCK = 8  # rows per sampled block
+IN_FLIGHT_BYTES = 512 * 1024**2  # input bytes of the tensors in flight, beyond the first
 PRE, POST, OTHER = "pre", "post", "other"
 
 
@@ -172,6 +173,12 @@ def _items(
     return out
 
 
+def _input_bytes(item: _Item, inputs: list[InputModel]) -> int:
+    rows = item.shape[0] if item.rows is None else sum(b - a for a, b in item.rows)
+    fraction = rows / item.shape[0] if item.shape and item.shape[0] else 1.0
+    return int(fraction * sum(m.weights.info(n).nbytes for m, n in zip(inputs, item.names)))
+
+
 def _group(name: str, ref: InputModel) -> int | str:
     split = split_layer_name(name)
     stack = ref.arch.main_stack
@@ -280,16 +287,20 @@ def _run(
     results: list[TensorStats] = []
     reader = ThreadPoolExecutor(1, "alloy-read")
     pool = ThreadPoolExecutor(workers, "alloy-analyze")
-    queue: deque[Future[TensorStats]] = deque()
+    queue: deque[tuple[int, Future[TensorStats]]] = deque()
     try:
-        for item in items:  # at most workers + 1 tensors in flight
-            while len(queue) > workers:
-                results.append(queue.popleft().result())
-            queue.append(pool.submit(compute, item, reader.submit(read, item)))
+        for item in items:
+            # at most workers + 1 tensors in flight, and a large one only with little else
+            size = _input_bytes(item, inputs)
+            while queue and (
+                len(queue) > workers or sum(b for b, _ in queue) + size > IN_FLIGHT_BYTES
+            ):
+                results.append(queue.popleft()[1].result())
+            queue.append((size, pool.submit(compute, item, reader.submit(read, item))))
         while queue:
-            results.append(queue.popleft().result())
+            results.append(queue.popleft()[1].result())
     finally:
-        for f in queue:
+        for _, f in queue:
             f.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
         reader.shutdown(wait=True, cancel_futures=True)

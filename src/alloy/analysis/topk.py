@@ -115,7 +115,7 @@ def make_cut(hist: Histogram, density: float, values: torch.Tensor, indices: np.
     missing = r - int(np.count_nonzero(keep))
     keep[np.flatnonzero(magnitude == threshold)[:missing]] = True
     kept = magnitude[keep].astype(np.float64)
-    energy = float(hist.energy[bucket + 1 :].sum()) + float(np.dot(kept, kept))
+    energy = float(hist.energy[bucket + 1 :].sum()) + float(np.square(kept).sum())
     return Cut(
         density,
         k,
