@@ -16,26 +16,25 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from alloy.analysis.inventory import parse_refs
-from alloy.analysis.stats import Sums, pairs, task_vector_sums, weight_sums
+from alloy.analysis.stats import Sums, pairs
+from alloy.analysis.workers import Job, Setup, run
 from alloy.arch.compat import CompatReport, check_models, resolve_tensor
 from alloy.arch.infer import is_output_embedding, split_layer_name
 from alloy.arch.kinds import kinds, module_kind
 from alloy.config.schema import ModelRef
-from alloy.errors import AlloyError, CheckpointError, IncompatibleModelsError
+from alloy.errors import AlloyError, IncompatibleModelsError
 from alloy.plan.models import InputModel, open_models
 from alloy.plan.seeds import tensor_seed
 
 SAMPLE_BLOCK = 8  # rows per sampled block
-IN_FLIGHT_BYTES = 512 * 1024**2  # input bytes of the tensors in flight, beyond the first
+PROCESS_BYTES = 256 * 1024**2  # inputs below this are analyzed in the calling process
 PRE, POST, OTHER = "pre", "post", "other"
 
 
@@ -146,17 +145,9 @@ def sample_rows(
     return runs
 
 
-@dataclass(frozen=True)
-class _Item:
-    name: str
-    names: tuple[str, ...]  # the name in each model (base last when there is one)
-    shape: tuple[int, ...]
-    rows: list[tuple[int, int]] | None
-
-
-def _items(
+def _jobs(
     ref: InputModel, inputs: list[InputModel], fraction: float | None, seed: int
-) -> list[_Item]:
+) -> list[Job]:
     names = list(ref.arch.names)
     for m in inputs:  # a head that another input stores (tied reference)
         names += [n for n in m.arch.names if is_output_embedding(n) and n not in ref.arch.name_set]
@@ -169,14 +160,19 @@ def _items(
         if not info.dtype.is_floating_point:
             continue
         rows = sample_rows(name, info.shape, fraction, seed)
-        out.append(_Item(name, tuple(r for r in resolved if r), info.shape, rows))
+        size = sum(m.weights.info(r).nbytes for m, r in zip(inputs, resolved) if r)
+        if rows is not None:
+            size = size * sum(b - a for a, b in rows) // info.shape[0]
+        out.append(
+            Job(
+                name,
+                tuple(r for r in resolved if r),
+                tuple(rows) if rows is not None else None,
+                info.shape[0] if info.shape else 1,
+                size,
+            )
+        )
     return out
-
-
-def _input_bytes(item: _Item, inputs: list[InputModel]) -> int:
-    rows = item.shape[0] if item.rows is None else sum(b - a for a, b in item.rows)
-    fraction = rows / item.shape[0] if item.shape and item.shape[0] else 1.0
-    return int(fraction * sum(m.weights.info(n).nbytes for m, n in zip(inputs, item.names)))
 
 
 def _group(name: str, ref: InputModel) -> int | str:
@@ -220,8 +216,8 @@ def analyze(
         if not report.mergeable(allow_crimes=True):
             raise IncompatibleModelsError(report.error_message(True), report=report)
         ref_model = inputs[-1] if base_ref is not None else inputs[0]
-        items = _items(ref_model, inputs, sample, seed)
-        stats = _run(items, inputs, ref_model, base_ref is not None, density, workers, on_tensor)
+        jobs = _jobs(ref_model, inputs, sample, seed)
+        stats = _run(jobs, inputs, ref_model, base_ref is not None, density, workers, on_tensor)
     finally:
         for m in {id(m): m for m in opened.values()}.values():
             m.close()
@@ -238,7 +234,7 @@ def analyze(
 
 
 def _run(
-    items: list[_Item],
+    jobs: list[Job],
     inputs: list[InputModel],
     ref_model: InputModel,
     has_base: bool,
@@ -246,63 +242,26 @@ def _run(
     workers: int | None,
     on_tensor: Callable[[str], None] | None,
 ) -> list[TensorStats]:
-    workers = workers or min(2, os.cpu_count() or 1)
-    labels = [str(m.ref) for m in inputs]
-
-    def read(item: _Item) -> list[torch.Tensor]:
-        out = []
-        for m, name in zip(inputs, item.names):
-            if item.rows is None:
-                out.append(m.weights.get(name))
-            else:
-                out.append(torch.cat([m.weights.get(name, r) for r in item.rows]))
-        return out
-
-    def compute(item: _Item, pending: Future[list[torch.Tensor]]) -> TensorStats:
-        tensors = pending.result()
-        try:
-            if has_base:
-                sums = task_vector_sums(tensors[-1], tensors[:-1], density, labels)
-            else:
-                sums = weight_sums(tensors, labels)
-        except CheckpointError as e:
-            raise CheckpointError(f"tensor {item.name}: {e}") from e
-        rows_read = None if item.rows is None else sum(b - a for a, b in item.rows)
-        if rows_read is not None:
-            sums = sums.scaled(item.shape[0] / rows_read)
-        if on_tensor is not None:
-            on_tensor(item.name)
-        return TensorStats(
-            item.name,
-            _group(item.name, ref_model),
-            module_kind(item.name),
-            item.shape,
-            rows_read,
-            sums,
+    setup = Setup(
+        tuple(str(m.path) for m in inputs), tuple(str(m.ref) for m in inputs), has_base, density
+    )
+    if workers is None:  # worker processes pay off on real models, not on tiny ones
+        big = sum(j.input_bytes for j in jobs) > PROCESS_BYTES
+        workers = min(2, os.cpu_count() or 1) if big else 1
+    done = None if on_tensor is None else (lambda job: on_tensor(job.name))
+    sums = run(jobs, setup, [m.weights for m in inputs], workers, done)
+    shapes = {
+        m: ref_model.weights.info(resolve_tensor(ref_model, m) or m).shape
+        for m in (j.name for j in jobs)
+    }
+    return [
+        TensorStats(
+            job.name,
+            _group(job.name, ref_model),
+            module_kind(job.name),
+            shapes[job.name],
+            None if job.rows is None else sum(b - a for a, b in job.rows),
+            s,
         )
-
-    threads = torch.get_num_threads()
-    if workers > 1:
-        torch.set_num_threads(1)  # one tensor per core instead of one op over both
-    results: list[TensorStats] = []
-    reader = ThreadPoolExecutor(1, "alloy-read")
-    pool = ThreadPoolExecutor(workers, "alloy-analyze")
-    queue: deque[tuple[int, Future[TensorStats]]] = deque()
-    try:
-        for item in items:
-            # at most workers + 1 tensors in flight, and a large one only with little else
-            size = _input_bytes(item, inputs)
-            while queue and (
-                len(queue) > workers or sum(b for b, _ in queue) + size > IN_FLIGHT_BYTES
-            ):
-                results.append(queue.popleft()[1].result())
-            queue.append((size, pool.submit(compute, item, reader.submit(read, item))))
-        while queue:
-            results.append(queue.popleft()[1].result())
-    finally:
-        for _, f in queue:
-            f.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
-        reader.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(threads)
-    return results
+        for job, s in zip(jobs, sums)
+    ]
