@@ -240,8 +240,8 @@ def _cuts(s: _Model, base: torch.Tensor, densities: tuple[float, ...]) -> list[C
             mask |= key == bucket
         found.append(np.flatnonzero(mask) + start)
     idx = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
-    values = (_gather(s.flat, idx) - _gather(base, idx)).numpy()
-    keys = magnitude_key(s.bits[idx])
+    delta = _gather(s.flat, idx) - _gather(base, idx)
+    values, keys = delta.numpy(), magnitude_key(bf16_bits(delta))  # the same keys as s.bits
     cuts: dict[float, Cut] = {}
     for d in densities:
         if d not in cuts:
