@@ -3,8 +3,8 @@
 With several workers, each is a process that opens the checkpoints itself; only tensor names
 go in and sums come out, so the interpreter lock never serializes the numpy passes, and each
 worker reads the tensors it computes (positioned reads: no shared file offsets). At most
-``workers + 1`` tensors are in flight, and a large one only with little else
-(`IN_FLIGHT_BYTES` of inputs), so memory stays bounded by the largest tensor.
+``workers + 1`` tensors are in flight, the largest first, and a large one only with little
+else (`IN_FLIGHT_BYTES` of inputs), so memory stays bounded by the largest tensor.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import ctypes
 import multiprocessing
 import sys
 import threading
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,29 +119,34 @@ def run(
             if on_done is not None:
                 on_done(job)
         return results
+    out: dict[int, Sums] = {}
+    # largest first, each started as soon as it fits: no worker waits at the end on one big
+    # tensor, and two big tensors are never in memory at once
+    pending = sorted(range(len(jobs)), key=lambda i: -jobs[i].input_bytes)
     with ProcessPoolExecutor(
         workers, mp_context=_context(), initializer=_start, initargs=(setup,)
     ) as pool:
-        queue: deque[tuple[Job, Future[Sums]]] = deque()
-
-        def finish_one() -> None:
-            job, future = queue.popleft()
-            results.append(future.result())
-            if on_done is not None:
-                on_done(job)
-
+        running: dict[Future[Sums], int] = {}
         try:
-            for job in jobs:
-                while queue and (
-                    len(queue) > workers
-                    or sum(j.input_bytes for j, _ in queue) + job.input_bytes > IN_FLIGHT_BYTES
-                ):
-                    finish_one()
-                queue.append((job, pool.submit(_compute_in_worker, job)))
-            while queue:
-                finish_one()
+            while pending or running:
+                in_flight = sum(jobs[i].input_bytes for i in running.values())
+                fits = [
+                    i
+                    for i in pending
+                    if not running or in_flight + jobs[i].input_bytes <= IN_FLIGHT_BYTES
+                ]
+                if fits and len(running) <= workers:
+                    pending.remove(fits[0])
+                    running[pool.submit(_compute_in_worker, jobs[fits[0]])] = fits[0]
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    i = running.pop(f)
+                    out[i] = f.result()
+                    if on_done is not None:
+                        on_done(jobs[i])
         except BaseException:
-            for _, f in queue:
+            for f in running:
                 f.cancel()
             raise
-    return results
+    return [out[i] for i in range(len(jobs))]
