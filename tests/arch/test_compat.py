@@ -252,3 +252,39 @@ def test_check_config_reports_notes_of_a_mergeable_config(tmp_path: Path) -> Non
     )
     report = check_config(path)
     assert report.mergeable() and [d.key for d in report.differences] == ["max_position_embeddings"]
+
+
+def test_slices_check_each_output_tensor_against_its_inputs(tmp_path: Path) -> None:
+    write_tiny(tmp_path / "a", 0, layers=3)
+    wide = tiny_tensors(1, layers=3)
+    wide["model.layers.2.mlp.up_proj.weight"] = torch.randn(16, 4)  # another MLP width
+    write_tiny(tmp_path / "b", 1, tensors=wide)
+    cfg = {
+        "merge_method": "linear",
+        "slices": [
+            {
+                "sources": [
+                    {
+                        "model": str(tmp_path / "a"),
+                        "layer_range": [0, 1],
+                        "parameters": {"weight": 1.0},
+                    },
+                    {
+                        "model": str(tmp_path / "b"),
+                        "layer_range": [2, 3],
+                        "parameters": {"weight": 1.0},
+                    },
+                ]
+            }
+        ],
+    }
+    path = tmp_path / "slices.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    code, out = _run("check", str(path))
+    assert code == 1
+    # output layer 0 takes layer 0 of a and layer 2 of b
+    assert _row(out, "model.layers.0.mlp.up_proj.weight")[2:] == ["[8, 4]", "[16, 4]", "blocks"]
+    assert "slices[0].sources[1]: model.layers.2.mlp.up_proj.weight" in out
+    with pytest.raises(alloy.IncompatibleModelsError) as e:
+        alloy.merge(path, tmp_path / "out")
+    assert "model.layers.0.mlp.up_proj.weight" in str(e.value) and not (tmp_path / "out").exists()
