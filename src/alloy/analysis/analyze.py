@@ -25,7 +25,8 @@ import torch
 from alloy.analysis.inventory import parse_refs
 from alloy.analysis.stats import Sums, pairs
 from alloy.analysis.workers import Job, Setup, run
-from alloy.arch.compat import CompatReport, check_models, resolve_tensor
+from alloy.arch.compat import check_models, resolve_tensor
+from alloy.arch.differences import CompatReport
 from alloy.arch.infer import is_output_embedding, split_layer_name
 from alloy.arch.kinds import kinds, module_kind
 from alloy.config.schema import ModelRef

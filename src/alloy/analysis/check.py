@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from alloy.analysis.inventory import parse_refs
-from alloy.arch.compat import CompatReport, check_models
+from alloy.arch.compat import check_models
+from alloy.arch.differences import CompatReport
 from alloy.config.schema import ModelRef
 from alloy.errors import AlloyError, IncompatibleModelsError
 from alloy.plan.models import open_models

@@ -43,7 +43,8 @@ import yaml
 from alloy.analysis.analyze import Analysis, analyze
 from alloy.analysis.check import check
 from alloy.analysis.inventory import parse_refs
-from alloy.arch.compat import VOCAB_HINT, CompatReport
+from alloy.arch.compat import VOCAB_HINT
+from alloy.arch.differences import CompatReport
 from alloy.arch.tokenizer import tokenizer_info
 from alloy.config.schema import ModelRef, canonical_dtype
 from alloy.errors import AlloyError

@@ -16,13 +16,8 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from alloy.arch.compat import (
-    CompatReport,
-    Difference,
-    check_models,
-    resolve_tensor,
-    tensor_difference,
-)
+from alloy.arch.compat import check_models, resolve_tensor, tensor_difference
+from alloy.arch.differences import CompatReport, Difference
 from alloy.arch.infer import is_output_embedding, remap_config_layers
 from alloy.config.params import resolve
 from alloy.config.schema import MergeConfig, ModelRef
