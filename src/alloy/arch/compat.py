@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from alloy.arch.differences import LEVELS, CompatReport, Difference, Level, short_labels
 from alloy.arch.infer import ArchInfo, is_embedding, is_output_embedding, split_layer_name
-from alloy.arch.tokenizer import TokenizerInfo, first_differences, tokenizer_info
+from alloy.arch.tokenizer import TokenizerInfo, files_digest, first_differences, tokenizer_info
 from alloy.io.sources import TensorInfo
 
 VOCAB_HINT = (
@@ -371,10 +371,9 @@ def check_models(
         for d in compare_configs([m.config for m in models], labels, whole_model=whole_model)
         + (compare_tensors(models, labels) if whole_model else [])
     ]
-    toks = [tokenizer_info(m.path) for m in models] + [
-        tokenizer_info(p) for _, p in extra_tokenizers
-    ]
-    diffs += compare_tokenizers(toks, [*labels, *extra])
+    dirs = [m.path for m in models] + [p for _, p in extra_tokenizers]
+    if len({files_digest(d) for d in dirs}) > 1:  # identical files: nothing to parse
+        diffs += compare_tokenizers([tokenizer_info(d) for d in dirs], [*labels, *extra])
     diffs.sort(key=lambda d: LEVELS.index(d.level))
     hashes: list[str | None] = [architecture_hash(m) for m in models]
     return CompatReport([*labels, *extra], diffs, hashes + [None] * len(extra))

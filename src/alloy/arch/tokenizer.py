@@ -151,6 +151,17 @@ def _special_tokens(root: Path) -> dict[str, str]:
     return out
 
 
+def files_digest(root: Path) -> str:
+    """sha256 over the names and bytes of the tokenizer files in ``root``: equal digests mean
+    identical tokenizers (cheap: no parsing)."""
+    h = hashlib.sha256()
+    for name in FILES:
+        if (root / name).is_file():
+            h.update(name.encode() + b"\0")
+            h.update((root / name).read_bytes())
+    return h.hexdigest()
+
+
 def tokenizer_info(root: Path) -> TokenizerInfo | None:
     """The fingerprint of the tokenizer stored in ``root``, or None if it holds none."""
     files = tuple(f for f in FILES if (root / f).is_file())
