@@ -93,8 +93,9 @@ def test_tied_head_and_errors(tmp_path: Path) -> None:
     t = tiny_tensors(3)
     t["model.layers.1.mlp.up_proj.weight"][0, 0] = float("nan")
     write_tiny(tmp_path / "nan", 3, tensors=t)
-    with pytest.raises(CheckpointError, match=r"model.layers.1.mlp.up_proj.weight.*nan.*NaN"):
-        analyze([str(tmp_path / "nan")], str(tmp_path / "untied"))
+    for workers in (1, 2):  # in this process, and from a worker process
+        with pytest.raises(CheckpointError, match=r"model.layers.1.mlp.up_proj.weight.*nan.*NaN"):
+            analyze([str(tmp_path / "nan")], str(tmp_path / "untied"), workers=workers)
 
 
 def test_analyze_command_json_table_and_plots(pair: tuple, tmp_path: Path) -> None:
