@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,49 @@ def test_rows_round_trip_through_json() -> None:
     assert d["ratio"] == "inf" and d["values"]["b"] is None
     back = Row.from_dict(d)
     assert back.ratio == math.inf and back.flag == "failed" and math.isnan(back.values["b"])
+
+
+def test_compare_measurements_of_models_measured_apart(tmp_path: Path) -> None:
+    """Models measured once each (as the demo does for many merges sharing their sources)
+    compare like `evaluate_models`: the best source per set, its ratio and flag."""
+    from alloy.errors import EvaluationError
+    from alloy.evaluate.data import DataSet, Document, Probe, ProbeSet
+    from alloy.evaluate.models import EvalOptions
+    from alloy.evaluate.run import EvalSets, ModelMeasurement, compare_measurements
+
+    sets = EvalSets(
+        [DataSet("persona", tmp_path / "p.jsonl", [Document(text="hi")])],
+        [ProbeSet("tools", "tool-calls", tmp_path / "t.jsonl", [Probe("x", None, {"name": "f"})])],
+    )
+
+    def m(ppl: float, js: float) -> ModelMeasurement:
+        tool = {"json": js, "name": js, "arguments": js, "exact": js}
+        return ModelMeasurement(
+            {("persona", "perplexity"): ppl, **{("tools", k): v for k, v in tool.items()}},
+            {"persona": 7},
+            {"tools": [{"prompt": "x", "output": "{}"}]},
+        )
+
+    measured = {
+        "base": m(6.0, 0.0),
+        "persona": m(1.5, 0.0),
+        "tools": m(5.0, 0.8),
+        "ties": m(1.8, 0.6),
+    }
+    sources = [("base", tmp_path / "b"), ("persona", tmp_path / "p"), ("tools", tmp_path / "t")]
+    ev = compare_measurements(
+        ("ties", tmp_path / "m"), sources, sets, measured, EvalOptions(), 1.5, method="ties"
+    )
+    rows = {(r.set, r.metric): r for r in ev.rows}
+    assert len(rows) == 5  # perplexity + json, name, arguments, exact
+    ppl = rows[("persona", "perplexity")]
+    assert (ppl.best_source, ppl.flag) == ("persona", "degraded")
+    assert ppl.ratio == pytest.approx(1.8 / 1.5)
+    js = rows[("tools", "json")]
+    assert (js.best_source, js.flag, js.values["ties"]) == ("tools", "degraded", 0.6)
+    assert js.ratio == pytest.approx(0.8 / 0.6)
+    assert ev.tokens == {"persona": {"base": 7, "persona": 7, "tools": 7, "ties": 7}}
+    assert [x.role for x in ev.models] == ["source", "source", "source", "merged"]
+    del measured["tools"]
+    with pytest.raises(EvaluationError, match="no measurement of tools"):
+        compare_measurements(("ties", tmp_path / "m"), sources, sets, measured, EvalOptions(), 0.0)

@@ -162,6 +162,15 @@ def measure_model(
     return out
 
 
+def _models(merged: tuple[str, Path], sources: Sequence[tuple[str, Path]]) -> list[EvalModel]:
+    models = [EvalModel(lbl, Path(p), "source") for lbl, p in sources]
+    models.append(EvalModel(merged[0], Path(merged[1]), "merged"))
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        raise EvaluationError(f"two models have the same label in {labels}; label them apart.")
+    return models
+
+
 def evaluate_models(
     merged: tuple[str, Path],
     sources: Sequence[tuple[str, Path]],
@@ -176,21 +185,39 @@ def evaluate_models(
         raise EvaluationError("nothing to evaluate: give --data NAME=FILE or --probe KIND FILE.")
     transformers_module()  # fail before loading anything when transformers is missing
     started = time.perf_counter()
-    models = [EvalModel(lbl, Path(p), "source") for lbl, p in sources]
-    models.append(EvalModel(merged[0], Path(merged[1]), "merged"))
-    labels = [m.label for m in models]
-    if len(set(labels)) != len(labels):
-        raise EvaluationError(f"two models have the same label in {labels}; label them apart.")
+    models = _models(merged, sources)
+    measured = {m.label: measure_model(m.label, m.path, sets, options) for m in models}
+    return compare_measurements(
+        merged, sources, sets, measured, options, time.perf_counter() - started, method=method
+    )
+
+
+def compare_measurements(
+    merged: tuple[str, Path],
+    sources: Sequence[tuple[str, Path]],
+    sets: EvalSets,
+    measured: dict[str, ModelMeasurement],
+    options: EvalOptions,
+    seconds: float,
+    *,
+    method: str | None = None,
+) -> Evaluation:
+    """The evaluation of ``merged`` against ``sources`` from models measured already
+    (``measured`` by label), e.g. when several merges share their sources' measurements."""
+    models = _models(merged, sources)
+    missing = [m.label for m in models if m.label not in measured]
+    if missing:
+        raise EvaluationError(f"no measurement of {', '.join(missing)}; measure every model.")
     values: dict[tuple[str, str], dict[str, float]] = {}
     tokens: dict[str, dict[str, int]] = {d.name: {} for d in sets.data}
     examples: dict[str, dict[str, list[dict[str, Any]]]] = {p.name: {} for p in sets.probes}
     for m in models:
-        measured = measure_model(m.label, m.path, sets, options)
-        for key, v in measured.values.items():
+        got = measured[m.label]
+        for key, v in got.values.items():
             values.setdefault(key, {})[m.label] = v
-        for name, n in measured.tokens.items():
+        for name, n in got.tokens.items():
             tokens[name][m.label] = n
-        for name, ex in measured.examples.items():
+        for name, ex in got.examples.items():
             examples[name][m.label] = ex
     rows = []
     set_info: list[dict[str, Any]] = []
@@ -208,16 +235,7 @@ def evaluate_models(
         if len(set(counts.values())) > 1
     ]
     opts = {k: v for k, v in asdict(options).items() if k != "progress"}
-    return Evaluation(
-        models,
-        set_info,
-        rows,
-        tokens,
-        examples,
-        opts,
-        time.perf_counter() - started,
-        notes,
-    )
+    return Evaluation(models, set_info, rows, tokens, examples, opts, seconds, notes)
 
 
 def _row(
