@@ -10,9 +10,11 @@ setup:
 setup-test:
 	@scripts/setup.sh test
 
+# `alloy demo`: train a tiny base and two specialists, merge them every way, print the table
+# (a few minutes on 2 CPU cores). Also writes the tiny checkpoints that examples/*.yml merge.
 demo: setup
 	$(PY) examples/make_tiny_models.py examples/tiny
-	$(VENV)/bin/alloy merge examples/ties.yml examples/merged --force
+	$(VENV)/bin/alloy demo --out alloy-demo
 
 lint: setup-test
 	$(VENV)/bin/ruff check src tests bench examples

@@ -21,7 +21,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from alloy.cli import analyze, check, eval, lora, merge
+    from alloy.cli import analyze, check, demo, eval, lora, merge
 
     for cmd in (
         merge.merge,
@@ -34,6 +34,7 @@ def _register() -> None:
         eval.eval_,
         eval.report,
         lora.lora,
+        demo.demo,
     ):
         main.add_command(cmd)
 
