@@ -40,7 +40,10 @@ def test_small_demo_merges_keep_both_skills(tmp_path: Path) -> None:
     for name in ("report.md", "report.html", "report.json", "retention.png", MARKER):
         assert (tmp_path / "demo" / name).is_file()
     text = summary(res)
-    assert "full-recommended (recommended)" in text and str(tmp_path / "demo" / "report.md") in text
+    assert (
+        f"full-recommended ({res.advice['full'].method})" in text
+        and str(tmp_path / "demo" / "report.md") in text
+    )
 
 
 def test_demo_never_replaces_other_files(tmp_path: Path) -> None:

@@ -114,14 +114,14 @@ def test_fill_retention_table_verdicts_and_report(tmp_path: Path) -> None:
     assert results[4].retention == pytest.approx({"persona": 0.5, "tools": 2.5 / 3})
     assert results[3].keeps_both and not results[4].keeps_both
     table = comparison_table(results)
-    assert table.rows[3][:6] == ["full-ties (recommended)", "2.00", "1.50", "1.60", "90%", "80%"]
+    assert table.rows[3][:6] == ["full-ties (ties)", "2.00", "1.50", "1.60", "90%", "80%"]
     assert table.rows[0][4:10] == ["", "", "1.00", "0.50", "0.38", "0.25"]
     [line] = verdicts(results)
     assert line == (
-        "full: keep >= 80% of both skills: ties; below: linear. The recommended ties meets "
-        "the target."
+        "full: keep >= 80% of both skills: recommended ties; below: linear. The recommended "
+        "ties meets the target."
     )
     written = write_report(tmp_path, results, ["a note"], {"size": "small"}, {})
     assert written == ["report.json", "report.md", "report.html", "retention.png"]
     md = (tmp_path / "report.md").read_text()
-    assert "full-ties (recommended)" in md and "a note" in md and "retention.png" in md
+    assert "full-ties (ties)" in md and "a note" in md and "retention.png" in md

@@ -52,6 +52,11 @@ class ModelResult:
         return self.value(set_name, "perplexity")
 
     @property
+    def display(self) -> str:
+        """The row label: ``full-recommended (slerp)`` for a recommended merge."""
+        return f"{self.label} ({self.name})" if self.recommended else self.label
+
+    @property
     def keeps_both(self) -> bool:
         return all((r := self.retention.get(s)) is not None and r >= TARGET - EPS for s in SKILLS)
 
@@ -95,8 +100,7 @@ def comparison_table(results: list[ModelResult]) -> Table:
     headers += [h for _, h in PROBE_COLUMNS]
     rows = []
     for r in results:
-        label = r.label + (" (recommended)" if r.recommended else "")
-        row = [label] + [_num(r.perplexity(s)) for s in ("general", *SKILLS)]
+        row = [r.display] + [_num(r.perplexity(s)) for s in ("general", *SKILLS)]
         row += [_pct(r.retention.get(s)) if r.role == "merge" else "" for s in SKILLS]
         row += [_num(r.value(*key)) for key, _ in PROBE_COLUMNS]
         rows.append(row)
@@ -129,10 +133,14 @@ def retention_plot(results: list[ModelResult], path: Path) -> bool:
     ax.set_ylabel("(base - merged) / (base - specialist)")
     ax.set_ylim(-0.5, 1.5)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title("Skill retention on held-out perplexity (* recommended)", fontsize=10)
+    ax.set_title("Skill retention on held-out perplexity", fontsize=10)
     _save(fig, path)
     plt.close(fig)
     return True
+
+
+def _short(r: ModelResult) -> str:
+    return f"recommended {r.name}" if r.recommended else r.name
 
 
 def verdicts(results: list[ModelResult]) -> list[str]:
@@ -140,8 +148,8 @@ def verdicts(results: list[ModelResult]) -> list[str]:
     out = []
     for family in sorted({r.family for r in results if r.role == "merge"}):
         merges = [r for r in results if r.role == "merge" and r.family == family]
-        keep = [r.name for r in merges if r.keeps_both]
-        miss = [r.name for r in merges if not r.keeps_both]
+        keep = [_short(r) for r in merges if r.keeps_both]
+        miss = [_short(r) for r in merges if not r.keeps_both]
         rec = next((r for r in merges if r.recommended), None)
         line = f"{family}: keep >= {TARGET:.0%} of both skills: {', '.join(keep) or 'none'}"
         line += f"; below: {', '.join(miss) or 'none'}."
