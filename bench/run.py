@@ -4,7 +4,8 @@ Usage: run.py [--scale full|small] [--methods linear,ties,...] [--repeat N]
               [--tools alloy,mergekit]
 
 For each method the tools run alternately (alloy, mergekit, alloy, mergekit, ...) so that
-drift in the machine's load affects both. Each run is a subprocess writing into a fresh
+drift in the machine's load affects both. The SVD methods (tsv, iso_c, iso_cts) exist only in
+Alloy: they run with Alloy alone and are reported against Alloy's ties on the same models. Each run is a subprocess writing into a fresh
 directory under bench/work/out/; after each round the two outputs are compared on a few
 sampled tensors and deleted. Results go to bench/results/<timestamp>.json and a markdown table
 is printed.
@@ -46,8 +47,10 @@ WORK_DIR = BENCH_DIR / "work"
 RESULTS_DIR = BENCH_DIR / "results"
 BIN_DIR = Path(sys.executable).parent  # the venv's bin/, not resolved through the symlink
 
-METHODS = ("linear", "slerp", "task_arithmetic", "ties", "dare_ties")
+METHODS = ("linear", "slerp", "task_arithmetic", "ties", "dare_ties", "tsv", "iso_c", "iso_cts")
 TOOLS = ("alloy", "mergekit")
+ALLOY_ONLY = frozenset({"tsv", "iso_c", "iso_cts"})  # no mergekit counterpart
+REFERENCE_METHOD = "ties"  # what the Alloy-only methods are timed against
 RANDOM_METHODS = frozenset({"dare_ties"})  # outputs differ by design; not compared
 PLACEHOLDERS = ("base", "ft1", "ft2")
 SAMPLED_TENSORS = (
@@ -305,13 +308,19 @@ def describe(record: RunRecord) -> str:
     return f"{record.tool:8s} {wall:7.1f} s  {record.peak_rss_bytes / GIB:6.2f} GiB"
 
 
+def method_tools(method: str, tools: list[str]) -> list[str]:
+    """The tools that can run a method: Alloy alone for the Alloy-only methods."""
+    return [t for t in tools if t == "alloy"] if method in ALLOY_ONLY else list(tools)
+
+
 def run_round(
     method: str, round_no: int, config: Path, args: argparse.Namespace
 ) -> tuple[list[RunRecord], Comparison | None]:
     """Every tool once on one method, then the comparison, then cleanup."""
-    outs = {tool: WORK_DIR / "out" / args.scale / f"{method}-{tool}" for tool in args.tools}
+    tools = method_tools(method, args.tools)
+    outs = {tool: WORK_DIR / "out" / args.scale / f"{method}-{tool}" for tool in tools}
     records = []
-    for tool in args.tools:
+    for tool in tools:
         record = run_tool(tool, method, round_no, config, outs[tool], args)
         print(f"  {method} round {round_no}: {describe(record)}", flush=True)
         records.append(record)
@@ -375,7 +384,9 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def summarize_method(
     method: str, records: list[RunRecord], comparisons: list[Comparison], tools: list[str]
 ) -> MethodSummary:
-    by_tool = {t: summarize_tool([r for r in records if r.tool == t]) for t in tools}
+    by_tool = {
+        t: summarize_tool([r for r in records if r.tool == t]) for t in method_tools(method, tools)
+    }
     alloy, mergekit = by_tool.get("alloy"), by_tool.get("mergekit")
     diffs = [c.max_rel_diff for c in comparisons if c.max_rel_diff is not None]
     return MethodSummary(
@@ -387,7 +398,7 @@ def summarize_method(
             alloy.peak_rss_bytes_median if alloy else None,
             mergekit.peak_rss_bytes_median if mergekit else None,
         ),
-        compared=method not in RANDOM_METHODS,
+        compared=method not in RANDOM_METHODS and method not in ALLOY_ONLY,
         max_rel_diff=max(diffs) if diffs else None,
         comparisons=comparisons,
     )
@@ -413,7 +424,9 @@ def fmt_ratio(value: float | None) -> str:
     return f"{value:.2f}x" if value is not None else "-"
 
 
-def fmt_diff(s: MethodSummary) -> str:
+def fmt_diff(method: str, s: MethodSummary) -> str:
+    if method in ALLOY_ONLY:
+        return "n/a (Alloy only)"
     if not s.compared:
         return "skipped (random)"
     text = f"{s.max_rel_diff:.2e}" if s.max_rel_diff is not None else "-"
@@ -428,9 +441,37 @@ def markdown_table(summary: dict[str, MethodSummary]) -> str:
     ]
     for method, s in summary.items():
         alloy, mk = s.tools.get("alloy"), s.tools.get("mergekit")
+        mk_time = "n/a" if method in ALLOY_ONLY else fmt_time(mk)
+        mk_rss = "n/a" if method in ALLOY_ONLY else fmt_rss(mk)
         lines.append(
-            f"| {method} | {fmt_time(alloy)} | {fmt_time(mk)} | {fmt_ratio(s.time_ratio)} "
-            f"| {fmt_rss(alloy)} | {fmt_rss(mk)} | {fmt_ratio(s.rss_ratio)} | {fmt_diff(s)} |"
+            f"| {method} | {fmt_time(alloy)} | {mk_time} | {fmt_ratio(s.time_ratio)} "
+            f"| {fmt_rss(alloy)} | {mk_rss} | {fmt_ratio(s.rss_ratio)} | {fmt_diff(method, s)} |"
+        )
+    return "\n".join(lines)
+
+
+def alloy_only_table(summary: dict[str, MethodSummary]) -> str | None:
+    """The Alloy-only methods against Alloy's ties on the same models (None if none ran)."""
+    methods = [m for m in summary if m in ALLOY_ONLY]
+    if not methods:
+        return None
+    ref = summary.get(REFERENCE_METHOD)
+    ref_alloy = ref.tools.get("alloy") if ref else None
+    ref_time = ref_alloy.wall_s_median if ref_alloy else None
+    ref_rss = ref_alloy.peak_rss_bytes_median if ref_alloy else None
+    lines = [
+        f"| method | alloy time | {REFERENCE_METHOD} time | time vs {REFERENCE_METHOD} "
+        f"| alloy peak RSS | {REFERENCE_METHOD} peak RSS | RSS vs {REFERENCE_METHOD} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method in methods:
+        alloy = summary[method].tools.get("alloy")
+        time = alloy.wall_s_median if alloy else None
+        rss = alloy.peak_rss_bytes_median if alloy else None
+        lines.append(
+            f"| {method} | {fmt_time(alloy)} | {fmt_time(ref_alloy)} "
+            f"| {fmt_ratio(ratio(time, ref_time))} | {fmt_rss(alloy)} | {fmt_rss(ref_alloy)} "
+            f"| {fmt_ratio(ratio(rss, ref_rss))} |"
         )
     return "\n".join(lines)
 
@@ -444,6 +485,8 @@ def verdict(value: float | None, target: float) -> str:
 def targets_table(summary: dict[str, MethodSummary]) -> str:
     lines = ["| method | time target | time | RSS target | RSS |", "|---|---|---|---|---|"]
     for method, s in summary.items():
+        if method not in TIME_TARGETS:
+            continue  # Alloy-only methods: no mergekit to compare with
         t_target = TIME_TARGETS[method]
         lines.append(
             f"| {method} | <= {t_target}x | {verdict(s.time_ratio, t_target)} "
@@ -584,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     path = write_results(payload)
     print(f"\n{args.scale} scale, {args.repeat} round(s), medians\n\n{markdown_table(summary)}\n")
+    if (svd := alloy_only_table(summary)) is not None:
+        print(f"Alloy-only methods against Alloy's {REFERENCE_METHOD} on the same models:\n")
+        print(f"{svd}\n")
     note = "" if args.scale == "full" else " (the targets are meant for the full scale)"
     print(f"targets{note}:\n\n{targets_table(summary)}\n")
     if failed := failures(summary):

@@ -35,7 +35,76 @@ EXPECTED: dict[str, tuple[dict[str, Any], dict[str, Any], str, int, int | None, 
     "dare_ties": ({**GTA_GLOBALS, "rescale": True}, GTA_MODEL, "required", 1, None, True, True),
     "dare_linear": ({**GTA_GLOBALS, "rescale": True}, GTA_MODEL, "required", 1, None, True, True),
     "passthrough": ({}, {"scale": None}, "none", 1, 1, True, False),
+    "nuslerp": (
+        {"nuslerp_row_wise": False, "nuslerp_flatten": True},
+        {"weight": REQUIRED},
+        "optional",
+        2,
+        2,
+        False,
+        False,
+    ),
+    "karcher": ({"max_iter": 10, "tol": 1e-5}, {}, "none", 1, None, False, False),
+    "breadcrumbs": (GTA_GLOBALS, {**GTA_MODEL, "gamma": 0.01}, "required", 1, None, False, False),
+    "breadcrumbs_ties": (
+        GTA_GLOBALS,
+        {**GTA_MODEL, "gamma": 0.01},
+        "required",
+        1,
+        None,
+        False,
+        False,
+    ),
+    "della": (
+        {**GTA_GLOBALS, "normalize": True, "rescale": True},
+        {**GTA_MODEL, "epsilon": 0.15},
+        "required",
+        1,
+        None,
+        False,
+        True,
+    ),
+    "della_linear": (
+        {**GTA_GLOBALS, "rescale": True},
+        {**GTA_MODEL, "epsilon": 0.15},
+        "required",
+        1,
+        None,
+        False,
+        True,
+    ),
+    "sce": ({"int8_mask": False, "select_topk": 1.0}, {}, "required", 1, None, False, False),
+    "model_stock": ({"filter_wise": False}, {}, "required", 2, None, False, False),
+    "nearswap": ({"t": REQUIRED}, {}, "required", 1, 1, True, False),
+    "arcee_fusion": ({}, {}, "required", 1, 1, False, False),
+    "ram": ({"epsilon": 1e-5}, {}, "required", 1, None, True, False),
+    "ramplus_tl": (
+        {"r": 0.1, "alpha": 0.2, "epsilon": 1e-5},
+        {},
+        "required",
+        1,
+        None,
+        False,
+        False,
+    ),
 }
+# Alloy-only methods (no mergekit counterpart): the papers' parameters and defaults.
+ALLOY_ONLY = {
+    "tsv": ({"alpha": 1.0, "rank_fraction": None}, {}, "required", 1, None, False, False),
+    "iso_c": ({"alpha": 1.0}, {}, "required", 1, None, False, False),
+    "iso_cts": (
+        {"alpha": 1.0, "common_space_fraction": 0.8},
+        {},
+        "required",
+        1,
+        None,
+        False,
+        False,
+    ),
+}
+ALL = {**EXPECTED, **ALLOY_ONLY}
+# Required global parameters, for calling a method in the generic tests below.
+REQUIRED_PARAMS = {"slerp": {"t": 0.4}, "nearswap": {"t": 0.5}}
 
 
 def defaults(schema: Any) -> dict[str, Any]:
@@ -45,10 +114,10 @@ def defaults(schema: Any) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(ALL))
 def test_registration(name: str) -> None:
     spec = get_method(name)
-    globals_, per_model, base, lo, hi, elementwise, randomized = EXPECTED[name]
+    globals_, per_model, base, lo, hi, elementwise, randomized = ALL[name]
     assert defaults(spec.params) == globals_
     assert defaults(spec.model_params) == per_model
     assert spec.param_names() == list(globals_)
@@ -57,8 +126,16 @@ def test_registration(name: str) -> None:
     assert spec.paper and spec.summary
 
 
-def test_every_method_of_this_family_is_registered() -> None:
-    assert set(EXPECTED) <= {s.name for s in all_methods()}
+def test_every_method_is_registered_and_mergekit_has_no_other() -> None:
+    from mergekit import merge_methods
+
+    assert {s.name for s in all_methods()} == set(ALL)
+    theirs = {m.spec.name for m in merge_methods.registered_methods()}
+    assert theirs == set(EXPECTED), "a mergekit method Alloy lacks, or a stale entry"
+
+
+def test_only_the_svd_methods_treat_embeddings_differently() -> None:
+    assert {s.name for s in all_methods() if s.embedding_fn is not None} == set(ALLOY_ONLY)
 
 
 def test_params_are_frozen_and_reject_unknown_keys() -> None:
@@ -70,21 +147,24 @@ def test_params_are_frozen_and_reject_unknown_keys() -> None:
         spec.params.model_validate({"normalise": True})
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in sorted(EXPECTED) if EXPECTED[n][5] and not EXPECTED[n][6]]
-)
+@pytest.mark.parametrize("name", [n for n in sorted(ALL) if ALL[n][5] and not ALL[n][6]])
 def test_elementwise_methods_can_be_fed_row_chunks(name: str) -> None:
     g = torch.Generator().manual_seed(0)
     base = torch.randn(12, 5, generator=g)
-    n = 1 if name == "passthrough" else 3
-    xs = [base + torch.randn(12, 5, generator=g) for _ in range(n)]
     spec = get_method(name)
+    n = spec.max_models or 3
+    xs = [base + torch.randn(12, 5, generator=g) for _ in range(n)]
     mps = [{"weight": 0.3 + i} for i in range(n)] if "weight" in spec.model_param_names() else [{}]
     b = base if spec.base != "none" else None
-    whole = merge(name, xs, b, model_params=mps)
+    params = REQUIRED_PARAMS.get(name, {})
+    whole = merge(name, xs, b, params=params, model_params=mps)
     rows = [
         merge(
-            name, [x[i : i + 4] for x in xs], None if b is None else b[i : i + 4], model_params=mps
+            name,
+            [x[i : i + 4] for x in xs],
+            None if b is None else b[i : i + 4],
+            params=params,
+            model_params=mps,
         )
         for i in range(0, 12, 4)
     ]
@@ -111,3 +191,9 @@ def test_parameter_names_and_defaults_match_mergekit(name: str) -> None:
     spec = get_method(name)
     assert defaults(spec.params) == their_globals
     assert defaults(spec.model_params) == their_model
+
+
+def test_every_method_has_a_memory_factor_for_alloy_plan() -> None:
+    from alloy.plan.estimate import _OVERHEAD
+
+    assert set(_OVERHEAD) == {s.name for s in all_methods()}

@@ -44,7 +44,7 @@ def _mergekit_compat(fn: F) -> F:
     show_default=True,
     help="Largest output shard: bytes, or 500MB, 2GB, 1.5GiB.",
 )
-@click.option("--random-seed", type=int, default=None, help="Seed for DARE (default 0).")
+@click.option("--random-seed", type=int, default=None, help="Seed for DARE and DELLA (default 0).")
 @click.option(
     "--copy-tokenizer/--no-copy-tokenizer",
     default=True,

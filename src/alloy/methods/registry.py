@@ -14,6 +14,11 @@ A method is a pure tensor function (no I/O, no dtype or device policy, no config
   methods, ``None`` for deterministic ones.
 
 The executor casts to float32, checks the result is finite and casts to the output dtype.
+
+A method may register a second function, ``embedding_fn`` with the same contract, for token
+embeddings and output heads (``embed_tokens``, ``lm_head``, ...): the executor calls it instead of
+``fn`` on those tensors. The SVD methods use it to fall back to task arithmetic there, as their
+papers do; every other method treats embeddings like any other tensor.
 """
 
 from __future__ import annotations
@@ -68,6 +73,12 @@ class MethodSpec:
     # feed the method row chunks of a tensor instead of whole tensors.
     elementwise: bool = False
     randomized: bool = False
+    # Called instead of `fn` on token embeddings and output heads (None: `fn` everywhere).
+    embedding_fn: MergeFn | None = None
+
+    def fn_for(self, embedding: bool) -> MergeFn:
+        """The function that merges a tensor (``embedding``: a token embedding or head)."""
+        return self.embedding_fn if embedding and self.embedding_fn is not None else self.fn
 
     def param_names(self) -> list[str]:
         """Global parameter names as written in YAML (aliases, e.g. ``lambda``)."""
@@ -92,6 +103,7 @@ def method(
     summary: str,
     elementwise: bool = False,
     randomized: bool = False,
+    embedding_fn: MergeFn | None = None,
 ) -> Callable[[MergeFn], MergeFn]:
     """Register a merge method. See the module docstring for the function's contract."""
 
@@ -110,6 +122,7 @@ def method(
             summary=summary,
             elementwise=elementwise,
             randomized=randomized,
+            embedding_fn=embedding_fn,
         )
         return fn
 

@@ -7,6 +7,11 @@ measured between the flattened tensors and the coefficients applied to the unnor
     merged = sin((1−t)θ)/sin θ · v0 + sin(tθ)/sin θ · v1     (|cos θ| ≤ 0.9995)
     merged = (1−t)·v0 + t·v1                                   (nearly colinear)
 
+NuSLERP (mergekit's ``nuslerp``): SLERP between two models with ``t = w_2 / (w_1 + w_2)``, over the
+flattened tensors or vector by vector (rows ``W[i, :]``, or columns ``W[:, j]`` with
+``nuslerp_row_wise``), of task vectors when a base is given; no 0.9995 threshold, lerp only where
+``sin θ`` vanishes.
+
 Multi-SLERP (mergekit's ``multislerp``, C. Goddard 2024): barycentric interpolation on the
 hypersphere, in task-vector space when a base is given::
 
@@ -31,6 +36,15 @@ NORM_EPS = 1e-8
 
 class SlerpParams(Params):
     t: float  # 0 gives the base, 1 the other model
+
+
+class NuSlerpParams(Params):
+    nuslerp_row_wise: bool = False  # interpolate columns W[:, j] (dim 0) instead of rows
+    nuslerp_flatten: bool = True  # one interpolation over the whole flattened tensor
+
+
+class NuSlerpModelParams(Params):
+    weight: float
 
 
 class MultiSlerpParams(Params):
@@ -81,6 +95,70 @@ def slerp(
             f"{'a' if base is not None else 'no'} base and {len(inputs)} other input(s)"
         )
     return slerp_tensors(params.t, base, inputs[0])
+
+
+# NuSLERP: norms are clamped below at this before dividing; |sin θ| ≤ this means colinear.
+NU_NORM_EPS = 1e-7
+NU_SIN_EPS = 1e-8
+
+
+def nuslerp_tensors(
+    t: float, v0: torch.Tensor, v1: torch.Tensor, *, flatten: bool, row_wise: bool
+) -> torch.Tensor:
+    """SLERP from ``v0`` (t=0) to ``v1`` (t=1) per vector: the flattened tensor, the vectors along
+    the last dimension, or (``row_wise``) along dimension 0."""
+    if flatten or v0.dim() == 0:
+        a, b = v0.reshape(1, -1), v1.reshape(1, -1)  # [1, n], views
+    elif row_wise:
+        a, b = v0.movedim(0, -1), v1.movedim(0, -1)  # vectors along dim 0, as the last dim
+    else:
+        a, b = v0, v1
+    norm_a = torch.linalg.vector_norm(a, dim=-1, keepdim=True).clamp_(min=NU_NORM_EPS)
+    norm_b = torch.linalg.vector_norm(b, dim=-1, keepdim=True).clamp_(min=NU_NORM_EPS)
+    cos = (torch.linalg.vecdot(a, b).unsqueeze(-1) / (norm_a * norm_b)).clamp_(-1, 1)  # [..., 1]
+    colinear = (1 - cos.square()) <= NU_SIN_EPS**2
+    theta = torch.acos(torch.where(colinear, 0.0, cos))
+    sin_theta = torch.where(colinear, 1.0, torch.sin(theta))
+    s0 = torch.where(colinear, 1 - t, torch.sin((1 - t) * theta) / sin_theta)
+    s1 = torch.where(colinear, t, torch.sin(t * theta) / sin_theta)
+    merged = a * s0
+    merged.add_(b * s1)  # s0·a + s1·b per vector; lerp where sin θ vanishes
+    if not flatten and row_wise and v0.dim() > 0:
+        merged = merged.movedim(-1, 0)
+    return merged.reshape(v0.shape)
+
+
+@method(
+    "nuslerp",
+    params=NuSlerpParams,
+    model_params=NuSlerpModelParams,
+    base="optional",
+    min_models=2,
+    max_models=2,
+    paper="mergekit's NuSLERP (C. Goddard 2024): SLERP (Shoemake 1985) with weights, per row "
+    "or flattened, of task vectors around an optional base",
+    summary="SLERP between two models with t = w2/(w1+w2), per row or flattened; of task "
+    "vectors when a base is given.",
+)
+def nuslerp(
+    inputs: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: NuSlerpParams,
+    model_params: Sequence[NuSlerpModelParams],
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """``base + slerp(t, x_1 − base, x_2 − base)`` (without a base: of ``x_1`` and ``x_2``)."""
+    if len(inputs) != 2:
+        raise MergeComputationError(
+            f"nuslerp interpolates exactly two models besides the base; got {len(inputs)}"
+        )
+    w1, w2 = (p.weight for p in model_params)
+    t = 0.5 if abs(w1 + w2) < 1e-6 else w2 / (w1 + w2)
+    v0, v1 = inputs if base is None else (inputs[0] - base, inputs[1] - base)
+    merged = nuslerp_tensors(
+        t, v0, v1, flatten=params.nuslerp_flatten, row_wise=params.nuslerp_row_wise
+    )
+    return merged if base is None else merged.add_(base)
 
 
 @method(

@@ -4,6 +4,10 @@
   ``k = int(density · numel)`` entries of largest ``|δ|`` of one tensor, zero the rest.
 - DARE drop (Yu et al. 2023, arXiv 2311.03099): keep each entry with probability ``p = density``
   and divide the survivors by ``p``, so ``E[drop(δ)] = δ``.
+- Outlier trimming (Model Breadcrumbs, Davari & Belilovsky 2023, arXiv 2312.06795): drop the
+  ``int(gamma · numel)`` largest ``|δ|`` and then the smallest, keeping ``int(density · numel)``.
+- Magnitude-ranked drop (DELLA's MagPrune, Deep et al. 2024, arXiv 2406.11617): keep each entry
+  with a probability that grows with its magnitude rank in its row, divide survivors by it.
 - Sign election (TIES "elect"): per coordinate, the sign of the summed weighted task vectors;
   an entry takes part in the merge only if its sign agrees (zeros never agree).
 
@@ -66,6 +70,18 @@ def top_magnitude_mask(delta: torch.Tensor, k: int) -> torch.Tensor:
     return keep.reshape(delta.shape)
 
 
+def rank_window_mask(delta: torch.Tensor, skip: int, keep: int) -> torch.Tensor:
+    """Boolean mask of the entries ranked ``skip .. skip + keep − 1`` by decreasing ``|δ|``.
+
+    Ranks order entries by magnitude, equal magnitudes by lowest flat index, so windows nest:
+    the mask is ``top(skip + keep) ∧ ¬top(skip)`` with two O(n) selections, no sort.
+    """
+    mask = top_magnitude_mask(delta, skip + keep)
+    if skip > 0:
+        mask &= ~top_magnitude_mask(delta, skip)
+    return mask
+
+
 def match_l1_norm(kept: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     """Scale ``kept`` so its L1 norm equals that of ``original`` (unchanged if either is ~0)."""
     before = original.abs().sum()
@@ -88,6 +104,103 @@ def trim_magnitude(
         return delta
     kept = delta * top_magnitude_mask(delta, magnitude_keep_count(delta.numel(), density))
     return match_l1_norm(kept, delta) if rescale else kept
+
+
+def check_fraction(value: float, name: str, method: str) -> None:
+    """Reject a fraction outside [0, 1] (or NaN)."""
+    if not 0 <= value <= 1:  # also NaN
+        raise MergeComputationError(
+            f"{method}: {name} must be a fraction in [0, 1], got {value!r}; fix the "
+            f"model's `{name}` parameter"
+        )
+
+
+def outlier_counts(numel: int, density: float, gamma: float) -> tuple[int, int]:
+    """Breadcrumbs: (entries dropped from the top, entries kept) of a tensor of ``numel``.
+
+    ``kept = max(1, int(density · numel))`` as for TIES; the top ``int(gamma · numel)`` are dropped
+    first, reduced when the kept share would not fit below them, and the rest from the bottom.
+    """
+    kept = magnitude_keep_count(numel, density)
+    top = min(int(gamma * numel), numel - kept)
+    return top, kept
+
+
+def trim_outliers(
+    delta: torch.Tensor, density: float, gamma: float, *, rescale: bool, method: str
+) -> torch.Tensor:
+    """Model Breadcrumbs: ``δ`` restricted to the magnitude ranks ``[top, top + kept)``.
+
+    With ``rescale`` the survivors are scaled to the L1 norm of ``δ``, as for TIES.
+    """
+    check_density(density, method)
+    check_fraction(gamma, "gamma", method)
+    if density >= 1:
+        return delta  # density is the share kept, and it takes precedence over gamma
+    # Deliberate: a gamma rounding to no entry drops no outlier (mergekit 0.1.4 and older
+    # zeroed the whole task vector there: idx[n_bot:-0] is empty).
+    top, kept = outlier_counts(delta.numel(), density, gamma)
+    kept_delta = delta * rank_window_mask(delta, top, kept)
+    return match_l1_norm(kept_delta, delta) if rescale else kept_delta
+
+
+# Elements ranked at once by magprune: bounds the int64 sort indices to 64 MiB.
+_RANK_BLOCK = 8 * 1024 * 1024
+
+
+def magprune(
+    delta: torch.Tensor,
+    density: float,
+    epsilon: float,
+    *,
+    rescale: bool,
+    generator: torch.Generator | None,
+    method: str = "della",
+) -> torch.Tensor:
+    """DELLA's MagPrune: keep ``δ_j`` with probability ``p_j``, divide survivors by ``p_j``.
+
+    Within each row (the last dimension; a 1-D tensor is one row) entries are ranked by
+    ``|δ|``, ``r_j = rank / (n − 1)`` in [0, 1] (0 the smallest; equal magnitudes by index;
+    0.5 for a one-entry row), and ``p_j = density − ε + 2ε·r_j``. The mask is
+    ``rand < p`` drawn from ``generator``, block of rows by block of rows in order.
+    """
+    check_density(density, method)
+    if density >= 1:
+        return delta
+    if density == 0 or delta.numel() == 0:
+        return torch.zeros_like(delta)
+    if not (epsilon >= 0 and density - epsilon > 0 and density + epsilon < 1):
+        raise MergeComputationError(
+            f"{method}: epsilon must be >= 0 with density ± epsilon inside (0, 1); got "
+            f"density {density} and epsilon {epsilon}"
+        )
+    if generator is None:
+        raise MergeComputationError(
+            f"{method} drops entries at random and needs a seeded torch.Generator, got None "
+            "(the executor passes one for randomized methods)"
+        )
+    width = delta.shape[-1] if delta.dim() > 0 else 1
+    rows = delta.reshape(-1, width)  # [rows, n], a view
+    out = torch.empty_like(rows)
+    per_block = max(1, _RANK_BLOCK // max(width, 1))
+    for start in range(0, rows.shape[0], per_block):
+        block = rows[start : start + per_block]
+        # Stable: equal magnitudes rank by column index, so the ranks are deterministic.
+        order = torch.sort(block.abs(), dim=-1, stable=True).indices  # [b, n]
+        rank = torch.empty_like(block)
+        ranks = torch.arange(width, dtype=block.dtype, device=block.device)
+        rank.scatter_(-1, order, ranks.expand_as(block))  # inverse permutation, no second sort
+        del order
+        if width > 1:
+            prob = rank.mul_(2 * epsilon / (width - 1)).add_(density - epsilon)
+        else:
+            prob = rank.fill_(density)
+        keep = torch.rand(block.shape, generator=generator, device=block.device) < prob
+        kept = torch.mul(block, keep, out=out[start : start + per_block])
+        if rescale:
+            # Deliberate: the paper's unbiased 1/p_j per entry, not mergekit's L1-norm matching.
+            kept.div_(prob)
+    return out.reshape(delta.shape)
 
 
 def dare_drop(

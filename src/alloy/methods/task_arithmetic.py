@@ -4,7 +4,7 @@ Each merges task vectors ``δ_i = x_i − base`` in the same steps (mergekit's "
 arithmetic"), differing in how a task vector is sparsified and whether signs are elected::
 
     δ_i   = x_i − base                          task vector (Ilharco et al. 2022)
-    δ̂_i   = sparsify(δ_i, density_i)            none | TIES trim | DARE drop
+    δ̂_i   = sparsify(δ_i, density_i)            none | TIES trim | DARE drop | Breadcrumbs | DELLA
     W_i   = w_i · δ̂_i                           weighted before the election, as mergekit does
     γ     = sgn(Σ_i W_i)                        TIES elect (ties, dare_ties)
     a_i   = [sgn(W_i) = γ]                      agreement mask (1 for every entry without election)
@@ -17,6 +17,9 @@ arithmetic"), differing in how a task vector is sparsified and whether signs are
 | ties            | magnitude top-k | yes   | True      | False   |
 | dare_ties       | DARE drop       | yes   | False     | True    |
 | dare_linear     | DARE drop       | no    | False     | True    |
+
+Breadcrumbs and DELLA (``sparse_task_arithmetic.py``) run the same pipeline with their own
+sparsifiers.
 """
 
 from __future__ import annotations
@@ -25,13 +28,20 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from alloy.errors import MergeComputationError
 from alloy.methods.registry import Params, method
-from alloy.methods.sparsify import agrees_with, dare_drop, elect_sign, trim_magnitude
+from alloy.methods.sparsify import (
+    agrees_with,
+    dare_drop,
+    elect_sign,
+    magprune,
+    trim_magnitude,
+    trim_outliers,
+)
 
-Sparsifier = Literal["none", "magnitude", "dare"]
+Sparsifier = Literal["none", "magnitude", "dare", "breadcrumbs", "della"]
 
 
 class TaskArithmeticParams(Params):
@@ -61,6 +71,27 @@ class DareLinearParams(TaskArithmeticParams):
 class TaskModelParams(Params):
     weight: float
     density: float = 1.0  # fraction of the task vector kept (unused by task_arithmetic)
+
+
+class BreadcrumbsModelParams(TaskModelParams):
+    gamma: float = 0.01  # share of the largest |δ| dropped as outliers
+
+
+class DellaModelParams(TaskModelParams):
+    epsilon: float = 0.15  # keep probabilities span density ± epsilon
+
+    @field_validator("epsilon")
+    @classmethod
+    def _within_unit_interval(cls, epsilon: float, info: ValidationInfo) -> float:
+        density = info.data.get("density")
+        if density is None or not 0 < density < 1:
+            return epsilon  # nothing is dropped at random: density 0 or >= 1
+        if not (epsilon >= 0 and density - epsilon > 0 and density + epsilon < 1):
+            raise ValueError(
+                f"epsilon must be >= 0 with density ± epsilon inside (0, 1) (the keep "
+                f"probabilities); density {density} allows epsilon < {min(density, 1 - density):g}"
+            )
+        return epsilon
 
 
 def merge_task_vectors(
@@ -93,6 +124,19 @@ def merge_task_vectors(
         elif sparsify == "dare":
             delta = dare_drop(
                 delta, p.density, rescale=params.rescale, generator=generator, method=method
+            )
+        elif sparsify == "breadcrumbs":
+            assert isinstance(p, BreadcrumbsModelParams)
+            delta = trim_outliers(delta, p.density, p.gamma, rescale=params.rescale, method=method)
+        elif sparsify == "della":
+            assert isinstance(p, DellaModelParams)
+            delta = magprune(
+                delta,
+                p.density,
+                p.epsilon,
+                rescale=params.rescale,
+                generator=generator,
+                method=method,
             )
         torch.mul(delta, p.weight, out=weighted[i])  # W_i = w_i · δ̂_i
         del delta

@@ -162,7 +162,8 @@ class Executor:
             else None
         )
         try:
-            out = method.fn(inputs, base, job.params, job.model_params, gen)
+            fn = method.fn_for(job.embedding)
+            out = fn(inputs, base, job.params, job.model_params, gen)
         except MergeComputationError as e:
             raise MergeComputationError(f"{job.name}: {e}") from e
         except RuntimeError as e:

@@ -57,6 +57,7 @@ class TensorJob:
     model_params: tuple[Params, ...]
     t: float
     copy_only: bool = False  # integer/bool buffers: copied from the base (or first input)
+    embedding: bool = False  # a token embedding or output head (see MethodSpec.embedding_fn)
 
     @property
     def all_inputs(self) -> tuple[InputRef, ...]:
@@ -282,7 +283,18 @@ def _plan(
                 mparams.append(mp)
         if params is None or len(mparams) != len(inputs):
             continue
-        jobs.append(TensorJob(o.name, info, inputs, base_ref, params, tuple(mparams), o.t))
+        jobs.append(
+            TensorJob(
+                o.name,
+                info,
+                inputs,
+                base_ref,
+                params,
+                tuple(mparams),
+                o.t,
+                embedding=is_embedding(o.name),
+            )
+        )
     if issues:
         raise ConfigError(list(issues.values()), config.source_file)
     if missing or shape_errors:

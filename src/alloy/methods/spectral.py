@@ -1,0 +1,228 @@
+"""Data-free merging in the singular-value domain of each weight matrix: TSV, Iso-C, Iso-CTS.
+
+Each method works per 2-D weight matrix on the task matrices ``τ_i = x_i − base`` (N of them)
+and returns ``base + α · M``. ``r = min(rows, cols)``; ``polar(A) = P Qᵀ`` for ``A = P Σ Qᵀ``
+is the nearest matrix with orthonormal columns (rows, for a wide ``A``).
+
+Task Singular Vectors, TSV-M (Gargiulo et al., CVPR 2025, arXiv 2412.00081)::
+
+    τ_i = U_i S_i V_iᵀ,  keep the top k = max(1, int(rank_fraction · r)) triplets of each
+    U = [U_1,k … U_N,k],  S = [S_1,k … S_N,k],  V = [V_1,k … V_N,k]     concatenated
+    M = polar(U) · diag(S) · polar(Vᵀ)                                   decorrelated bases
+
+Isotropic merging, Iso-C (Marczak et al., ICML 2025, arXiv 2502.04959)::
+
+    Σ_i τ_i = U S Vᵀ,   M = mean(S) · U Vᵀ                              a flat spectrum
+
+Iso-CTS (same paper): the top ``k_c`` directions of ``Σ_i τ_i`` (the common subspace), plus the
+top ``s = (r − k_c)/N`` directions of each ``τ_i`` with the common subspace projected out::
+
+    k_c = r − N·s,  s = round((r − int(f·r)) / N)    f = common_space_fraction
+    τ_i⊥ = τ_i − U_c U_cᵀ τ_i,   τ_i⊥ = U_i S_i V_iᵀ
+    U = [U_1,s … U_N,s, U_c],  S likewise,  V likewise
+    M = mean(S) · polar(U) · polar(Vᵀ)
+
+1-D tensors (norms, biases), tensors of other ranks and token embeddings / output heads
+fall back to task arithmetic as the papers do: ``base + α · mean_i(τ_i)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from pydantic import Field
+
+from alloy.errors import MergeComputationError
+from alloy.methods.registry import NoParams, Params, method
+
+_TSV = (
+    "Gargiulo et al. 2025, Task Singular Vectors: Reducing Task Interference in Model Merging "
+    "(CVPR 2025, arXiv 2412.00081)"
+)
+_ISO = (
+    "Marczak et al. 2025, No Task Left Behind: Isotropic Model Merging with Common and "
+    "Task-Specific Subspaces (ICML 2025, arXiv 2502.04959)"
+)
+
+
+class SpectralParams(Params):
+    alpha: float = 1.0  # scale of the merged task matrix
+
+
+class TsvParams(SpectralParams):
+    # Share of each task matrix's singular triplets kept; None: 1/N, so the N sets fill the rank.
+    rank_fraction: float | None = Field(default=None, gt=0, le=1)
+
+
+class IsoCtsParams(SpectralParams):
+    common_space_fraction: float = Field(default=0.8, ge=0, le=1)  # of the rank, before rounding
+
+
+def _check_base(
+    name: str, inputs: Sequence[torch.Tensor], base: torch.Tensor | None
+) -> torch.Tensor:
+    if base is None:
+        raise MergeComputationError(f"{name} merges task vectors and needs a base model")
+    if not inputs:
+        raise MergeComputationError(f"{name} needs at least one model besides the base")
+    return base
+
+
+def mean_task_vector(
+    inputs: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: SpectralParams,
+    model_params: Sequence[NoParams],
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """The fallback: ``base + α · mean_i(x_i − base)`` (task arithmetic, weights 1/N, λ = α)."""
+    base = _check_base("the fallback to task arithmetic", inputs, base)
+    merged = torch.zeros_like(base)
+    for x in inputs:
+        merged.add_(x).sub_(base)
+    return merged.mul_(params.alpha / len(inputs)).add_(base)
+
+
+def _is_matrix(base: torch.Tensor) -> bool:
+    return base.dim() == 2 and base.numel() > 0
+
+
+def polar(a: torch.Tensor) -> torch.Tensor:
+    """``P Qᵀ`` for ``a = P Σ Qᵀ``: the nearest matrix with orthonormal columns (or rows)."""
+    p, _, qh = torch.linalg.svd(a, full_matrices=False)
+    return p @ qh
+
+
+def _task_sum(inputs: Sequence[torch.Tensor], base: torch.Tensor) -> torch.Tensor:
+    total = torch.zeros_like(base)
+    for x in inputs:
+        total.add_(x).sub_(base)
+    return total  # Σ_i τ_i
+
+
+@method(
+    "tsv",
+    params=TsvParams,
+    base="required",
+    min_models=1,
+    paper=_TSV,
+    summary="Per weight matrix, keep each task vector's top singular directions and "
+    "orthogonalize the combined bases before summing (TSV-M).",
+    embedding_fn=mean_task_vector,
+)
+def tsv(
+    inputs: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: TsvParams,
+    model_params: Sequence[NoParams],
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """TSV-M: low-rank task matrices with decorrelated singular bases (module docstring)."""
+    base = _check_base("tsv", inputs, base)
+    if not _is_matrix(base):
+        return mean_task_vector(inputs, base, params, model_params, generator)
+    n = len(inputs)
+    rows, cols = base.shape
+    rank = min(rows, cols)
+    fraction = params.rank_fraction if params.rank_fraction is not None else 1 / n
+    k = max(1, int(rank * fraction))
+    u_cat = base.new_empty((rows, n * k))  # [rows, N·k]
+    s_cat = base.new_empty((n * k,))
+    v_cat = base.new_empty((n * k, cols))  # [N·k, cols]
+    for i, x in enumerate(inputs):
+        u, s, vh = torch.linalg.svd(x - base, full_matrices=False)
+        u_cat[:, i * k : (i + 1) * k] = u[:, :k]
+        s_cat[i * k : (i + 1) * k] = s[:k]
+        v_cat[i * k : (i + 1) * k] = vh[:k]
+        del u, s, vh
+    merged = polar(u_cat).mul_(s_cat)  # polar(U) · diag(S)
+    del u_cat
+    merged = merged @ polar(v_cat)
+    return merged.mul_(params.alpha).add_(base)
+
+
+@method(
+    "iso_c",
+    params=SpectralParams,
+    base="required",
+    min_models=1,
+    paper=_ISO,
+    summary="Per weight matrix, sum the task vectors and flatten the singular-value spectrum "
+    "to its mean (Iso-C).",
+    embedding_fn=mean_task_vector,
+)
+def iso_c(
+    inputs: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: SpectralParams,
+    model_params: Sequence[NoParams],
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Iso-C: ``base + α · mean(S) · U Vᵀ`` for ``Σ_i τ_i = U S Vᵀ``."""
+    base = _check_base("iso_c", inputs, base)
+    if not _is_matrix(base):
+        return mean_task_vector(inputs, base, params, model_params, generator)
+    u, s, vh = torch.linalg.svd(_task_sum(inputs, base), full_matrices=False)
+    merged = u @ vh
+    del u, vh
+    return merged.mul_(s.mean() * params.alpha).add_(base)
+
+
+def subspace_sizes(rank: int, n: int, common_space_fraction: float) -> tuple[int, int]:
+    """Iso-CTS: (common directions k_c, directions per task s), with ``k_c + n·s = rank``."""
+    common = int(rank * common_space_fraction)
+    per_task = min(round((rank - common) / n), rank // n)
+    return rank - n * per_task, per_task
+
+
+@method(
+    "iso_cts",
+    params=IsoCtsParams,
+    base="required",
+    min_models=1,
+    paper=_ISO,
+    summary="Iso-C on the common subspace of the summed task vectors, completed with each "
+    "task's own directions outside it (Iso-CTS).",
+    embedding_fn=mean_task_vector,
+)
+def iso_cts(
+    inputs: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: IsoCtsParams,
+    model_params: Sequence[NoParams],
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Iso-CTS: common and task-specific singular directions, a flat spectrum."""
+    base = _check_base("iso_cts", inputs, base)
+    if not _is_matrix(base):
+        return mean_task_vector(inputs, base, params, model_params, generator)
+    n = len(inputs)
+    rows, cols = base.shape
+    rank = min(rows, cols)
+    common, per_task = subspace_sizes(rank, n, params.common_space_fraction)
+    u, s, vh = torch.linalg.svd(_task_sum(inputs, base), full_matrices=False)
+    if per_task == 0:  # the common subspace is everything: Iso-C
+        merged = u @ vh
+        return merged.mul_(s.mean() * params.alpha).add_(base)
+    u_cat = base.new_empty((rows, rank))
+    s_cat = base.new_empty((rank,))
+    v_cat = base.new_empty((rank, cols))
+    u_cat[:, n * per_task :] = u[:, :common]
+    s_cat[n * per_task :] = s[:common]
+    v_cat[n * per_task :] = vh[:common]
+    del u, s, vh
+    u_common = u_cat[:, n * per_task :]  # [rows, k_c], a view: no second copy
+    for i, x in enumerate(inputs):
+        tv = x - base
+        tv.addmm_(u_common, u_common.T @ tv, alpha=-1)  # τ_i⊥ = τ_i − U_c U_cᵀ τ_i, in place
+        ui, si, vhi = torch.linalg.svd(tv, full_matrices=False)
+        del tv
+        u_cat[:, i * per_task : (i + 1) * per_task] = ui[:, :per_task]
+        s_cat[i * per_task : (i + 1) * per_task] = si[:per_task]
+        v_cat[i * per_task : (i + 1) * per_task] = vhi[:per_task]
+        del ui, si, vhi
+    merged = polar(u_cat)
+    del u_cat
+    merged = merged @ polar(v_cat)
+    return merged.mul_(s_cat.mean() * params.alpha).add_(base)
