@@ -9,7 +9,7 @@ import torch
 
 from alloy.errors import MergeComputationError
 from alloy.methods import select
-from alloy.methods.select import StreamingTopK, cut_mask
+from alloy.methods.select import StreamingTopK
 
 
 def naive_top_k(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -26,21 +26,19 @@ def streamed_masks(values: torch.Tensor, ks: list[int], chunk: int) -> tuple[lis
     spans = [(s, flat[s : s + chunk]) for s in range(0, flat.numel(), chunk)]
     sel = StreamingTopK(flat.numel(), ks)
     for start, v in spans:
-        sel.sample(v, start)
+        sel.add_sample(v[sel.sample_slice(start)])
     sel.end_sampling()
     passes = 0
     while not sel.done:
-        for _, v in spans:
-            sel.count(v)
+        for start, v in spans:
+            sel.count(v, start)
         sel.end_count()
         passes += 1
-    masks = []
-    for cut in sel.cuts:
-        seen, parts = 0, []
-        for _, v in spans:
-            m, seen = cut_mask(v, cut, seen)
-            parts.append(m)
-        masks.append(torch.cat(parts))
+    masks = [torch.cat([cut.mask(v, start) for start, v in spans]) for cut in sel.cuts]
+    for cut, mask in zip(sel.cuts, masks):
+        if passes:  # the sums the rescaling uses
+            assert cut.kept_sum == pytest.approx(float(flat[mask].double().sum()), rel=1e-9)
+            assert cut.total_sum == pytest.approx(float(flat.double().sum()), rel=1e-9)
     return masks, passes
 
 

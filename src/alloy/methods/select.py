@@ -5,24 +5,27 @@ of magnitude ranks. Both need the k-th largest value of a tensor that the execut
 row chunks. A full sort costs O(n log n) and 8 bytes of indices per element; ``kthvalue`` on
 the whole tensor needs it in memory at once and is single-threaded. Here instead:
 
-1. **Sample** (one pass): every ``s``-th element by flat index (so the sample does not depend on
-   how the tensor is chunked). From the sorted sample, a bracket ``[lo, hi]`` that holds the
+1. **Sample** (one pass): every ``step``-th element by flat index (so the sample does not depend
+   on how the tensor is chunked). From the sorted sample, a bracket ``[lo, hi]`` that holds the
    k-th largest value with overwhelming probability (±6 binomial standard deviations).
 2. **Count** (one pass): how many values lie above ``hi``, and the values inside the bracket
-   (about 2% of the tensor). If the k-th largest is among them, one small ``kthvalue`` gives
-   it exactly. If not (a bad sample), the count says on which side it lies and one more pass
-   collects that side: the result is always exact, only the cost varies.
+   with their flat indices (about 2% of the tensor). If the k-th largest is among them, one
+   small ``kthvalue`` gives it exactly. If not (a misleading sample), the count says on which
+   side it lies and one more pass collects that side: the result is always exact, only the
+   cost varies.
 
-The result for each rank ``k`` is a `Cut`: the threshold value ``tau``, and how many entries
-equal to ``tau`` belong to the top k (``take_equal``; the lowest flat indices among them,
-which is the deterministic tie-break of `alloy.methods.sparsify.top_magnitude_mask`).
+The result for each rank ``k`` is a `Cut`: the threshold ``tau`` and the flat index ``cutoff``
+of the last value equal to ``tau`` that belongs to the top k. An element is in the top k iff
+its value is ``> tau``, or ``== tau`` at a flat index ``<= cutoff``: among equal values the
+lowest indices win, which makes the selection deterministic and lets every chunk decide its
+elements on its own.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -37,17 +40,27 @@ BRACKET_SIGMAS = 6.0
 
 @dataclass(frozen=True)
 class Cut:
-    """The top ``k`` of a tensor: every value ``> tau``, and the first ``take_equal`` (by flat
-    index) of the values ``== tau``. ``equal`` counts all values equal to ``tau``."""
+    """The top ``k``: values ``> tau``, and values ``== tau`` at flat indices ``<= cutoff``.
+    ``kept_sum`` is the sum of the values kept, ``total_sum`` that of all values."""
 
     k: int
     tau: float
-    take_equal: int
-    equal: int
+    cutoff: int
+    kept_sum: float = 0.0
+    total_sum: float = 0.0
 
-    @property
-    def all_equal_taken(self) -> bool:
-        return self.take_equal == self.equal
+    def mask(self, values: torch.Tensor, start: int) -> torch.Tensor:
+        """Which of ``values`` (one chunk, flat-index order from ``start``) are in the top k."""
+        if self.k <= 0:
+            return torch.zeros_like(values, dtype=torch.bool)
+        if self.tau == -math.inf:
+            return torch.ones_like(values, dtype=torch.bool)
+        keep = values > self.tau
+        last = self.cutoff - start  # position in this chunk of the last equal value kept
+        if last >= 0:
+            equal = values.reshape(-1)[: last + 1] == self.tau
+            keep.view(-1)[: last + 1] |= equal
+        return keep
 
 
 @dataclass
@@ -56,38 +69,45 @@ class _Search:
     lo: float  # the bracket, inclusive
     hi: float
     above: int = 0  # values > hi
-    parts: list[torch.Tensor] | None = None  # values in [lo, hi]
+    above_sum: float = 0.0
+    values: list[torch.Tensor] = field(default_factory=list)  # values in [lo, hi]
+    indices: list[torch.Tensor] = field(default_factory=list)  # and their flat indices
     cut: Cut | None = None
 
 
 class StreamingTopK:
     """Finds, for each rank in ``ks``, the `Cut` of the top-k values of a stream of chunks.
 
-    Usage: ``sampling`` passes feed `sample`, then `count` passes until `done`::
+    One sampling pass, then count passes until `done`::
 
         sel = StreamingTopK(numel, [k])
-        for start, values in chunks: sel.sample(values, start)
+        for start, values in chunks: sel.add_sample(values.view(-1)[sel.sample_slice(start)])
         sel.end_sampling()
         while not sel.done:
-            for start, values in chunks: sel.count(values)
+            for start, values in chunks: sel.count(values, start)
             sel.end_count()
         cut = sel.cuts[0]
 
-    ``values`` are the (non-negative, float32) magnitudes of one chunk, flattened, in flat-index
-    order; chunks must cover the tensor in order in every pass.
+    ``values`` are non-negative float32 magnitudes; chunks cover the tensor in flat-index
+    order in every pass. `add_counts` takes the same counts computed elsewhere (the CPU kernel).
     """
 
     def __init__(self, numel: int, ks: Sequence[int]) -> None:
         self.numel = numel
         self.ks = list(ks)
         self.step = max(1, min(SAMPLE_EVERY, numel // SAMPLE_MIN))
+        self.total_sum = 0.0
+        self._total_known = False  # the first count pass has summed every value
         self._samples: list[torch.Tensor] = []
         self._searches: list[_Search] = []
 
-    # -- pass 1: sample -------------------------------------------------------------------
-    def sample(self, values: torch.Tensor, start: int) -> None:
-        first = (-start) % self.step
-        self._samples.append(values[first :: self.step].clone())
+    # -- pass 1: sample ---------------------------------------------------------------------
+    def sample_slice(self, start: int) -> slice:
+        """The positions of a chunk starting at flat index ``start`` that belong to the sample."""
+        return slice((-start) % self.step, None, self.step)
+
+    def add_sample(self, values: torch.Tensor) -> None:
+        self._samples.append(values.reshape(-1).to("cpu", torch.float32).clone())
 
     def end_sampling(self) -> None:
         sample = torch.sort(torch.cat(self._samples)).values if self._samples else torch.empty(0)
@@ -95,57 +115,88 @@ class StreamingTopK:
         m = sample.numel()
         for k in self.ks:
             if k <= 0:
-                self._searches.append(_Search(k, 0.0, 0.0, cut=Cut(0, math.inf, 0, 0)))
+                self._searches.append(_Search(k, 0.0, 0.0, cut=Cut(0, math.inf, -1)))
                 continue
             if k >= self.numel:
-                self._searches.append(_Search(k, 0.0, 0.0, cut=Cut(k, -math.inf, 0, 0)))
+                self._searches.append(_Search(k, 0.0, 0.0, cut=Cut(k, -math.inf, -1)))
                 continue
             p = (self.numel - k) / self.numel  # the k-th largest's quantile from the bottom
             centre = p * (m - 1)
             half = BRACKET_SIGMAS * math.sqrt(m * p * (1 - p)) + 2
             i_lo, i_hi = math.floor(centre - half), math.ceil(centre + half)
-            lo = float(sample[i_lo]) if i_lo >= 0 else -math.inf
-            hi = float(sample[i_hi]) if i_hi < m else math.inf
-            self._searches.append(_Search(k, lo, hi, parts=[]))
+            lo = float(sample[i_lo]) if 0 <= i_lo < m else -math.inf
+            hi = float(sample[i_hi]) if 0 <= i_hi < m else math.inf
+            self._searches.append(_Search(k, lo, hi))
 
-    # -- pass 2 (and rarely 3): count ----------------------------------------------------
+    # -- pass 2 (and rarely 3): count --------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return all(s.cut is not None for s in self._searches)
+
     @property
     def cuts(self) -> list[Cut]:
         """One `Cut` per rank, in the order of ``ks`` (once `done`)."""
         return [s.cut for s in self._searches if s.cut is not None]
 
-    @property
-    def done(self) -> bool:
-        return all(s.cut is not None for s in self._searches)
+    def open_brackets(self) -> list[tuple[int, float, float]]:
+        """(search number, lo, hi) of the ranks still to find in this count pass."""
+        return [(i, s.lo, s.hi) for i, s in enumerate(self._searches) if s.cut is None]
 
-    def count(self, values: torch.Tensor) -> None:
-        for s in self._searches:
-            if s.cut is not None:
-                continue
-            assert s.parts is not None
-            if s.hi != math.inf:
-                s.above += int(torch.count_nonzero(values > s.hi))
-            if s.lo == -math.inf:
-                s.parts.append(values[values <= s.hi])
-            elif s.hi == math.inf:
-                s.parts.append(values[values >= s.lo])
-            else:
-                s.parts.append(values[(values >= s.lo) & (values <= s.hi)])
+    def count(self, values: torch.Tensor, start: int) -> None:
+        flat = values.reshape(-1)
+        first = True
+        for i, lo, hi in self.open_brackets():
+            above = flat > hi
+            inside = (flat >= lo) & ~above
+            where = torch.nonzero(inside).reshape(-1)
+            self.add_counts(
+                i,
+                int(above.sum()),
+                float(flat[above].double().sum()),
+                float(flat.double().sum()) if first else None,
+                flat[where],
+                where + start,
+            )
+            first = False
+
+    def add_counts(
+        self,
+        search: int,
+        above: int,
+        above_sum: float,
+        total: float | None,
+        values: torch.Tensor,
+        indices: torch.Tensor,
+    ) -> None:
+        """Counts of one chunk for one open bracket: values above it and their sum, the sum of
+        all the chunk's values (pass it for one bracket only), the values inside and their flat
+        indices."""
+        s = self._searches[search]
+        s.above += above
+        s.above_sum += above_sum
+        if total is not None and not self._total_known:
+            self.total_sum += total
+        s.values.append(values.to("cpu", torch.float32))
+        s.indices.append(indices.to("cpu", torch.int64))
 
     def end_count(self) -> None:
+        self._total_known = True
         for s in self._searches:
             if s.cut is not None:
                 continue
-            assert s.parts is not None
-            inside = torch.cat(s.parts) if s.parts else torch.empty(0)
-            s.parts = []
+            inside = torch.cat(s.values) if s.values else torch.empty(0)
+            where = torch.cat(s.indices) if s.indices else torch.empty(0, dtype=torch.int64)
+            s.values, s.indices = [], []
             need = s.k - s.above  # rank of the k-th largest among the bracketed values
             if 0 < need <= inside.numel():
                 tau_t = torch.kthvalue(inside, inside.numel() - need + 1).values
-                greater = s.above + int(torch.count_nonzero(inside > tau_t))
-                equal = int(torch.count_nonzero(inside == tau_t))
-                s.cut = Cut(s.k, float(tau_t), s.k - greater, equal)
-            elif s.lo == -math.inf and s.hi == math.inf or (s.lo == -math.inf and need > 0):
+                greater = inside > tau_t
+                take = s.k - s.above - int(greater.sum())  # equal values kept, lowest first
+                at = where[inside == tau_t]  # ascending: chunks and positions come in order
+                cutoff = int(at[take - 1]) if take > 0 else -1
+                kept = s.above_sum + float(inside[greater].double().sum()) + take * float(tau_t)
+                s.cut = Cut(s.k, float(tau_t), cutoff, kept, 0.0)
+            elif s.lo == -math.inf and need > 0:
                 raise MergeComputationError(
                     f"top-{s.k} selection over {self.numel} values found only "
                     f"{s.above + inside.numel()} comparable ones: the tensor holds NaN"
@@ -154,32 +205,15 @@ class StreamingTopK:
                 s.lo, s.hi = _next_float32(s.hi, math.inf), math.inf
             else:  # below the bracket: search [-inf, lo)
                 s.lo, s.hi = -math.inf, _next_float32(s.lo, -math.inf)
-            s.above = 0  # recounted against the new bracket
+            s.above, s.above_sum = 0, 0.0  # recounted against the new bracket
+        if self.done:
+            total = self.total_sum
+            for s in self._searches:
+                assert s.cut is not None
+                s.cut = Cut(s.cut.k, s.cut.tau, s.cut.cutoff, s.cut.kept_sum, total)
 
 
 def _next_float32(x: float, toward: float) -> float:
     """The float32 neighbour of ``x`` toward ``toward`` (values are float32)."""
     t = torch.tensor(x, dtype=torch.float32)
     return float(torch.nextafter(t, torch.tensor(toward, dtype=torch.float32)))
-
-
-def cut_mask(values: torch.Tensor, cut: Cut, equal_seen: int) -> tuple[torch.Tensor, int]:
-    """The boolean mask of ``values`` (one chunk, flat-index order) in the top k of ``cut``,
-    given how many values equal to ``tau`` earlier chunks held; returns it and the new count."""
-    if cut.k <= 0:
-        return torch.zeros_like(values, dtype=torch.bool), equal_seen
-    if cut.tau == -math.inf:
-        return torch.ones_like(values, dtype=torch.bool), equal_seen
-    if cut.all_equal_taken:
-        return values >= cut.tau, equal_seen
-    mask = values > cut.tau
-    at = values == cut.tau
-    n_at = int(torch.count_nonzero(at))
-    if n_at:
-        left = cut.take_equal - equal_seen  # equal values still to take, lowest index first
-        if left >= n_at:
-            mask |= at
-        elif left > 0:
-            idx = torch.nonzero(at.reshape(-1)).reshape(-1)[:left]
-            mask.view(-1)[idx] = True
-    return mask, equal_seen + n_at

@@ -27,8 +27,8 @@ from alloy.methods.task_arithmetic import (
     BreadcrumbsModelParams,
     DellaModelParams,
     TaskArithmeticParams,
-    merge_task_vectors,
 )
+from alloy.methods.task_vectors import factory, merge_task_vectors
 
 _BREADCRUMBS = "Davari & Belilovsky 2023, Model Breadcrumbs (arXiv 2312.06795)"
 _DELLA = "Deep, Bhardwaj & Poria 2024, DELLA-Merging (arXiv 2406.11617)"
@@ -52,6 +52,8 @@ class DellaLinearParams(TaskArithmeticParams):
     paper=_BREADCRUMBS,
     summary="Drop each task vector's largest (gamma) and smallest magnitudes, keep density, "
     "add the weighted sum to the base.",
+    streamed=factory("breadcrumbs", False, "breadcrumbs"),
+    reduces=True,
 )
 def breadcrumbs(
     inputs: Sequence[torch.Tensor],
@@ -81,6 +83,8 @@ def breadcrumbs(
     min_models=1,
     paper=f"{_BREADCRUMBS}, with TIES sign election (arXiv 2306.01708)",
     summary="Breadcrumbs trimming, then TIES sign election and the sum of agreeing entries.",
+    streamed=factory("breadcrumbs", True, "breadcrumbs_ties"),
+    reduces=True,
 )
 def breadcrumbs_ties(
     inputs: Sequence[torch.Tensor],
