@@ -6,6 +6,7 @@ import ast
 import json
 import re
 import runpy
+import shlex
 import shutil
 import sys
 import types
@@ -101,3 +102,35 @@ def test_evaluation_doc_scores_are_the_scorers(tmp_path: Path) -> None:
         s = score_tool_call(answer.strip("`"), expected)
         assert (int(s.parsed), int(s.name)) == (int(js), int(name)), answer
         assert s.arguments == pytest.approx(float(args), abs=1e-3), answer
+
+
+def _command_blocks(path: Path) -> list[list[str]]:
+    """The `alloy ...` lines of the bash blocks that run `alloy check` (comments dropped)."""
+    blocks = re.findall(r"```bash\n(.*?)```", path.read_text(), flags=re.S)
+    lines = [
+        line.split("  #")[0].strip()
+        for block in blocks
+        if "alloy check" in block
+        for line in block.splitlines()
+        if line.startswith("alloy ")
+    ]
+    return [shlex.split(line) for line in lines]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/analysis.md"])
+def test_analysis_commands_in_docs_run(
+    doc: str, example_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from alloy.cli import main
+
+    shutil.copytree(example_dir / "tiny", tmp_path / "tiny")
+    monkeypatch.chdir(tmp_path)
+    commands = _command_blocks(ROOT / doc)
+    assert [c[1] for c in commands][:4] == ["check", "inventory", "analyze", "recommend"]
+    for args in commands:
+        r = CliRunner().invoke(main, args[1:])
+        assert r.exit_code == 0, (args, r.output)
+    assert (tmp_path / "recommended.yml").is_file()
+    assert alloy.load_config(tmp_path / "recommended.yml").merge_method == "ties"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from alloy.analysis.inventory import SourceRecord, record, write_sources
 from alloy.config.load import load_config
 from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
 from alloy.config.schema import MergeConfig, ModelRef
@@ -22,7 +23,7 @@ from alloy.plan.executor import Executor
 from alloy.plan.planner import MergePlan, TensorJob, build_plan
 from alloy.report.card import write_configs, write_model_card, write_tokenizer
 from alloy.report.facts import task_vector_facts
-from alloy.report.inventory import inventory_from_plan
+from alloy.report.inventory import report_inventory
 from alloy.report.record import build_report, merged_sources
 from alloy.report.report import peak_rss_bytes, write_report
 
@@ -185,11 +186,13 @@ def merge(
                 warnings.append(f"evaluation failed: {eval_error}")
             run["wall_seconds"] = time.perf_counter() - started
             run["peak_rss_bytes"] = peak_rss_bytes()
+            records = source_records(the_plan)
+            write_sources(records, tmp / "sources.json")
             report = build_report(
                 the_plan,
                 name=out.name,
                 seed=random_seed,
-                inventory=inventory_from_plan(the_plan),
+                inventory=report_inventory(the_plan, records),
                 facts=facts,
                 evaluation=evaluation.to_dict() if evaluation is not None else None,
                 warnings=warnings,
@@ -293,6 +296,13 @@ def _report_method(merged: Path) -> str | None:
         return str(json.loads((merged / "report.json").read_text())["merge"]["method"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def source_records(the_plan: MergePlan) -> list[SourceRecord]:
+    """The inventory of a merge's inputs from their headers (no content hash: cheap)."""
+    return [
+        record(the_plan.models[ref], hash_weights=False) for ref in the_plan.config.all_models()
+    ]
 
 
 def _progress_bar(the_plan: MergePlan, enabled: bool) -> Any:

@@ -7,7 +7,7 @@
     ├── UnknownMethodError       merge_method names no registered method
     ├── ModelNotFoundError       a model reference resolves to nothing on disk
     ├── CheckpointError          a checkpoint is missing, truncated, corrupt or unsafe
-    ├── IncompatibleModelsError  tensors missing from an input, shapes that differ, layers out of range
+    ├── IncompatibleModelsError  architectures, tensors or shapes that differ, layers out of range (`.report`)
     ├── MergeComputationError    a method failed or produced NaN/Inf
     ├── LoraNotSupportedError    an adapter of a kind Alloy does not apply (DoRA, IA3, LoHa, ...)
     ├── OutputError              the output directory cannot be written, or exists
@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class AlloyError(Exception):
@@ -79,7 +80,12 @@ class CheckpointError(AlloyError):
 
 
 class IncompatibleModelsError(AlloyError):
-    pass
+    """The models cannot be merged as asked. ``report`` (an `alloy.arch.compat.CompatReport`)
+    holds the table of differences when the compatibility check found them."""
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class MergeComputationError(AlloyError):

@@ -57,10 +57,18 @@ def test_output_files_and_card(three: tuple[Path, Path, Path], tmp_path: Path) -
             "report-task-vectors.png",
             "report.json",
             "report.md",
+            "sources.json",
             "tokenizer_config.json",
         ]
     )
+    sources = json.loads((out / "sources.json").read_text())["sources"]
+    assert [s["path"] for s in sources] == [str(p.resolve()) for p in (base, a, b)]
+    # embedding 10x4 + 3 layers x (q 4x4 + up 8x4 + norm 4) + norm 4 + head 10x4
+    assert {s["parameters"] for s in sources} == {40 + 3 * (16 + 32 + 4) + 4 + 40}
+    assert sources[0]["dtypes"] == {"float32": 240} and sources[0]["content_hash"] is None
+    assert len({s["architecture_hash"] for s in sources}) == 1
     card = (out / "README.md").read_text()
+    assert "`sources.json`" in card
     front = yaml.safe_load(card.split("---")[1])
     assert front["tags"] == ["merge", "alloy"] and front["library_name"] == "transformers"
     assert str(base) in front["base_model"]

@@ -96,8 +96,11 @@ def test_tensor_missing_from_one_input(tmp_path: Path) -> None:
     write_tiny(tmp_path / "b", 1, tensors=t)
     with pytest.raises(IncompatibleModelsError) as e:
         alloy.merge(_linear(tmp_path / "a", tmp_path / "b"), tmp_path / "out")
-    assert "model.layers.1.mlp.up_proj.weight is missing from" in str(e.value)
-    assert str(tmp_path / "b") in str(e.value)
+    msg = str(e.value)
+    row = next(line for line in msg.splitlines() if "model.layers.1.mlp.up_proj.weight" in line)
+    assert row.split()[-2:] == ["missing", "blocks"] and "[8, 4]" in row
+    assert "in a, missing from b" in msg and f"b = {tmp_path / 'b'}" in msg
+    assert e.value.report is not None and not e.value.report.mergeable(allow_crimes=True)
     _no_output(tmp_path / "out")
 
 

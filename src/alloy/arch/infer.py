@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from typing import Any
 
@@ -99,6 +99,10 @@ class ArchInfo:
     pre: list[str]
     post: list[str]
     config: dict[str, Any]
+
+    @cached_property
+    def name_set(self) -> frozenset[str]:
+        return frozenset(self.names)
 
     @property
     def main_stack(self) -> Stack | None:

@@ -21,9 +21,20 @@ def main() -> None:
 
 
 def _register() -> None:
-    from alloy.cli import eval, lora, merge
+    from alloy.cli import analyze, check, eval, lora, merge
 
-    for cmd in (merge.merge, merge.plan, merge.methods, eval.eval_, eval.report, lora.lora):
+    for cmd in (
+        merge.merge,
+        merge.plan,
+        merge.methods,
+        check.check,
+        check.inventory,
+        analyze.analyze,
+        analyze.recommend,
+        eval.eval_,
+        eval.report,
+        lora.lora,
+    ):
         main.add_command(cmd)
 
 

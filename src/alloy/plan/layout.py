@@ -86,7 +86,7 @@ def output_tensors(
     first = slices[0]
     ref_model = models[first.sources[first.base_index or 0].model]
     if not by_slices:
-        return _whole_model_layout(first, models, ref_model, problems), None, problems
+        return _whole_model_layout(first, models, ref_model), None, problems
 
     def stack_of(m: InputModel, where: str) -> Stack | None:
         if len(m.arch.stacks) != 1:
@@ -161,21 +161,11 @@ def _add_untied_head(names: list[str], sl: SliceSpec, models: dict[ModelRef, Inp
 
 
 def _whole_model_layout(
-    sl: SliceSpec, models: dict[ModelRef, InputModel], ref: InputModel, problems: list[str]
+    sl: SliceSpec, models: dict[ModelRef, InputModel], ref: InputModel
 ) -> list[OutSpec]:
-    counts: dict[str, dict[str, tuple[ModelRef, int]]] = {}
-    for s in sl.sources:
-        m = models[s.model]
-        for stack in m.arch.stacks.values():
-            counts.setdefault(stack.name, {})[s.location] = (s.model, stack.num_layers)
-    for stack_name, per_src in counts.items():
-        if len({n for _, n in per_src.values()}) > 1:
-            detail = ", ".join(f"{ref_} has {n}" for ref_, n in per_src.values())
-            problems.append(
-                f"the models have different numbers of layers in {stack_name} ({detail}); "
-                "use `slices:` with layer ranges of equal length"
-            )
-    out: list[OutSpec] = []
+    """Every tensor of the reference model, plus a head that another input stores. That the
+    inputs share these tensors (layer counts, names, shapes) is `alloy.arch.compat`'s check,
+    which the planner runs before the layout."""
     names = list(ref.arch.pre)
     for stack in ref.arch.stacks.values():
         for i in sorted(stack.layers):
@@ -183,6 +173,7 @@ def _whole_model_layout(
     post = list(ref.arch.post)
     _add_untied_head(post, sl, models)
     names += post
+    out: list[OutSpec] = []
     for n in names:
         split = split_layer_name(n)
         t = 0.0
@@ -190,14 +181,4 @@ def _whole_model_layout(
             stack_name, idx, _ = split
             t = layer_position(idx, ref.arch.stacks[stack_name].num_layers)
         out.append(OutSpec(n, 0, tuple(n for _ in sl.sources), t))
-    # tensors that some input has and the reference lacks would be dropped silently
-    known = set(names)
-    for s in sl.sources:
-        extra = [n for n in models[s.model].arch.names if n not in known]
-        if extra and not all(is_output_embedding(n) for n in extra):
-            shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
-            problems.append(
-                f"{s.location}: {s.model} has tensors that {ref.ref} lacks ({shown}); the "
-                "models do not share one architecture"
-            )
     return out

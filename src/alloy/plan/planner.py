@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
+from alloy.arch.compat import check_models, resolve_tensor, tensor_difference
+from alloy.arch.differences import CompatReport, Difference
 from alloy.arch.infer import is_embedding, is_output_embedding, remap_config_layers
 from alloy.config.params import resolve
 from alloy.config.schema import MergeConfig, ModelRef
@@ -74,6 +76,7 @@ class MergePlan:
     output_config: dict[str, Any]
     donor: InputModel
     notes: list[str] = field(default_factory=list)
+    compat: CompatReport | None = None  # the compatibility check run before planning
 
     def input_info(self, ref: InputRef) -> TensorInfo:
         return self.models[ref.model].weights.info(ref.name)
@@ -183,7 +186,6 @@ def _plan(
     out_shard_size: int,
     allow_crimes: bool,
 ) -> MergePlan:
-    _check_architectures(models, allow_crimes, notes)
     uses_base = method.base != "none"
     issues: dict[tuple[str, str], ConfigIssue] = {}
     slices: list[SliceSpec] = []
@@ -220,6 +222,8 @@ def _plan(
         slices.append(SliceSpec(sl.sources, base_index, sl.parameters, sl.location))
     if issues:
         raise ConfigError(list(issues.values()), config.source_file)
+    report = compatibility(config, slices, models)
+    report.enforce(allow_crimes, notes)
 
     outs, layer_sources, problems = output_tensors(slices, models, config.slices is not None)
     if problems:
@@ -227,32 +231,24 @@ def _plan(
 
     out_dtype = DTYPES.get(config.out_dtype or config.dtype or "")
     jobs: list[TensorJob] = []
-    missing: list[str] = []
-    shape_errors: list[str] = []
+    mismatched: list[Difference] = []
     for o in outs:
         spec = slices[o.slice_index]
         refs: list[InputRef] = []
+        entries: list[tuple[str, TensorInfo | None]] = []
         for s, name in zip(spec.sources, o.input_names):
             m = models[s.model]
-            actual = name
-            if not m.has(name) and is_output_embedding(name) and m.arch.tied():
-                actual = m.arch.input_embedding() or name  # tied head: the input embedding
-            if not m.has(actual):
-                missing.append(f"{name} is missing from {s.model} ({s.location})")
-                continue
-            refs.append(InputRef(s.model, actual, s.location))
-        if len(refs) != len(spec.sources):
+            actual = resolve_tensor(m, name)  # a tied head resolves to the input embedding
+            refs.append(InputRef(s.model, actual or name, s.location))
+            entries.append((str(s.model), m.weights.info(actual) if actual else None))
+        sources_hint = ", ".join(
+            f"{s.location}: {n}" for s, n in zip(spec.sources, o.input_names) if n != o.name
+        )
+        diff = tensor_difference(o.name, entries, report.labels, sources_hint)
+        if diff is not None:
+            mismatched.append(diff)
             continue
-        infos = [models[r.model].weights.info(r.name) for r in refs]
-        if any(i.shape != infos[0].shape for i in infos):
-            detail = "; ".join(f"{list(i.shape)} in {r.model}" for r, i in zip(refs, infos))
-            hint = (
-                " (the vocabularies differ: align them with a common tokenizer before merging)"
-                if is_embedding(o.name)
-                else ""
-            )
-            shape_errors.append(f"{o.name}: shapes differ: {detail}{hint}")
-            continue
+        infos = [i for _, i in entries if i is not None]
         base_ref = refs[spec.base_index] if spec.base_index is not None else None
         inputs = tuple(r for i, r in enumerate(refs) if i != spec.base_index)
         sources = [s for i, s in enumerate(spec.sources) if i != spec.base_index]
@@ -297,9 +293,9 @@ def _plan(
         )
     if issues:
         raise ConfigError(list(issues.values()), config.source_file)
-    if missing or shape_errors:
-        head = "tensors missing from some inputs" if missing else "tensor shapes differ"
-        raise IncompatibleModelsError(_listing(head, missing + shape_errors))
+    if mismatched:
+        report.differences[:0] = mismatched
+        raise IncompatibleModelsError(report.error_message(allow_crimes), report=report)
 
     donor_ref = config.base_model or slices[0].sources[0].model
     donor = models[donor_ref]
@@ -307,32 +303,28 @@ def _plan(
     shards = plan_shards([j.info.nbytes for j in jobs], out_shard_size)
     for n in notes:
         log.warning(n)
-    return MergePlan(config, method, models, jobs, shards, out_cfg, donor, notes)
+    return MergePlan(config, method, models, jobs, shards, out_cfg, donor, notes, report)
 
 
-ARCH_FIELDS = ("model_type", "architectures")
-
-
-def _check_architectures(
-    models: dict[ModelRef, InputModel], allow_crimes: bool, notes: list[str]
-) -> None:
-    """Models of different architectures (config.json's model_type / architectures) merge
-    only with ``allow_crimes``; tensor names and shapes are checked either way."""
-    seen: dict[tuple[str, str], list[str]] = {}
-    for ref, m in models.items():
-        key = tuple(str(m.config.get(f, "?")) for f in ARCH_FIELDS)
-        seen.setdefault(key, []).append(str(ref))  # type: ignore[arg-type]
-    if len(seen) <= 1:
-        return
-    detail = "; ".join(
-        f"model_type={k[0]}, architectures={k[1]}: {', '.join(v)}" for k, v in seen.items()
+def compatibility(
+    config: MergeConfig, slices: list[SliceSpec], models: dict[ModelRef, InputModel]
+) -> CompatReport:
+    """`alloy check` on the models that take part in the merge (and the tokenizer source):
+    for ``models:`` every tensor must line up; for ``slices:`` the layer counts may differ and
+    each output tensor is checked as it is planned."""
+    taking_part = list(dict.fromkeys(s.model for sl in slices for s in sl.sources))
+    tok = config.tokenizer_source
+    extra = (
+        [(str(tok), models[tok].path)]
+        if isinstance(tok, ModelRef) and tok not in taking_part
+        else []
     )
-    if not allow_crimes:
-        raise IncompatibleModelsError(
-            f"the models have different architectures ({detail}). Pass --allow-crimes to merge "
-            "them anyway, tensor by tensor, where names and shapes agree."
-        )
-    notes.append(f"--allow-crimes: merging different architectures ({detail})")
+    return check_models(
+        [models[r] for r in taking_part],
+        [str(r) for r in taking_part],
+        whole_model=config.models is not None,
+        extra_tokenizers=extra,
+    )
 
 
 def _fallback_defaults(config: MergeConfig, method: MethodSpec) -> dict[str, Any] | None:

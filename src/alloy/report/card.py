@@ -133,6 +133,9 @@ def write_model_card(plan: MergePlan, out: Path, name: str) -> None:
         "",
         *[f"- `{r}`" for r in refs],
         "",
+        "`sources.json` lists each input's path, declared base, parameter count, dtypes and "
+        "architecture and vocabulary hashes.",
+        "",
     ]
     if plan.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in plan.notes], ""]

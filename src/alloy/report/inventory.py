@@ -1,15 +1,15 @@
 """The Source Model Inventory of the report: plain records (dicts), rendered as a table.
 
 The report renders whatever fields the records hold (columns in order of first appearance),
-so a richer inventory (architecture and content hashes, declared base, domain) drops in by
-passing its records instead of `inventory_from_plan`'s.
+so the columns follow the source inventory's records (`alloy.analysis.inventory`).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
+from alloy.analysis.inventory import SourceRecord
 from alloy.config.schema import ModelRef
 from alloy.plan.planner import MergePlan
 from alloy.report.blocks import Table
@@ -27,28 +27,28 @@ def _roles(plan: MergePlan) -> dict[ModelRef, str]:
     return roles
 
 
-def inventory_from_plan(plan: MergePlan) -> list[dict[str, Any]]:
-    """What the plan knows for free about each input: reference, role, resolved path,
-    architecture, parameter count and dtypes from the checkpoint headers."""
-    records = []
+def report_inventory(plan: MergePlan, records: Sequence[SourceRecord]) -> list[dict[str, Any]]:
+    """The report's rows from the source inventory (`alloy.analysis.inventory`, one record per
+    model in config order): reference, role, path, architecture, size, dtypes, hashes, the base
+    each model declares and its domain."""
     roles = _roles(plan)
-    for ref in plan.config.all_models():
-        m = plan.models[ref]
-        infos = [m.weights.info(n) for n in m.weights.names()]
-        dtypes = Counter(str(i.dtype).removeprefix("torch.") for i in infos)
-        arch = m.config.get("architectures") or [m.config.get("model_type", "unknown")]
-        records.append(
+    rows = []
+    for ref, r in zip(plan.config.all_models(), records, strict=True):
+        rows.append(
             {
                 "reference": str(ref),
                 "role": roles[ref],
-                "path": str(m.path),
-                "architecture": arch[0] if isinstance(arch, list) and arch else str(arch),
-                "parameters": sum(i.numel for i in infos if i.dtype.is_floating_point),
-                "tensors": len(infos),
-                "dtypes": dict(dtypes.most_common()),
+                "path": r.path,
+                "architecture": r.architectures[0] if r.architectures else r.model_type,
+                "parameters": r.parameters,
+                "tensors": r.tensors,
+                "dtypes": r.dtypes,
+                "architecture hash": r.architecture_hash[:12],
+                "declared base": r.declared_base,
+                "domain": r.domain,
             }
         )
-    return records
+    return rows
 
 
 def _cell(value: Any) -> str:

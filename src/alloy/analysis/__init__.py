@@ -1,0 +1,1 @@
+"""Before the merge: source inventory, task-vector statistics, method recommendation."""

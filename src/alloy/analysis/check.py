@@ -1,0 +1,47 @@
+"""`alloy check`: the compatibility report for a list of models or for a merge config."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from alloy.analysis.inventory import parse_refs
+from alloy.arch.compat import check_models
+from alloy.arch.differences import CompatReport
+from alloy.config.schema import ModelRef
+from alloy.errors import AlloyError, IncompatibleModelsError
+from alloy.plan.models import open_models
+
+
+def check(models: Sequence[str | ModelRef], *, config_dir: Path | None = None) -> CompatReport:
+    """Compare whole checkpoints: every architecture field, tensor and tokenizer part. The
+    first model is the reference; reads headers, configs and tokenizer files only."""
+    if len(models) < 2:
+        raise AlloyError("give at least two models to compare (or one merge config)")
+    refs = parse_refs(models)
+    opened, errors = open_models(refs, config_dir)
+    try:
+        if errors:
+            raise errors[0] if len(errors) == 1 else AlloyError("\n".join(f"- {e}" for e in errors))
+        return check_models([opened[r] for r in refs], [str(r) for r in refs])
+    finally:
+        for m in {id(m): m for m in opened.values()}.values():
+            m.close()
+
+
+def check_config(config: str | Path) -> CompatReport:
+    """The check that `alloy merge CONFIG` runs before writing: the models taking part, with
+    the config's layout (``slices:`` may combine models of different depths)."""
+    from alloy.api import plan
+
+    try:
+        the_plan = plan(config, allow_crimes=True)
+    except IncompatibleModelsError as e:
+        if e.report is not None:
+            return e.report
+        raise
+    try:
+        assert the_plan.compat is not None
+        return the_plan.compat
+    finally:
+        the_plan.close()

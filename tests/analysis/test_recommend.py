@@ -1,0 +1,184 @@
+"""`alloy recommend`: each rule on constructed checkpoints whose statistics are known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+from checkpoints import write_tokenizer
+from click.testing import CliRunner
+from family import VOCAB, base_tensors, family, noise, write
+
+import alloy
+from alloy.analysis import recommend as rec_module
+from alloy.analysis.recommend import dare_density, recommend, ties_density
+from alloy.cli import main
+
+
+def _merges(rec: rec_module.Recommendation, tmp_path: Path) -> None:
+    """The recommended YAML loads with Alloy's config loader and merges."""
+    path = tmp_path / "recommended.yml"
+    rec_module.write_config(rec, path)
+    cfg = alloy.load_config(path)
+    assert cfg.merge_method == rec.method
+    res = alloy.merge(path, tmp_path / "merged")
+    assert res.method == rec.method and (res.out_dir / "model.safetensors").is_file()
+
+
+def _sparse(part: int, parts: int, scale: float = 0.05):  # type: ignore[no-untyped-def]
+    """Deltas on the entries whose flat index is ``part`` modulo ``parts`` (disjoint sets)."""
+    dense = noise(part + 1, scale)
+
+    def fn(name: str, w: torch.Tensor) -> torch.Tensor:
+        mask = (torch.arange(w.numel()) % parts == part).reshape(w.shape)
+        return dense(name, w) * mask
+
+    return fn
+
+
+def test_identical_task_vectors_give_linear(tmp_path: Path) -> None:
+    base, fts, _, _ = family(tmp_path, [noise(1, 0.05), noise(1, 0.05)])
+    rec = recommend([str(p) for p in fts], str(base))
+    assert rec.method == "linear" and rec.verdict == "merge"
+    assert [m["parameters"]["weight"] for m in rec.config["models"]] == [0.5, 0.5]  # type: ignore[index]
+    assert "pairwise cosine 1.000" in rec.rationale
+    _merges(rec, tmp_path)
+
+
+def test_disjoint_sparse_deltas_give_ties_with_density_from_concentration(tmp_path: Path) -> None:
+    base, fts, _, _ = family(tmp_path, [_sparse(i, 10) for i in range(3)])
+    rec = recommend([str(p) for p in fts], str(base))
+    assert rec.method == "ties"
+    # each task vector lives on 10% of the entries: all its energy is in its top 10%
+    assert [m["parameters"]["density"] for m in rec.config["models"]] == [0.1, 0.1, 0.1]  # type: ignore[index]
+    assert "3 fine-tunes of one base" in rec.rationale and "100.0% in the top 10%" in rec.rationale
+    _merges(rec, tmp_path)
+
+
+def test_two_aligned_fine_tunes_give_slerp_with_t_from_norms(tmp_path: Path) -> None:
+    shared, own1, own2 = noise(7, 0.05), noise(8, 0.02), noise(9, 0.02)
+    base, fts, b, tensors = family(
+        tmp_path,
+        [
+            lambda n, w: shared(n, w) + own1(n, w),
+            lambda n, w: 3 * (shared(n, w) + own2(n, w)),
+        ],
+    )
+    rec = recommend([str(p) for p in fts], str(base))
+    assert rec.method == "slerp"
+    norms = [
+        float(torch.cat([(t[k] - b[k]).reshape(-1).double() for k in b]).norm()) for t in tensors
+    ]
+    t = rec.config["parameters"]["t"]  # type: ignore[index]
+    assert t == round(norms[0] / (norms[0] + norms[1]), 2) and abs(t - 0.25) <= 0.01
+    assert rec.config["base_model"] == str(fts[0])  # type: ignore[index]
+    _merges(rec, tmp_path)
+
+
+def test_two_conflicting_fine_tunes_give_ties(tmp_path: Path) -> None:
+    base, fts, _, _ = family(tmp_path, [noise(1, 0.05), noise(2, 0.05)])
+    rec = recommend([str(p) for p in fts], str(base))
+    assert rec.method == "ties" and rec.verdict == "merge"
+    # Gaussian task vectors: 43.9% of the energy in the top 10%, 92.9% in the top 50%
+    assert [m["parameters"]["density"] for m in rec.config["models"]] == [0.5, 0.5]  # type: ignore[index]
+    assert "disagree in" in rec.rationale
+    _merges(rec, tmp_path)
+
+
+def test_small_dense_deltas_give_dare_ties(tmp_path: Path) -> None:
+    base, fts, _, _ = family(tmp_path, [noise(1, 0.002), noise(2, 0.002)])
+    rec = recommend([str(p) for p in fts], str(base))
+    assert rec.method == "dare_ties"
+    # r = 0.002: p = 1 / (1 + (0.01 / 0.002)^2) = 0.038, clamped to 0.1
+    assert [m["parameters"]["density"] for m in rec.config["models"]] == [0.1, 0.1]  # type: ignore[index]
+    _merges(rec, tmp_path)
+
+
+def test_density_formulas() -> None:
+    assert ties_density(0.95, 1.0) == 0.1
+    # chord (0.1, 0.5) - (0.5, 0.98): 0.9 is reached at 0.1 + 0.4 * 0.4 / 0.48 = 0.433 -> 0.45
+    assert ties_density(0.5, 0.98) == 0.45
+    # beyond 50%: chord (0.5, 0.8) - (1, 1): 0.5 + 0.5 * 0.1 / 0.2 = 0.75
+    assert ties_density(0.3, 0.8) == 0.75
+    assert dare_density(0.01) == 0.5 and dare_density(0.1) == 0.9
+
+
+def test_no_base_is_never_task_arithmetic(tmp_path: Path) -> None:
+    _, two, _, _ = family(tmp_path / "two", [noise(1, 0.5), noise(2, 0.5)], base=False)
+    rec = recommend([str(p) for p in two])
+    assert rec.method == "slerp" and rec.config["parameters"] == {"t": 0.5}  # type: ignore[index]
+    assert "never task arithmetic" in rec.rationale
+    _merges(rec, tmp_path / "two")
+    _, three, _, _ = family(tmp_path / "three", [noise(i, 0.5) for i in (1, 2, 3)], base=False)
+    rec3 = recommend([str(p) for p in three])
+    assert rec3.method == "multislerp"
+    _merges(rec3, tmp_path / "three")
+    _, close, _, _ = family(tmp_path / "close", [noise(1, 1e-4), noise(2, 1e-4)], base=False)
+    assert recommend([str(p) for p in close]).method == "linear"
+
+
+def test_incompatible_architectures_stop_with_the_fields(tmp_path: Path) -> None:
+    b = base_tensors()
+    write(tmp_path / "base", b, hidden_act="silu")
+    write(tmp_path / "other", b, model_type="mistral", hidden_act="gelu")
+    r = CliRunner().invoke(
+        main, ["recommend", "--base", str(tmp_path / "base"), str(tmp_path / "other")]
+    )
+    assert r.exit_code == 1
+    assert "verdict: stop" in r.output and "model_type (llama / mistral)" in r.output
+    assert "hidden_act (silu / gelu)" in r.output
+
+
+def test_vocabularies(tmp_path: Path) -> None:
+    base, fts, b, _ = family(tmp_path, [noise(1, 0.05), noise(2, 0.05)])
+    for p in (base, *fts):
+        write_tokenizer(p, vocab_size=VOCAB)  # type: ignore[arg-type]
+    data = json.loads((fts[1] / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    vocab["<|im_start|>"] = vocab.pop("w10")  # same size, one id repurposed
+    (fts[1] / "tokenizer.json").write_text(json.dumps(data))
+    rec = recommend([str(p) for p in fts], str(base))
+    assert rec.config["tokenizer_source"] == str(fts[1])  # type: ignore[index]
+    assert "tokenizer_source" in rec.rationale
+    _merges(rec, tmp_path)
+    # another size: the embeddings cannot line up; stop and say how to resize
+    bigger = dict(b)
+    bigger["model.embed_tokens.weight"] = torch.randn(VOCAB + 2, 32)
+    bigger["lm_head.weight"] = torch.randn(VOCAB + 2, 32)
+    write(tmp_path / "bigger", bigger, vocab_size=VOCAB + 2)
+    stop = recommend([str(tmp_path / "bigger")], str(base))
+    assert stop.verdict == "stop" and stop.config is None
+    assert "resize_token_embeddings" in stop.rationale and "tokenizer_source" in stop.rationale
+
+
+def test_opposing_fine_tunes_get_a_retrain_verdict(tmp_path: Path) -> None:
+    d, small = noise(1, 0.05), noise(2, 0.005)
+    base, fts, _, _ = family(tmp_path, [d, lambda n, w: -d(n, w) + small(n, w)])
+    r = CliRunner().invoke(
+        main, ["recommend", "--base", str(base), *map(str, fts), "-o", str(tmp_path / "r.yml")]
+    )
+    assert r.exit_code == 1, r.output
+    assert "verdict: retrain" in r.output and "in 4 of 4 layers" in r.output
+    assert yaml.safe_load((tmp_path / "r.yml").read_text())["merge_method"] == "ties"
+
+
+def test_memory_estimate_against_available_ram(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, fts, _, _ = family(tmp_path, [noise(1, 0.05), noise(2, 0.05)])
+    rec = recommend([str(p) for p in fts], str(base))
+    assert rec.memory is not None and rec.memory["fits"] and rec.memory["device"] in ("cpu", "cuda")
+    monkeypatch.setattr(
+        rec_module.psutil, "virtual_memory", lambda: SimpleNamespace(available=1024**2)
+    )
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    tight = recommend([str(p) for p in fts], str(base))
+    assert tight.memory is not None and not tight.memory["fits"]
+    assert "does not fit" in tight.memory["summary"] and "dare_ties" in tight.memory["summary"]
+    r = CliRunner().invoke(main, ["recommend", "--json", "--base", str(base), *map(str, fts)])
+    data = json.loads(r.output)
+    assert data["method"] == "ties" and data["memory"]["fits"] is False
