@@ -3,8 +3,8 @@
 A merge written as torch operations reads and writes the whole chunk once per operation
 (subtract, compare, mask, weigh, elect, sum, divide, cast: about 30 for TIES), and on the CPU
 that memory traffic, not the arithmetic, sets the time. These kernels do all of it per element
-in registers, in blocks of `BLOCK` elements, with the bf16 <-> float32 conversions inside, on
-all cores (``prange``). They compute exactly what the torch implementations of the methods
+in registers, in blocks of `BLOCK` elements that stay in the L1 cache, with the bf16 <-> float32
+conversions inside. They release the GIL (``nogil``), so callers may run chunks on threads. They compute exactly what the torch implementations of the methods
 compute (same operations, same order, float32), which the tests check element for element.
 
 Inputs are 1-D arrays of float32, or of uint16 holding bfloat16 bits; outputs the same. Every
@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import overload
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
 
 BLOCK = 2048
 
@@ -30,51 +31,67 @@ MODE_WINDOW = 2  # keep a window of magnitude ranks (Breadcrumbs): top-k minus a
 MODE_DARE = 3  # keep each entry with probability p (DARE)
 
 
-def _load(src, j0, buf):  # type: ignore[no-untyped-def]
-    """Fill ``buf`` (float32) with ``src[j0 : j0 + len(buf)]`` as float32."""
+@intrinsic
+def _as_float32(typingctx, bits):  # type: ignore[no-untyped-def]
+    """Reinterpret uint32 bits as a float32 (no conversion)."""
+    sig = types.float32(types.uint32)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
 
 
-@overload(_load, inline="always")
-def _load_impl(src, j0, buf):  # type: ignore[no-untyped-def]
+@intrinsic
+def _as_uint32(typingctx, value):  # type: ignore[no-untyped-def]
+    """Reinterpret a float32 as its uint32 bits (no conversion)."""
+    sig = types.uint32(types.float32)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return sig, codegen
+
+
+def _get(src, j):  # type: ignore[no-untyped-def]
+    """``src[j]`` as float32 (``src`` holds float32, or bfloat16 bits as uint16)."""
+
+
+@overload(_get, inline="always")
+def _get_impl(src, j):  # type: ignore[no-untyped-def]
     if src.dtype == types.uint16:
 
-        def impl(src, j0, buf):  # type: ignore[no-untyped-def]
-            bits = buf.view(np.uint32)
-            for t in range(buf.shape[0]):
-                bits[t] = np.uint32(src[j0 + t]) << np.uint32(16)
+        def impl(src, j):  # type: ignore[no-untyped-def]
+            return _as_float32(np.uint32(src[j]) << np.uint32(16))
 
         return impl
 
-    def impl(src, j0, buf):  # type: ignore[no-untyped-def]
-        for t in range(buf.shape[0]):
-            buf[t] = src[j0 + t]
+    def impl(src, j):  # type: ignore[no-untyped-def]
+        return np.float32(src[j])
 
     return impl
 
 
-def _store(buf, dst, j0):  # type: ignore[no-untyped-def]
-    """Write float32 ``buf`` to ``dst[j0 : ...]``, rounding to bfloat16 (nearest even) for uint16."""
+def _put(dst, j, value):  # type: ignore[no-untyped-def]
+    """``dst[j] = value``, rounded to bfloat16 (nearest even) when ``dst`` holds uint16 bits."""
 
 
-@overload(_store, inline="always")
-def _store_impl(buf, dst, j0):  # type: ignore[no-untyped-def]
+@overload(_put, inline="always")
+def _put_impl(dst, j, value):  # type: ignore[no-untyped-def]
     if dst.dtype == types.uint16:
 
-        def impl(buf, dst, j0):  # type: ignore[no-untyped-def]
-            bits = buf.view(np.uint32)
-            for t in range(buf.shape[0]):
-                u = bits[t]
-                if (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):  # NaN stays a quiet NaN
-                    dst[j0 + t] = np.uint16((u >> np.uint32(16)) | np.uint32(0x40))
-                else:
-                    rounding = np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
-                    dst[j0 + t] = np.uint16((u + rounding) >> np.uint32(16))
+        def impl(dst, j, value):  # type: ignore[no-untyped-def]
+            u = _as_uint32(value)
+            if (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):  # NaN stays a quiet NaN
+                dst[j] = np.uint16((u >> np.uint32(16)) | np.uint32(0x40))
+            else:
+                rounding = np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
+                dst[j] = np.uint16((u + rounding) >> np.uint32(16))
 
         return impl
 
-    def impl(buf, dst, j0):  # type: ignore[no-untyped-def]
-        for t in range(buf.shape[0]):
-            dst[j0 + t] = buf[t]
+    def impl(dst, j, value):  # type: ignore[no-untyped-def]
+        dst[j] = value
 
     return impl
 
@@ -89,40 +106,61 @@ def _draw32(key, j):  # type: ignore[no-untyped-def]
     return z >> np.uint64(32)
 
 
-@njit(inline="always")
-def _in_top(a, tau, cut, idx):  # type: ignore[no-untyped-def]
-    """|δ| = ``a`` at flat index ``idx`` is in a top-k whose `Cut` is (tau, cut index)."""
-    return a > tau or (a == tau and idx <= cut)
-
-
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def linear_apply(xs, weights, divisor, out):  # type: ignore[no-untyped-def]
     """``out = (Σ_i w_i·x_i) / divisor``, summed in input order from ``w_0·x_0`` (no division
     when ``divisor`` is 1)."""
     m = out.shape[0]
     n = len(xs)
     nblocks = (m + BLOCK - 1) // BLOCK
-    for blk in prange(nblocks):
+    for blk in range(nblocks):
         j0 = blk * BLOCK
         L = min(m, j0 + BLOCK) - j0
         acc = np.empty(L, np.float32)
-        buf = np.empty(L, np.float32)
-        _load(xs[0], j0, buf)
-        w0 = weights[0]
+        x, w = xs[0], weights[0]
         for t in range(L):
-            acc[t] = buf[t] * w0
+            acc[t] = _get(x, j0 + t) * w
         for i in range(1, n):
-            _load(xs[i], j0, buf)
-            w = weights[i]
+            x, w = xs[i], weights[i]
             for t in range(L):
-                acc[t] += buf[t] * w
+                acc[t] += _get(x, j0 + t) * w
         if divisor != np.float32(1):
             for t in range(L):
                 acc[t] = acc[t] / divisor
-        _store(acc, out, j0)
+        for t in range(L):
+            _put(out, j0 + t, acc[t])
 
 
-@njit(parallel=True, cache=True)
+@njit(inline="always")
+def _weighted(mode, x, j0, b, first, w, s, tau, cut, tau_top, cut_top, key, threshold, v):  # type: ignore[no-untyped-def]
+    """``v = w·(s·δ)·keep`` for one input over a block, δ = x − b. ``keep`` is 0 or 1 and is
+    multiplied in, not branched on: at density 0.5 a branch on the data would be mispredicted
+    half the time. One loop per sparsifier, so each vectorizes."""
+    L = v.shape[0]
+    if mode == MODE_NONE:
+        for t in range(L):
+            v[t] = ((_get(x, j0 + t) - b[t]) * s) * w
+    elif mode == MODE_TOP:
+        for t in range(L):
+            d = _get(x, j0 + t) - b[t]
+            a = abs(d)
+            keep = (a > tau) | ((a == tau) & (first + t <= cut))
+            v[t] = ((d * s) * w) * np.float32(keep)
+    elif mode == MODE_WINDOW:
+        for t in range(L):
+            d = _get(x, j0 + t) - b[t]
+            a = abs(d)
+            keep = (a > tau) | ((a == tau) & (first + t <= cut))
+            top = (a > tau_top) | ((a == tau_top) & (first + t <= cut_top))
+            v[t] = ((d * s) * w) * np.float32(keep & ~top)
+    else:  # MODE_DARE
+        for t in range(L):
+            d = _get(x, j0 + t) - b[t]
+            keep = _draw32(key, first + t) < threshold
+            v[t] = ((d * s) * w) * np.float32(keep)
+
+
+@njit(nogil=True, cache=True)
 def gta_apply(  # type: ignore[no-untyped-def]
     xs,
     base,
@@ -142,12 +180,12 @@ def gta_apply(  # type: ignore[no-untyped-def]
     lam,
     out,
 ):
-    """The task-arithmetic family on one chunk (see `alloy.methods.task_arithmetic`)::
+    """The task-arithmetic family on one chunk (see `alloy.methods.task_vectors`)::
 
         δ_i = x_i − b;  δ̂_i = keep_i·δ_i·scale_i;  W_i = w_i·δ̂_i
         elect:  γ = [Σ W_i ≥ 0];  a_i = [sgn W_i = γ];  Δ = Σ a_i W_i / (Σ a_i w_i or 1)
         else:   Δ = Σ W_i / divisor
-        out = b + λ·Δ          (the division only when ``divide``)
+        out = b + λ·Δ          (the divisions only when ``divide``)
 
     ``keep_i``: MODE_NONE 1; MODE_TOP |δ| in the top cut (``tau``, ``cut``: the flat index of
     the last value equal to tau that is kept); MODE_WINDOW in that cut but not in the top
@@ -157,113 +195,132 @@ def gta_apply(  # type: ignore[no-untyped-def]
     m = out.shape[0]
     n = len(xs)
     nblocks = (m + BLOCK - 1) // BLOCK
-    for blk in prange(nblocks):
-        j0 = blk * BLOCK
-        L = min(m, j0 + BLOCK) - j0
-        b = np.empty(L, np.float32)
-        x = np.empty(L, np.float32)
-        total = np.zeros(L, np.float32)
-        mixed = np.zeros(L, np.float32)
-        wsum = np.zeros(L, np.float32)
-        _load(base, j0, b)
-        # W_i is recomputed in the second sweep rather than stored: n passes over L floats in
-        # cache are cheaper than n arrays of W.
-        for sweep in range(2 if elect else 1):
-            for i in range(n):
-                _load(xs[i], j0, x)
-                w = weights[i]
-                s = scales[i]
-                for t in range(L):
-                    d = x[t] - b[t]
-                    idx = start + j0 + t
-                    if mode == MODE_TOP:
-                        keep = _in_top(abs(d), tau[i], cut[i], idx)
-                    elif mode == MODE_WINDOW:
-                        a = abs(d)
-                        keep = _in_top(a, tau[i], cut[i], idx) and not _in_top(
-                            a, tau_top[i], cut_top[i], idx
-                        )
-                    elif mode == MODE_DARE:
-                        keep = _draw32(keys[i], idx) < thresholds[i]
-                    else:
-                        keep = True
-                    W = (d * s) * w if keep else np.float32(0.0) * w
-                    if not elect:
-                        mixed[t] += W
-                    elif sweep == 0:
-                        total[t] += W
-                    else:
-                        pos = total[t] >= np.float32(0)
-                        agree = W > 0 if pos else W < 0
-                        if agree:
-                            mixed[t] += W
-                            wsum[t] += w
-        for t in range(L):
-            v = mixed[t]
-            if divide:
-                if elect:
-                    v = v / (wsum[t] if wsum[t] != np.float32(0) else np.float32(1))
-                else:
-                    v = v / divisor
-            x[t] = b[t] + lam * v
-        _store(x, out, j0)
-
-
-@njit(parallel=True, cache=True)
-def dots(a, b):  # type: ignore[no-untyped-def]
-    """(Σ a², Σ b², Σ a·b) in float64, blockwise; for SLERP's angle."""
-    m = a.shape[0]
-    nblocks = (m + BLOCK - 1) // BLOCK
-    parts = np.zeros((nblocks, 3), np.float64)
-    for blk in prange(nblocks):
-        j0 = blk * BLOCK
-        L = min(m, j0 + BLOCK) - j0
-        x = np.empty(L, np.float32)
-        y = np.empty(L, np.float32)
-        _load(a, j0, x)
-        _load(b, j0, y)
-        aa = 0.0
-        bb = 0.0
-        ab = 0.0
-        for t in range(L):
-            aa += np.float64(x[t]) * x[t]
-            bb += np.float64(y[t]) * y[t]
-            ab += np.float64(x[t]) * y[t]
-        parts[blk, 0] = aa
-        parts[blk, 1] = bb
-        parts[blk, 2] = ab
-    return parts.sum(axis=0)
-
-
-@njit(cache=True)
-def bracket(x, base, start, lo, hi, values, indices):  # type: ignore[no-untyped-def]
-    """One chunk of a top-k count (`alloy.methods.select`) on ``|x − base|``: returns
-    (values > hi, their sum, Σ all values, values in [lo, hi] written to ``values`` and their
-    flat indices to ``indices``)."""
-    m = x.shape[0]
-    above = 0
-    above_sum = 0.0
-    total = 0.0
-    found = 0
-    nblocks = (m + BLOCK - 1) // BLOCK
-    xb = np.empty(BLOCK, np.float32)
-    bb = np.empty(BLOCK, np.float32)
+    b = np.empty(BLOCK, np.float32)
+    mixed = np.empty(BLOCK, np.float32)
+    total = np.empty(BLOCK, np.float32)
+    wsum = np.empty(BLOCK, np.float32)
+    W = np.empty((n, BLOCK), np.float32)  # W_i of every input, kept for the election
     for blk in range(nblocks):
         j0 = blk * BLOCK
         L = min(m, j0 + BLOCK) - j0
-        _load(x, j0, xb[:L])
-        _load(base, j0, bb[:L])
+        first = start + j0
         for t in range(L):
-            a = abs(xb[t] - bb[t])
-            total += a
-            if a > hi:
-                above += 1
-                above_sum += a
-            elif a >= lo:
-                values[found] = a
-                indices[found] = start + j0 + t
-                found += 1
-    return above, above_sum, total, found
+            b[t] = _get(base, j0 + t)
+            mixed[t] = 0
+        for i in range(n):
+            v = W[i, :L]
+            _weighted(
+                mode,
+                xs[i],
+                j0,
+                b,
+                first,
+                weights[i],
+                scales[i],
+                tau[i],
+                cut[i],
+                tau_top[i],
+                cut_top[i],
+                keys[i],
+                thresholds[i],
+                v,
+            )
+            if not elect:
+                for t in range(L):
+                    mixed[t] += v[t]
+        if elect:
+            for t in range(L):
+                total[t] = 0
+                wsum[t] = 0
+            for i in range(n):
+                v = W[i, :L]
+                for t in range(L):
+                    total[t] += v[t]
+            for i in range(n):
+                v = W[i, :L]
+                w = weights[i]
+                for t in range(L):
+                    pos = total[t] >= np.float32(0)
+                    agree = np.float32(((v[t] > 0) & pos) | ((v[t] < 0) & ~pos))
+                    mixed[t] += v[t] * agree
+                    wsum[t] += w * agree
+            if divide:
+                for t in range(L):
+                    q = wsum[t] + np.float32(wsum[t] == np.float32(0))  # none agree: divide by 1
+                    mixed[t] = mixed[t] / q
+        elif divide:
+            for t in range(L):
+                mixed[t] = mixed[t] / divisor
+        for t in range(L):
+            _put(out, j0 + t, b[t] + lam * mixed[t])
+
+
+LANES = 8  # independent float64 partial sums: no loop-carried dependency, fixed order
+
+
+@njit(nogil=True, cache=True)
+def dots(a, b):  # type: ignore[no-untyped-def]
+    """(Σ a², Σ b², Σ a·b) in float64, for SLERP's angle. Summed in `LANES` interleaved partial
+    sums (element j into lane j mod LANES), so the result does not depend on the machine."""
+    m = a.shape[0]
+    sums = np.zeros((3, LANES), np.float64)
+    full = m - m % LANES
+    for j in range(0, full, LANES):
+        for lane in range(LANES):
+            x = np.float64(_get(a, j + lane))
+            y = np.float64(_get(b, j + lane))
+            sums[0, lane] += x * x
+            sums[1, lane] += y * y
+            sums[2, lane] += x * y
+    for j in range(full, m):
+        x = np.float64(_get(a, j))
+        y = np.float64(_get(b, j))
+        sums[0, 0] += x * x
+        sums[1, 0] += y * y
+        sums[2, 0] += x * y
+    return sums.sum(axis=1)
+
+
+@njit(nogil=True, cache=True)
+def bracket(x, base, start, lo, hi, sums, values, indices):  # type: ignore[no-untyped-def]
+    """One chunk of a top-k count (`alloy.methods.select`) on ``|x − base|``: returns
+    (values > hi, their sum, Σ all values, values in [lo, hi] written to ``values`` and their
+    flat indices to ``indices``, which hold one element more than the chunk). The two sums are computed only when ``sums`` is true (the
+    L1 rescale needs them), in `LANES` float64 partial sums."""
+    m = x.shape[0]
+    above = 0
+    found = 0
+    part = np.zeros((2, LANES), np.float64)
+    a = np.empty(BLOCK, np.float32)
+    nblocks = (m + BLOCK - 1) // BLOCK
+    for blk in range(nblocks):
+        j0 = blk * BLOCK
+        L = min(m, j0 + BLOCK) - j0
+        for t in range(L):
+            a[t] = abs(_get(x, j0 + t) - _get(base, j0 + t))
+        for t in range(L):
+            above += a[t] > hi
+        if sums:
+            for t in range(L):
+                v = np.float64(a[t])
+                part[0, t % LANES] += v
+                part[1, t % LANES] += v * (a[t] > hi)
+        for t in range(L):  # written always, kept by advancing: no branch on the data
+            values[found] = a[t]
+            indices[found] = start + j0 + t
+            found += (a[t] >= lo) & (a[t] <= hi)
+    total = part[0].sum()
+    return above, part[1].sum(), total, found
+
+
+@njit(nogil=True, cache=True)
+def count_nonfinite(x):  # type: ignore[no-untyped-def]
+    """How many of ``x`` (float32, or bfloat16 bits) are NaN or ±inf: all exponent bits set."""
+    m = x.shape[0]
+    bad = 0
+    for j in range(m):
+        bad += _as_uint32(_get(x, j)) & np.uint32(0x7F800000) == np.uint32(0x7F800000)
+    return bad
 
 
 def set_threads(n: int | None) -> None:

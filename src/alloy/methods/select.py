@@ -27,6 +27,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from alloy.errors import MergeComputationError
@@ -66,12 +67,12 @@ class Cut:
 @dataclass
 class _Search:
     k: int
-    lo: float  # the bracket, inclusive
+    lo: float  # the bracket, inclusive (sample ranks until the sample is sorted)
     hi: float
     above: int = 0  # values > hi
     above_sum: float = 0.0
-    values: list[torch.Tensor] = field(default_factory=list)  # values in [lo, hi]
-    indices: list[torch.Tensor] = field(default_factory=list)  # and their flat indices
+    values: list[np.ndarray] = field(default_factory=list)  # values in [lo, hi]
+    indices: list[np.ndarray] = field(default_factory=list)  # and their flat indices
     cut: Cut | None = None
 
 
@@ -106,13 +107,14 @@ class StreamingTopK:
         """The positions of a chunk starting at flat index ``start`` that belong to the sample."""
         return slice((-start) % self.step, None, self.step)
 
-    def add_sample(self, values: torch.Tensor) -> None:
-        self._samples.append(values.reshape(-1).to("cpu", torch.float32).clone())
+    def add_sample(self, values: torch.Tensor | np.ndarray) -> None:
+        self._samples.append(_numpy(values).copy())
 
     def end_sampling(self) -> None:
-        sample = torch.sort(torch.cat(self._samples)).values if self._samples else torch.empty(0)
+        sample = np.concatenate(self._samples) if self._samples else np.empty(0, np.float32)
         self._samples = []
-        m = sample.numel()
+        m = sample.size
+        ranks = []
         for k in self.ks:
             if k <= 0:
                 self._searches.append(_Search(k, 0.0, 0.0, cut=Cut(0, math.inf, -1)))
@@ -124,9 +126,15 @@ class StreamingTopK:
             centre = p * (m - 1)
             half = BRACKET_SIGMAS * math.sqrt(m * p * (1 - p)) + 2
             i_lo, i_hi = math.floor(centre - half), math.ceil(centre + half)
-            lo = float(sample[i_lo]) if 0 <= i_lo < m else -math.inf
-            hi = float(sample[i_hi]) if 0 <= i_hi < m else math.inf
-            self._searches.append(_Search(k, lo, hi))
+            ranks += [r for r in (i_lo, i_hi) if 0 <= r < m]
+            self._searches.append(_Search(k, i_lo, i_hi))
+        if ranks:  # the sample's order statistics at the bracket ends, without a full sort
+            sample = np.partition(sample, sorted(set(ranks)))
+        for s in self._searches:
+            if s.cut is None:
+                i_lo, i_hi = int(s.lo), int(s.hi)
+                s.lo = float(sample[i_lo]) if 0 <= i_lo < m else -math.inf
+                s.hi = float(sample[i_hi]) if 0 <= i_hi < m else math.inf
 
     # -- pass 2 (and rarely 3): count --------------------------------------------------------
     @property
@@ -147,8 +155,7 @@ class StreamingTopK:
         first = True
         for i, lo, hi in self.open_brackets():
             above = flat > hi
-            inside = (flat >= lo) & ~above
-            where = torch.nonzero(inside).reshape(-1)
+            where = torch.nonzero((flat >= lo) & ~above).reshape(-1)
             self.add_counts(
                 i,
                 int(above.sum()),
@@ -165,8 +172,8 @@ class StreamingTopK:
         above: int,
         above_sum: float,
         total: float | None,
-        values: torch.Tensor,
-        indices: torch.Tensor,
+        values: torch.Tensor | np.ndarray,
+        indices: torch.Tensor | np.ndarray,
     ) -> None:
         """Counts of one chunk for one open bracket: values above it and their sum, the sum of
         all the chunk's values (pass it for one bracket only), the values inside and their flat
@@ -176,30 +183,33 @@ class StreamingTopK:
         s.above_sum += above_sum
         if total is not None and not self._total_known:
             self.total_sum += total
-        s.values.append(values.to("cpu", torch.float32))
-        s.indices.append(indices.to("cpu", torch.int64))
+        s.values.append(_numpy(values).astype(np.float32, copy=False))
+        s.indices.append(_numpy(indices).astype(np.int64, copy=False))
 
     def end_count(self) -> None:
         self._total_known = True
         for s in self._searches:
             if s.cut is not None:
                 continue
-            inside = torch.cat(s.values) if s.values else torch.empty(0)
-            where = torch.cat(s.indices) if s.indices else torch.empty(0, dtype=torch.int64)
+            inside = np.concatenate(s.values) if s.values else np.empty(0, np.float32)
+            where = np.concatenate(s.indices) if s.indices else np.empty(0, np.int64)
             s.values, s.indices = [], []
             need = s.k - s.above  # rank of the k-th largest among the bracketed values
-            if 0 < need <= inside.numel():
-                tau_t = torch.kthvalue(inside, inside.numel() - need + 1).values
-                greater = inside > tau_t
-                take = s.k - s.above - int(greater.sum())  # equal values kept, lowest first
-                at = where[inside == tau_t]  # ascending: chunks and positions come in order
+            if 0 < need <= inside.size:
+                pos = inside.size - need  # 0-based rank from the bottom
+                tau = inside[np.argpartition(inside, pos)[pos]]
+                greater = inside > tau
+                take = need - int(greater.sum())  # equal values kept, lowest index first
+                at = where[inside == tau]  # ascending: chunks and positions come in order
                 cutoff = int(at[take - 1]) if take > 0 else -1
-                kept = s.above_sum + float(inside[greater].double().sum()) + take * float(tau_t)
-                s.cut = Cut(s.k, float(tau_t), cutoff, kept, 0.0)
+                kept = (
+                    s.above_sum + float(inside[greater].sum(dtype=np.float64)) + take * float(tau)
+                )
+                s.cut = Cut(s.k, float(tau), cutoff, kept, 0.0)
             elif s.lo == -math.inf and need > 0:
                 raise MergeComputationError(
                     f"top-{s.k} selection over {self.numel} values found only "
-                    f"{s.above + inside.numel()} comparable ones: the tensor holds NaN"
+                    f"{s.above + inside.size} comparable ones: the tensor holds NaN"
                 )
             elif need <= 0:  # the k-th largest is above the bracket: search (hi, inf]
                 s.lo, s.hi = _next_float32(s.hi, math.inf), math.inf
@@ -211,6 +221,17 @@ class StreamingTopK:
             for s in self._searches:
                 assert s.cut is not None
                 s.cut = Cut(s.cut.k, s.cut.tau, s.cut.cutoff, s.cut.kept_sum, total)
+
+
+def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values.reshape(-1)
+    return (
+        values.detach()
+        .reshape(-1)
+        .to("cpu", torch.float32 if values.is_floating_point() else torch.int64)
+        .numpy()
+    )
 
 
 def _next_float32(x: float, toward: float) -> float:

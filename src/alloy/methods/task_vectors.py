@@ -137,7 +137,7 @@ class TaskVectorStream:
             x = chunk.raw_inputs[i]
             if self._stage == "sample":
                 part = sel.sample_slice(chunk.start)
-                sel.add_sample((x.reshape(-1)[part].float() - base.reshape(-1)[part].float()).abs())
+                sel.add_sample(np.abs(_floats(x, part) - _floats(base, part)))
             elif self._kernel_ready(chunk):
                 self._count_kernel(i, sel, chunk)
             else:
@@ -147,17 +147,19 @@ class TaskVectorStream:
         from alloy.kernels import cpu
 
         x, b = as_array(chunk.raw_inputs[i]), as_array(chunk.raw_base)  # type: ignore[arg-type]
-        values = np.empty(x.shape[0], np.float32)
-        indices = np.empty(x.shape[0], np.int64)
+        values = np.empty(x.shape[0] + 1, np.float32)
+        indices = np.empty(x.shape[0] + 1, np.int64)
         for k, (search, lo, hi) in enumerate(sel.open_brackets()):
-            above, above_sum, total, found = cpu.bracket(x, b, chunk.start, lo, hi, values, indices)
+            above, above_sum, total, found = cpu.bracket(
+                x, b, chunk.start, lo, hi, bool(self.params.rescale), values, indices
+            )
             sel.add_counts(
                 search,
                 above,
                 above_sum,
                 total if k == 0 else None,
-                torch.from_numpy(values[:found].copy()),
-                torch.from_numpy(indices[:found].copy()),
+                values[:found].copy(),
+                indices[:found].copy(),
             )
 
     # -- the elementwise pipeline ---------------------------------------------------------------
@@ -278,6 +280,15 @@ class TaskVectorStream:
             as_array(out),
         )
         return out.view(chunk.raw_inputs[0].shape)
+
+
+def _floats(t: torch.Tensor, part: slice) -> np.ndarray:
+    """Elements ``part`` of the flattened CPU tensor ``t`` as float32 numpy (bfloat16 widened)."""
+    flat = t.reshape(-1)[part]
+    if flat.dtype == torch.bfloat16:
+        bits = flat.view(torch.int16).numpy().view(np.uint16).astype(np.uint32) << 16
+        return bits.view(np.float32)
+    return flat.to(torch.float32).numpy()
 
 
 def _require_base(chunk: Chunk, method: str) -> torch.Tensor:

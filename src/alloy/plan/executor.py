@@ -28,8 +28,8 @@ import torch
 
 from alloy.errors import MergeComputationError
 from alloy.io.writer import TensorWriter
-from alloy.kernels import cpu_kernels_enabled
-from alloy.methods.stream import Chunk, StreamedMerge, TensorContext
+from alloy.kernels import as_array, cpu_kernels_enabled
+from alloy.methods.stream import Chunk, StreamedMerge, TensorContext, kernel_dtypes
 from alloy.plan.planner import InputRef, MergePlan, TensorJob
 from alloy.plan.seeds import tensor_generator, tensor_seed
 
@@ -54,15 +54,23 @@ def row_spans(shape: tuple[int, ...]) -> list[tuple[int, int] | None]:
     return [None] if chunks is None else list(chunks)
 
 
-def check_finite(name: str, tensor: torch.Tensor) -> None:
-    """Raise if ``tensor`` holds NaN or Inf. A single reduction decides the common case; the
-    elementwise test runs only when the sum is not finite."""
-    if bool(torch.isfinite(tensor.sum())):
-        return
-    finite = torch.isfinite(tensor)
-    if bool(finite.all()):  # the sum overflowed, the values are fine
-        return
-    bad = int((~finite).sum())
+def check_finite(name: str, tensor: torch.Tensor, kernels: bool = False) -> None:
+    """Raise if ``tensor`` holds NaN or Inf. With ``kernels``, a CPU float32 or bfloat16 tensor
+    is checked by one pass of the fused kernel; otherwise a single reduction decides the
+    common case and the elementwise test runs only when the sum is not finite."""
+    if kernels and tensor.device.type == "cpu" and kernel_dtypes([tensor]):
+        from alloy.kernels.cpu import count_nonfinite
+
+        bad = int(count_nonfinite(as_array(tensor)))
+        if bad == 0:
+            return
+    else:
+        if bool(torch.isfinite(tensor.sum())):
+            return
+        finite = torch.isfinite(tensor)
+        if bool(finite.all()):  # the sum overflowed, the values are fine
+            return
+        bad = int((~finite).sum())
     raise MergeComputationError(
         f"the merged tensor {name!r} has {bad} NaN/Inf values out of {tensor.numel()}; "
         "check the inputs for NaN/Inf and the method's parameters (weights summing to "
@@ -284,7 +292,7 @@ class Executor:
                             stream = self._stream(job)
                         assert stream is not None
                         for merged in self._outputs(unit, raw, stream):
-                            check_finite(job.name, merged)
+                            check_finite(job.name, merged, self.kernels)
                             out.put(job.name, merged, job.info.dtype)
                             del merged
                     del raw
