@@ -255,62 +255,202 @@ def gta_apply(  # type: ignore[no-untyped-def]
             _put(out, j0 + t, b[t] + lam * mixed[t])
 
 
-LANES = 8  # independent float64 partial sums: no loop-carried dependency, fixed order
-
-
 @njit(nogil=True, cache=True)
-def dots(a, b):  # type: ignore[no-untyped-def]
-    """(Σ a², Σ b², Σ a·b) in float64, for SLERP's angle. Summed in `LANES` interleaved partial
-    sums (element j into lane j mod LANES), so the result does not depend on the machine."""
-    m = a.shape[0]
-    sums = np.zeros((3, LANES), np.float64)
-    full = m - m % LANES
-    for j in range(0, full, LANES):
-        for lane in range(LANES):
-            x = np.float64(_get(a, j + lane))
-            y = np.float64(_get(b, j + lane))
-            sums[0, lane] += x * x
-            sums[1, lane] += y * y
-            sums[2, lane] += x * y
-    for j in range(full, m):
-        x = np.float64(_get(a, j))
-        y = np.float64(_get(b, j))
-        sums[0, 0] += x * x
-        sums[1, 0] += y * y
-        sums[2, 0] += x * y
-    return sums.sum(axis=1)
+def gram(xs):  # type: ignore[no-untyped-def]
+    """``G[i, j] = Σ x_i·x_j`` (float64, summed block by block in a fixed order): norms and dot
+    products of the inputs, for SLERP's angle and for the weights' geometry."""
+    n = len(xs)
+    m = xs[0].shape[0]
+    g = np.zeros((n, n), np.float64)
+    v = np.empty((n, BLOCK), np.float64)
+    part = np.zeros((n, n), np.float64)
+    for j0 in range(0, m, BLOCK):
+        L = min(m, j0 + BLOCK) - j0
+        for i in range(n):
+            x = xs[i]
+            for t in range(L):
+                v[i, t] = _get(x, j0 + t)
+        for i in range(n):
+            for k in range(i, n):
+                acc = 0.0
+                for t in range(L):
+                    acc += v[i, t] * v[k, t]
+                part[i, k] = acc
+        for i in range(n):
+            for k in range(i, n):
+                g[i, k] += part[i, k]
+    for i in range(n):
+        for k in range(i):
+            g[i, k] = g[k, i]
+    return g
 
 
-@njit(nogil=True, cache=True)
-def bracket(x, base, start, lo, hi, sums, values, indices):  # type: ignore[no-untyped-def]
-    """One chunk of a top-k count (`alloy.methods.select`) on ``|x − base|``: returns
-    (values > hi, their sum, Σ all values, values in [lo, hi] written to ``values`` and their
-    flat indices to ``indices``, which hold one element more than the chunk). The two sums are computed only when ``sums`` is true (the
-    L1 rescale needs them), in `LANES` float64 partial sums."""
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
+def bracket(x, base, start, lo, hi, glo, ghi, sums, values, indices, groups):  # type: ignore[no-untyped-def]
+    """One chunk of a top-k count (`alloy.methods.select`) on ``|x − base|``.
+
+    Returns, per bracket ``[lo[k], hi[k]]``, the number of values above it and their sum, then
+    Σ of all values, then the number of values inside any of the disjoint groups
+    ``[glo[g], ghi[g]]`` (the brackets, overlapping ones merged), written with their flat
+    indices and group number + 1 to ``values``, ``indices`` and ``groups`` (which hold one
+    element more than the chunk). The sums (for the L1 rescale) are computed only when
+    ``sums`` is true; their float64 order may vary between machines."""
     m = x.shape[0]
-    above = 0
+    nb = lo.shape[0]
+    ng = glo.shape[0]
+    above = np.zeros(nb, np.int64)
+    above_sum = np.zeros(nb, np.float64)
+    total = 0.0
     found = 0
-    part = np.zeros((2, LANES), np.float64)
     a = np.empty(BLOCK, np.float32)
-    nblocks = (m + BLOCK - 1) // BLOCK
-    for blk in range(nblocks):
-        j0 = blk * BLOCK
+    gid = np.empty(BLOCK, np.int8)
+    for j0 in range(0, m, BLOCK):
         L = min(m, j0 + BLOCK) - j0
         for t in range(L):
             a[t] = abs(_get(x, j0 + t) - _get(base, j0 + t))
-        for t in range(L):
-            above += a[t] > hi
+            gid[t] = 0
         if sums:
+            blk = 0.0
             for t in range(L):
-                v = np.float64(a[t])
-                part[0, t % LANES] += v
-                part[1, t % LANES] += v * (a[t] > hi)
+                blk += a[t]
+            total += blk
+        for k in range(nb):
+            h = hi[k]
+            c = 0
+            for t in range(L):
+                c += a[t] > h
+            above[k] += c
+            if sums:
+                blk = 0.0
+                for t in range(L):
+                    blk += np.float64(a[t]) * (a[t] > h)
+                above_sum[k] += blk
+        for g in range(ng):
+            gl, gh = glo[g], ghi[g]
+            for t in range(L):
+                gid[t] += np.int8(g + 1) * ((a[t] >= gl) & (a[t] <= gh))
         for t in range(L):  # written always, kept by advancing: no branch on the data
             values[found] = a[t]
             indices[found] = start + j0 + t
-            found += (a[t] >= lo) & (a[t] <= hi)
-    total = part[0].sum()
-    return above, part[1].sum(), total, found
+            groups[found] = gid[t]
+            found += gid[t] != 0
+    return above, above_sum, total, found
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc"}, inline="always")
+def _sum_squares(v, L):  # type: ignore[no-untyped-def]
+    """Σ v[t]² for t < L in float64 (a read-only loop: vectorised the same way every run)."""
+    acc = 0.0
+    for t in range(L):
+        acc += np.float64(v[t]) * v[t]
+    return acc
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
+def task_vector_pass(xs, base, lo, hi, glo, ghi, dk, sums, counts, where, unsure):  # type: ignore[no-untyped-def]
+    """One pass of `alloy.analysis.stats` over a chunk of task vectors ``δ_i = x_i − base``:
+    every additive statistic, the counts of the top-k searches, and the sign conflicts.
+
+    Per input ``i`` and rank ``k``, ``[lo[i, k], hi[i, k]]`` brackets the k-th largest |δ_i|
+    (``hi = −inf``: everything is kept; ``lo = hi = +inf``: nothing); ``glo``/``ghi`` [i, g] are
+    the brackets merged into disjoint groups (``glo > ghi``: unused). Rank ``dk`` is the TIES
+    density of the conflict count.
+
+    Accumulated into ``sums`` (float64): Σ base², Σ δ_i² [n], Σ δ_i·δ_j [pairs], Σ δ_i² above
+    each bracket [n, K]. Into ``counts`` (int64): δ_i ≠ 0 [n], non-finite δ_i [n], values above
+    each bracket [n, K], then overlap and conflict: entries two or more inputs keep nonzero at
+    rank ``dk``, and those with both signs, counted where every input's keep is certain.
+
+    Returns (found [n], unsure count): ``where[i, :found[i]]`` are the positions (in the chunk)
+    of the entries whose |δ_i| lies in one of input i's groups, ``unsure[:count]`` those where
+    some input's keep at rank ``dk`` is uncertain (inside its bracket), to be settled once the
+    cuts are known; both arrays hold one element more than the chunk. Loops that write arrays and loops that sum floats
+    are kept apart: a float sum in a loop that also writes may be vectorised or not depending
+    on where the arrays lie, and so be rounded differently from one run to the next."""
+    n = len(xs)
+    m = base.shape[0]
+    nk = lo.shape[1]
+    ng = glo.shape[1]
+    npairs = n * (n - 1) // 2
+    b = np.empty(BLOCK, np.float32)
+    d = np.empty((n, BLOCK), np.float32)
+    a = np.empty(BLOCK, np.float32)
+    pos = np.empty(BLOCK, np.int32)
+    neg = np.empty(BLOCK, np.int32)
+    maybe = np.empty(BLOCK, np.int32)
+    gid = np.empty(BLOCK, np.int8)
+    found = np.zeros(n, np.int64)
+    nu = 0
+    for j0 in range(0, m, BLOCK):
+        L = min(m, j0 + BLOCK) - j0
+        for t in range(L):
+            b[t] = _get(base, j0 + t)
+            pos[t] = 0
+            neg[t] = 0
+            maybe[t] = 0
+        sums[0] += _sum_squares(b, L)
+        for i in range(n):
+            x = xs[i]
+            for t in range(L):
+                v = _get(x, j0 + t) - b[t]
+                d[i, t] = v
+                a[t] = abs(v)
+            sums[1 + i] += _sum_squares(a, L)
+            nz = 0
+            bad = 0
+            for t in range(L):
+                nz += a[t] != 0
+                bad += _as_uint32(a[t]) & np.uint32(0x7F800000) == np.uint32(0x7F800000)
+            counts[i] += nz
+            counts[n + i] += bad
+            for k in range(nk):
+                h = hi[i, k]
+                c = 0
+                e = 0.0
+                for t in range(L):
+                    over = a[t] > h
+                    c += over
+                    e += np.float64(a[t]) * a[t] * over
+                counts[2 * n + i * nk + k] += c
+                sums[1 + n + npairs + i * nk + k] += e
+            hd, ld = hi[i, dk], lo[i, dk]
+            for t in range(L):
+                sure = a[t] > hd
+                pos[t] += sure & (d[i, t] > 0)
+                neg[t] += sure & (d[i, t] < 0)
+                maybe[t] += (a[t] >= ld) & ~sure & (a[t] != 0)
+            for t in range(L):
+                gid[t] = 0
+            for g in range(ng):
+                gl, gh = glo[i, g], ghi[i, g]
+                for t in range(L):
+                    gid[t] += np.int8(g + 1) * ((a[t] >= gl) & (a[t] <= gh))
+            f = found[i]
+            row = where[i]
+            for t in range(L):  # written always, kept by advancing: no branch on the data
+                row[f] = j0 + t
+                f += gid[t] != 0
+            found[i] = f
+        p = 0
+        for i in range(n):
+            for k in range(i + 1, n):
+                acc = 0.0
+                for t in range(L):
+                    acc += np.float64(d[i, t]) * d[k, t]
+                sums[1 + n + p] += acc
+                p += 1
+        overlap = 0
+        conflict = 0
+        for t in range(L):
+            certain = maybe[t] == 0
+            overlap += certain & (pos[t] + neg[t] >= 2)
+            conflict += certain & (pos[t] > 0) & (neg[t] > 0)
+        counts[2 * n + n * nk] += overlap
+        counts[2 * n + n * nk + 1] += conflict
+        for t in range(L):
+            unsure[nu] = j0 + t
+            nu += maybe[t] != 0
+    return found, nu
 
 
 @njit(nogil=True, cache=True)

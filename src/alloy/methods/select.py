@@ -34,21 +34,23 @@ from alloy.errors import MergeComputationError
 
 # Elements sampled per tensor (at least; large tensors sample one element in 256).
 SAMPLE_MIN = 1 << 16
-SAMPLE_EVERY = 256
+SAMPLE_EVERY = 64
 # Half-width of the bracket, in binomial standard deviations of the sample rank.
-BRACKET_SIGMAS = 6.0
+BRACKET_SIGMAS = 5.0
 
 
 @dataclass(frozen=True)
 class Cut:
     """The top ``k``: values ``> tau``, and values ``== tau`` at flat indices ``<= cutoff``.
-    ``kept_sum`` is the sum of the values kept, ``total_sum`` that of all values."""
+    ``kept_sum`` is the sum of the values kept, ``kept_sq`` the sum of their squares (when the
+    counts included them), ``total_sum`` the sum of all values."""
 
     k: int
     tau: float
     cutoff: int
     kept_sum: float = 0.0
     total_sum: float = 0.0
+    kept_sq: float = 0.0
 
     def mask(self, values: torch.Tensor, start: int) -> torch.Tensor:
         """Which of ``values`` (one chunk, flat-index order from ``start``) are in the top k."""
@@ -71,6 +73,7 @@ class _Search:
     hi: float
     above: int = 0  # values > hi
     above_sum: float = 0.0
+    above_sq: float = 0.0
     values: list[np.ndarray] = field(default_factory=list)  # values in [lo, hi]
     indices: list[np.ndarray] = field(default_factory=list)  # and their flat indices
     cut: Cut | None = None
@@ -146,6 +149,10 @@ class StreamingTopK:
         """One `Cut` per rank, in the order of ``ks`` (once `done`)."""
         return [s.cut for s in self._searches if s.cut is not None]
 
+    def cuts_so_far(self) -> list[tuple[int, Cut]]:
+        """(search number, cut) of the ranks already found."""
+        return [(i, s.cut) for i, s in enumerate(self._searches) if s.cut is not None]
+
     def open_brackets(self) -> list[tuple[int, float, float]]:
         """(search number, lo, hi) of the ranks still to find in this count pass."""
         return [(i, s.lo, s.hi) for i, s in enumerate(self._searches) if s.cut is None]
@@ -174,13 +181,15 @@ class StreamingTopK:
         total: float | None,
         values: torch.Tensor | np.ndarray,
         indices: torch.Tensor | np.ndarray,
+        above_sq: float = 0.0,
     ) -> None:
         """Counts of one chunk for one open bracket: values above it and their sum, the sum of
         all the chunk's values (pass it for one bracket only), the values inside and their flat
-        indices."""
+        indices, and optionally the sum of squares of the values above."""
         s = self._searches[search]
         s.above += above
         s.above_sum += above_sum
+        s.above_sq += above_sq
         if total is not None and not self._total_known:
             self.total_sum += total
         s.values.append(_numpy(values).astype(np.float32, copy=False))
@@ -202,10 +211,10 @@ class StreamingTopK:
                 take = need - int(greater.sum())  # equal values kept, lowest index first
                 at = where[inside == tau]  # ascending: chunks and positions come in order
                 cutoff = int(at[take - 1]) if take > 0 else -1
-                kept = (
-                    s.above_sum + float(inside[greater].sum(dtype=np.float64)) + take * float(tau)
-                )
-                s.cut = Cut(s.k, float(tau), cutoff, kept, 0.0)
+                wide = inside[greater].astype(np.float64)
+                kept = s.above_sum + float(wide.sum()) + take * float(tau)
+                kept_sq = s.above_sq + float((wide * wide).sum()) + take * float(tau) ** 2
+                s.cut = Cut(s.k, float(tau), cutoff, kept, 0.0, kept_sq)
             elif s.lo == -math.inf and need > 0:
                 raise MergeComputationError(
                     f"top-{s.k} selection over {self.numel} values found only "
@@ -215,12 +224,28 @@ class StreamingTopK:
                 s.lo, s.hi = _next_float32(s.hi, math.inf), math.inf
             else:  # below the bracket: search [-inf, lo)
                 s.lo, s.hi = -math.inf, _next_float32(s.lo, -math.inf)
-            s.above, s.above_sum = 0, 0.0  # recounted against the new bracket
+            s.above, s.above_sum, s.above_sq = 0, 0.0, 0.0  # recounted against the new bracket
         if self.done:
             total = self.total_sum
             for s in self._searches:
                 assert s.cut is not None
-                s.cut = Cut(s.cut.k, s.cut.tau, s.cut.cutoff, s.cut.kept_sum, total)
+                s.cut = Cut(s.cut.k, s.cut.tau, s.cut.cutoff, s.cut.kept_sum, total, s.cut.kept_sq)
+
+
+def bracket_groups(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The brackets merged where they overlap: (group lows, group highs, each bracket's group)."""
+    order = np.argsort(lo, kind="stable")
+    glo: list[float] = []
+    ghi: list[float] = []
+    group_of = [0] * len(lo)
+    for k in order:
+        if glo and lo[k] <= ghi[-1]:
+            ghi[-1] = max(ghi[-1], float(hi[k]))
+        else:
+            glo.append(float(lo[k]))
+            ghi.append(float(hi[k]))
+        group_of[int(k)] = len(glo) - 1
+    return np.array(glo, np.float32), np.array(ghi, np.float32), group_of
 
 
 def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -103,9 +103,10 @@ class SlerpStream:
     def observe(self, chunk: Chunk) -> None:
         pair = self._pair(chunk)
         if self.ctx.kernels and kernel_dtypes(pair):
-            from alloy.kernels.cpu import dots
+            from alloy.kernels.cpu import gram
 
-            parts = [float(x) for x in dots(*(as_array(x) for x in pair))]
+            g = gram(tuple(as_array(x) for x in pair))
+            parts = [float(g[0, 0]), float(g[1, 1]), float(g[0, 1])]
         else:
             a, b = chunk.base.reshape(-1), chunk.inputs[0].reshape(-1)  # type: ignore[union-attr]
             parts = [float(torch.dot(a, a)), float(torch.dot(b, b)), float(torch.dot(a, b))]

@@ -28,7 +28,7 @@ import torch
 from alloy.errors import MergeComputationError
 from alloy.kernels import as_array
 from alloy.kernels.random import draws32, keep_threshold, mix64
-from alloy.methods.select import Cut, StreamingTopK
+from alloy.methods.select import Cut, StreamingTopK, bracket_groups
 from alloy.methods.sparsify import (
     agrees_with,
     check_density,
@@ -136,31 +136,14 @@ class TaskVectorStream:
         for i, sel in self.selectors.items():
             x = chunk.raw_inputs[i]
             if self._stage == "sample":
-                part = sel.sample_slice(chunk.start)
-                sel.add_sample(np.abs(_floats(x, part) - _floats(base, part)))
+                sample_magnitudes(sel, x, base, chunk.start)
             elif self._kernel_ready(chunk):
                 self._count_kernel(i, sel, chunk)
             else:
                 sel.count((chunk.inputs[i] - chunk.base).abs(), chunk.start)  # type: ignore[operator]
 
     def _count_kernel(self, i: int, sel: StreamingTopK, chunk: Chunk) -> None:
-        from alloy.kernels import cpu
-
-        x, b = as_array(chunk.raw_inputs[i]), as_array(chunk.raw_base)  # type: ignore[arg-type]
-        values = np.empty(x.shape[0] + 1, np.float32)
-        indices = np.empty(x.shape[0] + 1, np.int64)
-        for k, (search, lo, hi) in enumerate(sel.open_brackets()):
-            above, above_sum, total, found = cpu.bracket(
-                x, b, chunk.start, lo, hi, bool(self.params.rescale), values, indices
-            )
-            sel.add_counts(
-                search,
-                above,
-                above_sum,
-                total if k == 0 else None,
-                values[:found].copy(),
-                indices[:found].copy(),
-            )
+        count_brackets(sel, chunk.raw_inputs[i], chunk.raw_base, chunk.start, self.params.rescale)  # type: ignore[arg-type]
 
     # -- the elementwise pipeline ---------------------------------------------------------------
     def apply(self, chunk: Chunk) -> torch.Tensor:
@@ -280,6 +263,47 @@ class TaskVectorStream:
             as_array(out),
         )
         return out.view(chunk.raw_inputs[0].shape)
+
+
+def count_brackets(
+    sel: StreamingTopK, x: torch.Tensor, base: torch.Tensor, start: int, sums: bool
+) -> None:
+    """One count pass of ``sel`` over a chunk of ``|x − base|`` (raw CPU tensors), every open
+    bracket at once, with the fused kernel."""
+    from alloy.kernels import cpu
+
+    open_ = sel.open_brackets()
+    if not open_:
+        return
+    xa, ba = as_array(x), as_array(base)
+    lo = np.array([b[1] for b in open_], np.float32)
+    hi = np.array([b[2] for b in open_], np.float32)
+    glo, ghi, group_of = bracket_groups(lo, hi)
+    values = np.empty(xa.shape[0] + 1, np.float32)
+    indices = np.empty(xa.shape[0] + 1, np.int64)
+    groups = np.empty(xa.shape[0] + 1, np.int8)
+    above, above_sum, total, found = cpu.bracket(
+        xa, ba, start, lo, hi, glo, ghi, sums, values, indices, groups
+    )
+    values, indices, groups = values[:found], indices[:found], groups[:found]
+    for k, (search, _, _) in enumerate(open_):
+        mine = groups == group_of[k] + 1
+        if len(glo) > 1 or lo[k] > glo[0] or hi[k] < ghi[0]:
+            mine &= (values >= lo[k]) & (values <= hi[k])
+        sel.add_counts(
+            search,
+            int(above[k]),
+            float(above_sum[k]),
+            float(total) if k == 0 else None,
+            values[mine],
+            indices[mine],
+        )
+
+
+def sample_magnitudes(sel: StreamingTopK, x: torch.Tensor, base: torch.Tensor, start: int) -> None:
+    """The sampling pass of ``sel`` over a chunk of ``|x − base|`` (raw CPU tensors)."""
+    part = sel.sample_slice(start)
+    sel.add_sample(np.abs(_floats(x, part) - _floats(base, part)))
 
 
 def _floats(t: torch.Tensor, part: slice) -> np.ndarray:
