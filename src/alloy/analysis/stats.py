@@ -202,7 +202,7 @@ def _one_pass(
     n, nk = len(selectors), len(ks)
     total = arrays[n].shape[0]
     out = Sums(n, float(total), 1)
-    lo, hi, glo, ghi, group_of = _brackets(selectors, nk, dk)
+    lo, hi, glo, ghi = _brackets(selectors, nk, dk)
     npairs = len(pairs(n))
     sums = np.zeros(1 + n + npairs + n * nk, np.float64)
     counts = np.zeros(2 * n + n * nk + 2, np.int64)
@@ -263,7 +263,7 @@ def _one_pass(
 
 def _brackets(
     selectors: list[StreamingTopK], nk: int, dk: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[list[int]]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The kernel's brackets [input, rank] and their disjoint groups. A rank whose cut is known
     is given as the cut itself (everything: ``hi = −inf``; nothing: ``lo = hi = +inf``; else
     ``lo = hi = tau``, so only values equal to tau stay uncertain) and is not searched."""
@@ -272,7 +272,6 @@ def _brackets(
     hi = np.full((n, nk), np.inf, np.float32)
     glo = np.full((n, nk), np.inf, np.float32)  # unused groups: lo > hi
     ghi = np.full((n, nk), -np.inf, np.float32)
-    group_of: list[list[int]] = []
     for i, sel in enumerate(selectors):
         for c in sel.cuts_so_far():
             rank, cut = c
@@ -283,13 +282,9 @@ def _brackets(
         for k, l_, h_ in open_:
             lo[i, k], hi[i, k] = l_, h_
         ranks = [k for k, _, _ in open_]
-        gl, gh, of = bracket_groups(lo[i, ranks], hi[i, ranks])
+        gl, gh, _ = bracket_groups(lo[i, ranks], hi[i, ranks])
         glo[i, : len(gl)], ghi[i, : len(gh)] = gl, gh
-        groups = [0] * nk
-        for j, k in enumerate(ranks):
-            groups[k] = of[j]
-        group_of.append(groups)
-    return lo, hi, glo, ghi, group_of
+    return lo, hi, glo, ghi
 
 
 def _deltas(
