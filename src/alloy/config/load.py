@@ -272,12 +272,12 @@ def parse_config(data: Any, *, source: str | None = None, text: str | None = Non
         method = ""
     else:
         # only a count for the parameter check: malformed lists are reported below
-        models, slices = raw.get("models"), raw.get("slices")
+        raw_models, raw_slices = raw.get("models"), raw.get("slices")
         n_models = max(
-            [len(models) if isinstance(models, list) else 0]
+            [len(raw_models) if isinstance(raw_models, list) else 0]
             + [
                 len(s["sources"])
-                for s in (slices if isinstance(slices, list) else [])
+                for s in (raw_slices if isinstance(raw_slices, list) else [])
                 if isinstance(s, dict) and isinstance(s.get("sources"), list)
             ]
         )

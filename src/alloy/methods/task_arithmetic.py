@@ -24,13 +24,10 @@ sparsifiers. The pipeline itself, streamed in row chunks, is in ``task_vectors.p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import torch
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
-from alloy.methods.registry import Params, method
-from alloy.methods.task_vectors import factory, merge_task_vectors
+from alloy.methods.registry import Params
+from alloy.methods.task_vectors import register_family
 
 
 class TaskArithmeticParams(Params):
@@ -83,129 +80,47 @@ class DellaModelParams(TaskModelParams):
         return epsilon
 
 
-@method(
+_TIES = (
+    "Yadav et al. 2023, TIES-Merging: Resolving Interference When Merging Models (arXiv 2306.01708)"
+)
+_DARE = "Yu et al. 2023, Language Models are Super Mario (DARE, arXiv 2311.03099)"
+
+register_family(
     "task_arithmetic",
-    params=TaskArithmeticParams,
-    model_params=TaskModelParams,
-    base="required",
-    min_models=1,
+    TaskArithmeticParams,
+    TaskModelParams,
+    sparsify="none",
+    elect=False,
     paper="Ilharco et al. 2022, Editing Models with Task Arithmetic (arXiv 2212.04089)",
     summary="base + λ·Σ w_i·(x_i − base): adds weighted task vectors to the base.",
-    streamed=factory("none", False, "task_arithmetic"),
 )
-def task_arithmetic(
-    inputs: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    params: TaskArithmeticParams,
-    model_params: Sequence[TaskModelParams],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """``base + λ·Σ_i w_i·(x_i − base)`` (divided by ``Σ w_i`` if normalize)."""
-    return merge_task_vectors(
-        inputs,
-        base,
-        params,
-        model_params,
-        generator,
-        sparsify="none",
-        elect=False,
-        method="task_arithmetic",
-    )
-
-
-@method(
+register_family(
     "ties",
-    params=TiesParams,
-    model_params=TaskModelParams,
-    base="required",
-    min_models=1,
-    paper="Yadav et al. 2023, TIES-Merging: Resolving Interference When Merging Models "
-    "(arXiv 2306.01708)",
+    TiesParams,
+    TaskModelParams,
+    sparsify="magnitude",
+    elect=True,
+    paper=_TIES,
     summary="Trim each task vector to its top-density magnitudes, elect signs, "
     "average the agreeing entries.",
-    streamed=factory("magnitude", True, "ties"),
-    reduces=True,
 )
-def ties(
-    inputs: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    params: TiesParams,
-    model_params: Sequence[TaskModelParams],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """Trim (top-k by ``|δ|``), elect sign, disjoint weighted mean of the agreeing entries."""
-    return merge_task_vectors(
-        inputs,
-        base,
-        params,
-        model_params,
-        generator,
-        sparsify="magnitude",
-        elect=True,
-        method="ties",
-    )
-
-
-@method(
+register_family(
     "dare_ties",
-    params=DareTiesParams,
-    model_params=TaskModelParams,
-    base="required",
-    min_models=1,
-    paper="Yu et al. 2023, Language Models are Super Mario (DARE, arXiv 2311.03099), "
-    "with TIES sign election (arXiv 2306.01708)",
+    DareTiesParams,
+    TaskModelParams,
+    sparsify="dare",
+    elect=True,
+    paper=f"{_DARE}, with TIES sign election (arXiv 2306.01708)",
     summary="Randomly drop task-vector entries (keep with probability density, rescale by "
     "1/density), elect signs, sum the agreeing entries.",
-    randomized=True,
-    streamed=factory("dare", True, "dare_ties"),
 )
-def dare_ties(
-    inputs: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    params: DareTiesParams,
-    model_params: Sequence[TaskModelParams],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """DARE drop and rescale, elect sign, sum (or mean if normalize) of the agreeing entries."""
-    return merge_task_vectors(
-        inputs,
-        base,
-        params,
-        model_params,
-        generator,
-        sparsify="dare",
-        elect=True,
-        method="dare_ties",
-    )
-
-
-@method(
+register_family(
     "dare_linear",
-    params=DareLinearParams,
-    model_params=TaskModelParams,
-    base="required",
-    min_models=1,
-    paper="Yu et al. 2023, Language Models are Super Mario (DARE, arXiv 2311.03099)",
+    DareLinearParams,
+    TaskModelParams,
+    sparsify="dare",
+    elect=False,
+    paper=_DARE,
     summary="Randomly drop task-vector entries (keep with probability density, rescale by "
     "1/density), then add the weighted sum to the base.",
-    randomized=True,
-    streamed=factory("dare", False, "dare_linear"),
 )
-def dare_linear(
-    inputs: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    params: DareLinearParams,
-    model_params: Sequence[TaskModelParams],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """DARE drop and rescale each task vector, then task arithmetic on the results."""
-    return merge_task_vectors(
-        inputs,
-        base,
-        params,
-        model_params,
-        generator,
-        sparsify="dare",
-        elect=False,
-        method="dare_linear",
-    )

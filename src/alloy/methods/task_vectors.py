@@ -28,6 +28,7 @@ import torch
 from alloy.errors import MergeComputationError
 from alloy.kernels import as_array
 from alloy.kernels.random import draws32, keep_threshold, mix64
+from alloy.methods.registry import Params, method
 from alloy.methods.select import Cut, StreamingTopK, bracket_groups
 from alloy.methods.sparsify import (
     agrees_with,
@@ -324,6 +325,55 @@ def _require_base(chunk: Chunk, method: str) -> torch.Tensor:
 def factory(sparsify: Sparsifier, elect: bool, method: str) -> StreamFactory:
     """The streamed merge of one method of the family."""
     return partial(TaskVectorStream, family=Family(sparsify, elect, method))
+
+
+def register_family(
+    name: str,
+    params: type[Params],
+    model_params: type[Params],
+    *,
+    sparsify: Sparsifier,
+    elect: bool,
+    paper: str,
+    summary: str,
+) -> None:
+    """Register one method of the family: the pipeline with ``sparsify`` and, if ``elect``,
+    TIES sign election. It streams in row chunks (after reduction passes for the magnitude
+    sparsifiers, whose thresholds need the whole tensor), except DELLA, whose per-row ranks need
+    whole rows of the last dimension, which a 1-D tensor cut in row chunks would not have."""
+
+    def merge(
+        inputs: Sequence[torch.Tensor],
+        base: torch.Tensor | None,
+        params: Any,
+        model_params: Sequence[Any],
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        return merge_task_vectors(
+            inputs,
+            base,
+            params,
+            model_params,
+            generator,
+            sparsify=sparsify,
+            elect=elect,
+            method=name,
+        )
+
+    merge.__name__ = merge.__qualname__ = name
+    merge.__doc__ = summary
+    method(
+        name,
+        params=params,
+        model_params=model_params,
+        base="required",
+        min_models=1,
+        paper=paper,
+        summary=summary,
+        randomized=sparsify in ("dare", "della"),
+        streamed=None if sparsify == "della" else factory(sparsify, elect, name),
+        reduces=sparsify in ("magnitude", "breadcrumbs"),
+    )(merge)
 
 
 def merge_task_vectors(
