@@ -155,6 +155,32 @@ def test_chunked_equals_whole(
     ).read_bytes()
 
 
+def test_tensors_too_large_to_hold_are_read_again_for_every_pass(
+    three: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, a, b = three
+    cfg = _ta(base, a, b, merge_method="ties")
+    for m in cfg["models"]:
+        m["parameters"]["density"] = 0.4
+    alloy.merge(cfg, tmp_path / "held")
+    monkeypatch.setattr(executor, "CHUNK_ELEMENTS", 12)
+    monkeypatch.setattr(executor, "HOLD_BYTES", 1)  # every tensor: "lazy", chunks re-read
+    reads: list[tuple[int, int] | None] = []
+    real = executor.Executor._read
+
+    def counting(self: executor.Executor, ref: object, rows: tuple[int, int] | None) -> object:
+        reads.append(rows)
+        return real(self, ref, rows)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(executor.Executor, "_read", counting)
+    alloy.merge(cfg, tmp_path / "lazy")
+    assert (tmp_path / "held" / "model.safetensors").read_bytes() == (
+        tmp_path / "lazy" / "model.safetensors"
+    ).read_bytes()
+    # sample, count and apply passes each read every chunk of every input
+    assert reads.count((0, 3)) >= 3 * 3
+
+
 def test_slerp_chunked_equals_whole(
     three: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
