@@ -218,3 +218,18 @@ def test_lora_reference_is_parsed() -> None:
 def test_invalid_yaml_reports_line(tmp_path: Path) -> None:
     err = _errors(tmp_path, "merge_method: linear\nmodels: [\n  - a\n")
     assert err.issues[0].line is not None and "not valid YAML" in err.issues[0].message
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        ("merge_method: linear\nmodels: 3\n", ":2: models:", "non-empty list"),
+        ("merge_method: linear\nslices:\n  - sources: 5\n", ":3: slices[0].sources:", "non-empty"),
+        ("merge_method: ties\nmodels: {a: 1}\n", ":2: models:", "non-empty list"),
+    ],
+)
+def test_models_or_sources_of_the_wrong_type_are_config_errors(
+    tmp_path: Path, text: str, where: str, message: str
+) -> None:
+    rendered = str(_errors(tmp_path, text))
+    assert where in rendered and message in rendered

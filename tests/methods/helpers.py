@@ -63,3 +63,19 @@ def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rel: float = 
     err = float((actual.double() - expected.double()).abs().max())
     scale = float(expected.double().abs().max())
     assert err <= rel * max(scale, 1e-12), f"relative error {err / max(scale, 1e-12):.3g}"
+
+
+def sparsified(
+    name: str, delta: torch.Tensor, *, seed: int | None = None, rescale: bool = False, **mp: Any
+) -> torch.Tensor:
+    """What a task-vector method keeps of one task vector: the method run on a single input
+    ``delta`` over a zero base with weight 1 and no normalization (``Δ = δ̂``)."""
+    params = {"rescale": rescale, "normalize": False}
+    return merge(
+        name,
+        [delta],
+        torch.zeros_like(delta),
+        params=params,
+        model_params=[{"weight": 1.0, **mp}],
+        seed=seed,
+    )

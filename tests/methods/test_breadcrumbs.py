@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from alloy.errors import MergeComputationError
-from alloy.methods.sparsify import outlier_counts, trim_outliers
+from alloy.methods.sparsify import outlier_counts
 
-from .helpers import assert_rel_close, merge, mergekit_merge, t
+from .helpers import assert_rel_close, merge, mergekit_merge, sparsified, t
 
 
 def crumbs(
     delta: torch.Tensor, density: float, gamma: float, rescale: bool = False
 ) -> torch.Tensor:
-    return trim_outliers(delta, density, gamma, rescale=rescale, method="breadcrumbs")
+    return sparsified("breadcrumbs", delta, density=density, gamma=gamma, rescale=rescale)
 
 
 def test_drops_the_top_gamma_and_the_bottom_keeping_density() -> None:

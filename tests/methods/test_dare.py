@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from alloy.errors import MergeComputationError
+from alloy.kernels.random import draws32, keep_threshold
+from alloy.methods.task_vectors import input_key
 
 from .helpers import assert_rel_close, merge, mergekit_merge
 
@@ -21,9 +24,12 @@ def models(seed: int, n: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, lis
 
 
 def drop_masks(seed: int, n: int, shape: tuple[int, ...], p: float) -> list[torch.Tensor]:
-    """The documented stream: one `rand(shape) < p` per model, in model order."""
-    g = torch.Generator().manual_seed(seed)
-    return [torch.rand(shape, generator=g) < p for _ in range(n)]
+    """The documented streams: model i keeps the entries whose draw (of its stream, at their
+    flat index) is below p·2^32."""
+    numel = math.prod(shape)
+    return [
+        (draws32(input_key(seed, i), 0, numel) < keep_threshold(p)).view(shape) for i in range(n)
+    ]
 
 
 def test_dare_linear_by_the_paper_formula() -> None:
@@ -119,12 +125,6 @@ def test_density_zero_gives_the_base() -> None:
     base, xs = models(7, 2, (10,))
     out = merge("dare_ties", xs, base, model_params=mp((1, 0.0), (1, 0.0)), seed=0)
     torch.testing.assert_close(out, base)
-
-
-def test_randomized_methods_need_a_generator() -> None:
-    base, xs = models(8, 1, (10,))
-    with pytest.raises(MergeComputationError, match="Generator"):
-        merge("dare_linear", xs, base, model_params=mp((1, 0.5)), seed=None)
 
 
 @pytest.mark.parity

@@ -14,15 +14,25 @@ import torch
 from checkpoints import ModelSet
 
 from alloy.errors import MergeComputationError
+from alloy.kernels.random import uniform
 from alloy.methods import get_method
 from alloy.methods.sparsify import magprune
+from alloy.methods.task_vectors import input_key
 
 from .helpers import assert_rel_close, merge, mergekit_merge, t
 
 
 def prune(delta: torch.Tensor, density: float, eps: float, seed: int, rescale: bool = True):
-    g = torch.Generator().manual_seed(seed)
-    return magprune(delta, density, eps, rescale=rescale, generator=g)
+    return magprune(delta, density, eps, rescale=rescale, key=seed)
+
+
+def stream(key: int, *shape: int) -> torch.Tensor:
+    """The draws magprune compares keep probabilities with: the stream of ``key`` at the flat
+    indices 0, 1, ... of a tensor of ``shape``."""
+    n = 1
+    for d in shape:
+        n *= d
+    return uniform(key, 0, n).view(*shape)
 
 
 def mergekit_prune(delta: torch.Tensor, density: float, eps: float, seed: int) -> torch.Tensor:
@@ -37,7 +47,7 @@ def test_keep_probabilities_follow_the_magnitude_rank_in_the_row() -> None:
     # |δ| = 1, 3, 2, 4: ranks 0, 2, 1, 3 of 4, r = rank/3; p = 0.5 − 0.3 + 0.6·r
     delta = t(1, -3, 2, -4)
     p = t(0.2, 0.6, 0.4, 0.8)
-    u = torch.rand(4, generator=torch.Generator().manual_seed(7))
+    u = stream(7, 4)
     torch.testing.assert_close(prune(delta, 0.5, 0.3, seed=7), delta * (u < p) / p)
     torch.testing.assert_close(prune(delta, 0.5, 0.3, seed=7, rescale=False), delta * (u < p))
 
@@ -45,20 +55,20 @@ def test_keep_probabilities_follow_the_magnitude_rank_in_the_row() -> None:
 def test_rows_are_ranked_separately() -> None:
     delta = torch.tensor([[1.0, 2.0, 3.0], [30.0, 20.0, 10.0]])
     p = torch.tensor([[0.3, 0.5, 0.7], [0.7, 0.5, 0.3]])  # density 0.5, epsilon 0.2
-    u = torch.rand(2, 3, generator=torch.Generator().manual_seed(3))
+    u = stream(3, 2, 3)
     torch.testing.assert_close(prune(delta, 0.5, 0.2, seed=3), delta * (u < p) / p)
 
 
 def test_equal_magnitudes_rank_by_position() -> None:
     delta = t(2, -2, 2)  # ranks 0, 1, 2
     p = t(0.4, 0.5, 0.6)
-    u = torch.rand(3, generator=torch.Generator().manual_seed(4))
+    u = stream(4, 3)
     torch.testing.assert_close(prune(delta, 0.5, 0.1, seed=4), delta * (u < p) / p)
 
 
 def test_a_one_entry_row_keeps_with_probability_density() -> None:
     delta = torch.tensor([[1.0], [-2.0], [3.0]])
-    u = torch.rand(3, 1, generator=torch.Generator().manual_seed(5))
+    u = stream(5, 3, 1)
     torch.testing.assert_close(prune(delta, 0.4, 0.2, seed=5), delta * (u < 0.4) / 0.4)
 
 
@@ -148,9 +158,9 @@ def test_della_elects_signs_on_the_pruned_vectors() -> None:
     g = torch.Generator().manual_seed(4)
     base = torch.randn(5, 6, generator=g)
     xs = [base + torch.randn(5, 6, generator=g) for _ in range(2)]
-    gen = torch.Generator().manual_seed(8)
     pruned = [
-        base + magprune(x - base, 0.5, 0.2, rescale=True, generator=gen, method="della") for x in xs
+        base + magprune(x - base, 0.5, 0.2, rescale=True, key=input_key(8, i), method="della")
+        for i, x in enumerate(xs)
     ]
     mps = [
         {"weight": 0.8, "density": 0.5, "epsilon": 0.2},
@@ -168,7 +178,7 @@ def test_epsilon_outside_the_unit_interval_is_rejected(density: float, eps: floa
     with pytest.raises(ValueError, match="epsilon"):
         schema.model_validate({"weight": 1.0, "density": density, "epsilon": eps})
     with pytest.raises(MergeComputationError, match="epsilon"):
-        magprune(t(1, 2, 3), density, eps, rescale=True, generator=torch.Generator())
+        magprune(t(1, 2, 3), density, eps, rescale=True, key=0)
     if eps >= 0:  # mergekit rejects the same (it accepts a negative epsilon)
         with pytest.raises(ValueError, match="psilon"):
             mergekit_prune(t(1, 2, 3), density, eps, seed=0)
@@ -178,11 +188,6 @@ def test_epsilon_is_free_when_nothing_is_dropped_at_random() -> None:
     schema = get_method("della").model_params
     schema.model_validate({"weight": 1.0, "density": 1.0, "epsilon": 0.9})
     schema.model_validate({"weight": 1.0, "density": 0.0, "epsilon": 0.9})
-
-
-def test_needs_a_generator() -> None:
-    with pytest.raises(MergeComputationError, match="Generator"):
-        magprune(t(1, 2, 3), 0.5, 0.1, rescale=True, generator=None)
 
 
 def test_a_bad_epsilon_is_a_config_error_before_anything_is_read(

@@ -15,12 +15,12 @@ from .helpers import merge
 REQUIRED = object()
 
 # name -> (global params with defaults, per-model params with defaults, base, min, max,
-#          elementwise, randomized); written from mergekit's method definitions.
+#          chunked (fed row chunks), randomized); written from mergekit's method definitions.
 GTA_GLOBALS = {"int8_mask": False, "normalize": False, "rescale": False, "lambda": 1.0}
 GTA_MODEL = {"weight": REQUIRED, "density": 1.0}
 EXPECTED: dict[str, tuple[dict[str, Any], dict[str, Any], str, int, int | None, bool, bool]] = {
     "linear": ({"normalize": True}, {"weight": REQUIRED}, "none", 1, None, True, False),
-    "slerp": ({"t": REQUIRED}, {}, "required", 1, 1, False, False),
+    "slerp": ({"t": REQUIRED}, {}, "required", 1, 1, True, False),
     "multislerp": (
         {"normalize_weights": True, "eps": 1e-8},
         {"weight": REQUIRED},
@@ -31,7 +31,7 @@ EXPECTED: dict[str, tuple[dict[str, Any], dict[str, Any], str, int, int | None, 
         False,
     ),
     "task_arithmetic": (GTA_GLOBALS, GTA_MODEL, "required", 1, None, True, False),
-    "ties": ({**GTA_GLOBALS, "normalize": True}, GTA_MODEL, "required", 1, None, False, False),
+    "ties": ({**GTA_GLOBALS, "normalize": True}, GTA_MODEL, "required", 1, None, True, False),
     "dare_ties": ({**GTA_GLOBALS, "rescale": True}, GTA_MODEL, "required", 1, None, True, True),
     "dare_linear": ({**GTA_GLOBALS, "rescale": True}, GTA_MODEL, "required", 1, None, True, True),
     "passthrough": ({}, {"scale": None}, "none", 1, 1, True, False),
@@ -45,14 +45,14 @@ EXPECTED: dict[str, tuple[dict[str, Any], dict[str, Any], str, int, int | None, 
         False,
     ),
     "karcher": ({"max_iter": 10, "tol": 1e-5}, {}, "none", 1, None, False, False),
-    "breadcrumbs": (GTA_GLOBALS, {**GTA_MODEL, "gamma": 0.01}, "required", 1, None, False, False),
+    "breadcrumbs": (GTA_GLOBALS, {**GTA_MODEL, "gamma": 0.01}, "required", 1, None, True, False),
     "breadcrumbs_ties": (
         GTA_GLOBALS,
         {**GTA_MODEL, "gamma": 0.01},
         "required",
         1,
         None,
-        False,
+        True,
         False,
     ),
     "della": (
@@ -117,12 +117,12 @@ def defaults(schema: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("name", sorted(ALL))
 def test_registration(name: str) -> None:
     spec = get_method(name)
-    globals_, per_model, base, lo, hi, elementwise, randomized = ALL[name]
+    globals_, per_model, base, lo, hi, chunked, randomized = ALL[name]
     assert defaults(spec.params) == globals_
     assert defaults(spec.model_params) == per_model
     assert spec.param_names() == list(globals_)
     assert (spec.base, spec.min_models, spec.max_models) == (base, lo, hi)
-    assert (spec.elementwise, spec.randomized) == (elementwise, randomized)
+    assert (spec.chunked, spec.randomized) == (chunked, randomized)
     assert spec.paper and spec.summary
 
 
@@ -147,7 +147,9 @@ def test_params_are_frozen_and_reject_unknown_keys() -> None:
         spec.params.model_validate({"normalise": True})
 
 
-@pytest.mark.parametrize("name", [n for n in sorted(ALL) if ALL[n][5] and not ALL[n][6]])
+@pytest.mark.parametrize(
+    "name", [n for n in sorted(ALL) if ALL[n][5] and not ALL[n][6] and not get_method(n).reduces]
+)
 def test_elementwise_methods_can_be_fed_row_chunks(name: str) -> None:
     g = torch.Generator().manual_seed(0)
     base = torch.randn(12, 5, generator=g)

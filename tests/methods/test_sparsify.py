@@ -1,4 +1,4 @@
-"""Magnitude trimming, DARE drop and sign election, tested on their own."""
+"""Magnitude trimming, DARE drop and sign election: what one task vector keeps."""
 
 from __future__ import annotations
 
@@ -6,17 +6,16 @@ import pytest
 import torch
 
 from alloy.errors import MergeComputationError
+from alloy.kernels.random import draws32, keep_threshold
 from alloy.methods.sparsify import (
     agrees_with,
-    dare_drop,
     elect_sign,
     magnitude_keep_count,
-    match_l1_norm,
     top_magnitude_mask,
-    trim_magnitude,
 )
+from alloy.methods.task_vectors import input_key
 
-from .helpers import t
+from .helpers import merge, sparsified, t
 
 
 @pytest.mark.parametrize(
@@ -63,28 +62,35 @@ def test_top_magnitude_mask_keeps_exactly_k_and_matches_a_stable_sort(k: int) ->
     assert torch.equal(mask.reshape(-1), expected)
 
 
-def test_trim_magnitude_density_one_is_the_identity() -> None:
-    delta = t(1, -2, 3)
-    assert trim_magnitude(delta, 1.0, rescale=True) is delta
+def test_trim_keeps_the_top_k_by_magnitude() -> None:
+    delta = t(0.5, -3, 2, -0.1, 4)
+    # density 0.4 of 5 entries keeps k = 2: -3 and 4
+    torch.testing.assert_close(sparsified("ties", delta, density=0.4), t(0, -3, 0, 0, 4))
+    assert torch.equal(sparsified("ties", delta, density=1.0), delta)
 
 
-def test_match_l1_norm() -> None:
-    torch.testing.assert_close(match_l1_norm(t(2, 0, 0), t(2, -1, 1)), t(4, 0, 0))
-    # a (near-)zero norm is left alone
-    torch.testing.assert_close(match_l1_norm(t(0, 0), t(1, 1)), t(0, 0))
+def test_trim_rescale_matches_the_l1_norm_of_the_task_vector() -> None:
+    # density 1/3 of 3 keeps the 2; L1 norms 4 (all) and 2 (kept): the kept entry doubles
+    out = sparsified("ties", t(2, -1, 1), density=1 / 3, rescale=True)
+    torch.testing.assert_close(out, t(4, 0, 0))
+    # a (near-)zero task vector is left alone
+    assert torch.equal(sparsified("ties", t(0, 0), density=0.5, rescale=True), t(0, 0))
 
 
-def test_dare_drop_follows_the_generator_stream() -> None:
+def test_dare_drop_follows_the_counter_stream() -> None:
     delta = torch.linspace(-1, 1, 50)
-    out = dare_drop(delta, 0.3, rescale=True, generator=torch.Generator().manual_seed(9))
-    # The contract: keep where rand < p, drawn from the given generator, then divide by p.
-    keep = torch.rand(50, generator=torch.Generator().manual_seed(9)) < 0.3
-    torch.testing.assert_close(out, torch.where(keep, delta / 0.3, 0.0))
+    out = sparsified("dare_linear", delta, density=0.3, seed=9, rescale=True)
+    # The contract: keep where the draw at the entry's flat index is below p·2^32 (the first
+    # input's stream of the tensor key 9), then scale by 1/p.
+    keep = draws32(input_key(9, 0), 0, 50) < keep_threshold(0.3)
+    expected = torch.where(keep, delta * torch.tensor(1 / 0.3, dtype=torch.float32), 0.0)
+    torch.testing.assert_close(out, expected)
+    assert 5 < int(keep.sum()) < 25
 
 
 def test_dare_drop_without_rescale_keeps_values() -> None:
     delta = torch.linspace(1, 2, 100)
-    out = dare_drop(delta, 0.5, rescale=False, generator=torch.Generator().manual_seed(0))
+    out = sparsified("dare_linear", delta, density=0.5, seed=0)
     kept = out != 0
     assert 0 < int(kept.sum()) < 100
     assert torch.equal(out[kept], delta[kept])
@@ -92,12 +98,25 @@ def test_dare_drop_without_rescale_keeps_values() -> None:
 
 def test_dare_drop_edge_densities() -> None:
     delta = t(1, 2, 3)
-    assert dare_drop(delta, 1.0, rescale=True, generator=None) is delta
-    assert torch.equal(dare_drop(delta, 0.0, rescale=True, generator=None), torch.zeros(3))
-    with pytest.raises(MergeComputationError, match="Generator"):
-        dare_drop(delta, 0.5, rescale=True, generator=None)
+    assert torch.equal(sparsified("dare_linear", delta, density=1.0, rescale=True), delta)
+    assert torch.equal(sparsified("dare_linear", delta, density=0.0, rescale=True), t(0, 0, 0))
     with pytest.raises(MergeComputationError, match="density"):
-        dare_drop(delta, float("nan"), rescale=True, generator=torch.Generator())
+        sparsified("dare_linear", delta, density=float("nan"), rescale=True)
+
+
+def test_dare_inputs_draw_independent_masks() -> None:
+    delta = torch.ones(4000)
+    both = merge(
+        "dare_linear",
+        [delta, 2 * delta],
+        torch.zeros(4000),
+        params={"rescale": False},
+        model_params=[{"weight": 1.0, "density": 0.5}, {"weight": 1.0, "density": 0.5}],
+        seed=3,
+    )
+    # values 0, 1 (first kept), 2 (second kept), 3 (both): each about a quarter if independent
+    counts = torch.bincount(both.long(), minlength=4).double() / 4000
+    assert torch.allclose(counts, torch.full((4,), 0.25, dtype=torch.float64), atol=0.03)
 
 
 def test_sign_election_by_hand() -> None:

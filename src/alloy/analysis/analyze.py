@@ -3,8 +3,8 @@
 The models are checked first (`alloy.arch.compat`: the tensors must line up; architecture
 crimes are allowed and noted). Then every floating-point tensor of the reference model (the
 base, or the first model) is read from each model, its sums computed (`alloy.analysis.stats`)
-and dropped: memory holds the tensors in flight, never a model. A reader thread reads ahead
-while ``workers`` threads compute, each on its own tensor.
+and dropped: memory holds the tensors in flight, never a model. ``workers`` threads read and
+compute, each on its own tensor (`alloy.analysis.workers`).
 
 ``sample``: a fraction of each matrix's rows, in blocks of `SAMPLE_BLOCK` rows chosen by a
 generator seeded from (seed, tensor name); the sums are scaled up by rows / rows read. Vectors
@@ -35,7 +35,6 @@ from alloy.plan.models import InputModel, open_models
 from alloy.plan.seeds import tensor_seed
 
 SAMPLE_BLOCK = 8  # rows per sampled block
-PROCESS_BYTES = 256 * 1024**2  # inputs below this are analyzed in the calling process
 PRE, POST, OTHER = "pre", "post", "other"
 
 
@@ -243,14 +242,9 @@ def _run(
     workers: int | None,
     on_tensor: Callable[[str], None] | None,
 ) -> list[TensorStats]:
-    setup = Setup(
-        tuple(str(m.path) for m in inputs), tuple(str(m.ref) for m in inputs), has_base, density
-    )
-    if workers is None:  # worker processes pay off on real models, not on tiny ones
-        big = sum(j.input_bytes for j in jobs) > PROCESS_BYTES
-        workers = min(2, os.cpu_count() or 1) if big else 1
-    if any(m.adapter for m in inputs):
-        workers = 1  # workers reopen checkpoints by path: an adapter applies in this process only
+    setup = Setup(tuple(str(m.ref) for m in inputs), has_base, density)
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
     done = None if on_tensor is None else (lambda job: on_tensor(job.name))
     sums = run(jobs, setup, [m.weights for m in inputs], workers, done)
     shapes = {

@@ -14,8 +14,9 @@ Without a base, the sums are those of the weights themselves: ``Σ W_i²`` and `
 
 Sums add across tensors, so a layer, a module kind or the whole model aggregates by adding:
 its cosine is that of the concatenated vectors, its conflict rate that of all its coordinates.
-Tensors are processed in pieces of `CHUNK` entries (float32 working copies of one piece per
-model); the top-k uses `alloy.analysis.topk`.
+Tensors are processed in pieces of `CHUNK` entries; the top-k cuts are TIES' own
+(`alloy.methods.select`, lowest indices first among equal magnitudes), and the sums come from
+one fused pass (`alloy.kernels.cpu.task_vector_stats`).
 """
 
 from __future__ import annotations
@@ -29,21 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from alloy.analysis.topk import (
-    NOTHING,
-    Cut,
-    Histogram,
-    bf16_bits,
-    kept_nonzero,
-    locate,
-    magnitude_key,
-    make_cut,
-    signed_kept,
-)
 from alloy.errors import CheckpointError
+from alloy.kernels import as_array
+from alloy.methods.select import Cut, StreamingTopK, bracket_groups
+from alloy.methods.sparsify import magnitude_keep_count
+from alloy.methods.stream import kernel_dtypes
+from alloy.methods.task_vectors import sample_magnitudes
 
-CHUNK = 1 << 18  # entries per piece: its float32 working copies stay in a core's cache
-HIST_BATCH = 4  # pieces per histogram update
+CHUNK = 1 << 20  # entries per piece of a tensor
 CONCENTRATION = (0.1, 0.5)  # top shares whose energy is measured
 
 
@@ -130,40 +124,31 @@ class Sums:
         return out
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.dot(a, b))
-
-
 def _label(labels: Sequence[str] | None, i: int) -> str:
     return labels[i] if labels is not None else f"model {i + 1}"
 
 
+def _kernel_ready(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The tensors flat, on the CPU, in one dtype the kernels read (bf16 or float32)."""
+    flat = [t.detach().reshape(-1).to("cpu") for t in tensors]
+    if kernel_dtypes(flat):
+        return flat
+    return [t.to(torch.float32) for t in flat]
+
+
 def weight_sums(models: list[torch.Tensor], labels: Sequence[str] | None = None) -> Sums:
     """Sums of the weights themselves (no base): norms and pairwise dot products."""
+    from alloy.kernels import cpu
+
     n = len(models)
     out = Sums(n, float(models[0].numel()), 1)
-    flat = [m.reshape(-1) for m in models]
-    total = flat[0].numel()
-    for start in range(0, total, CHUNK):
-        w = [f[start : start + CHUNK].to(torch.float32) for f in flat]
-        for i in range(n):
-            out.sq[i] += _dot(w[i], w[i])
-        for p, (i, j) in enumerate(pairs(n)):
-            out.dot[p] += _dot(w[i], w[j])
+    g = cpu.gram(tuple(as_array(t) for t in _kernel_ready(models)))
+    out.sq = [float(g[i, i]) for i in range(n)]
+    out.dot = [float(g[i, j]) for i, j in pairs(n)]
     for i, v in enumerate(out.sq):
         if not math.isfinite(v):
             raise CheckpointError(f"{_label(labels, i)} holds NaN or Inf values")
     return out
-
-
-@dataclass
-class _Model:
-    """Per-model state while one tensor is processed."""
-
-    flat: torch.Tensor  # the fine-tune's tensor, flat, as read
-    bits: np.ndarray  # bf16_bits of δ (int16), the whole tensor
-    hist: Histogram
-    nonzero: int = 0
 
 
 def task_vector_sums(
@@ -173,111 +158,171 @@ def task_vector_sums(
     labels: Sequence[str] | None = None,
 ) -> Sums:
     """Sums of the task vectors ``models[i] − base`` of one tensor (any float dtypes, one
-    shape). Exact: top-k cuts from `alloy.analysis.topk`, sums of squares per piece in float32
-    and across pieces in float64."""
+    shape), exact. Each task vector's top-k cuts (10%, 50%, ``density``: TIES' kept sets) are
+    bracketed by a sample (`alloy.methods.select`); one fused pass
+    (`alloy.kernels.cpu.task_vector_pass`) then sums everything, counts the brackets, and
+    counts the sign conflicts wherever the keeps are already certain; the few entries inside a
+    bracket are settled once the cuts are known. A bracket that missed costs another pass."""
     n = len(models)
-    b = base.reshape(-1)
-    total = b.numel()
-    out = Sums(n, float(total), 1)
-    wide = any(t.dtype.itemsize > 2 for t in (base, *models))  # 16-bit inputs: key 0 <=> δ = 0
-    state = [
-        _Model(m.reshape(-1), np.empty(total, dtype=np.int16), Histogram.empty()) for m in models
-    ]
-    piece = min(CHUNK, total)
-    batch = min(HIST_BATCH * piece, total)  # entries per histogram update
-    b32 = torch.empty(piece)
-    ds = [torch.empty(piece) for _ in models]
-    keys = [np.empty(batch, dtype=np.int16) for _ in models]
-    squares = [torch.empty(batch) for _ in models]
-    filled = 0
-    for start in range(0, total, piece):
-        end = min(start + piece, total)
-        size = end - start
-        bp = b32[:size].copy_(b[start:end])
-        out.base_sq += _dot(bp, bp)
-        for s, d, k, sq in zip(state, ds, keys, squares):
-            dp = d[:size].copy_(s.flat[start:end]).sub_(bp)
-            bits = bf16_bits(dp, out=s.bits[start:end])
-            magnitude_key(bits, out=k[filled : filled + size])
-            torch.mul(dp, dp, out=sq[filled : filled + size])
-            if wide:
-                s.nonzero += int(torch.count_nonzero(dp))
-        for p, (i, j) in enumerate(pairs(n)):
-            out.dot[p] += _dot(ds[i][:size], ds[j][:size])
-        filled += size
-        if filled == batch or end == total:
-            for s, k, sq in zip(state, keys, squares):
-                s.hist.add(k[:filled], sq[:filled])
-            filled = 0
-    for i, s in enumerate(state):
-        if s.hist.nonfinite:
-            raise CheckpointError(
-                f"the task vector of {_label(labels, i)} has {s.hist.nonfinite} NaN/Inf "
-                f"entries (or the base has); check the checkpoints"
-            )
-        out.changed[i] = float(s.nonzero if wide else total - int(s.hist.counts[0]))
-        out.sq[i] = float(s.hist.energy.sum())  # Σ δ², from the energy histogram
-    cuts = [_cuts(s, b, (*CONCENTRATION, density)) for s in state]
-    for i, c in enumerate(cuts):
-        out.top10[i], out.top50[i] = c[0].energy, c[1].energy
-    if n >= 2:
-        out.overlap, out.conflict = _conflicts(state, [c[2] for c in cuts])
+    flat = _kernel_ready([*models, base])
+    arrays = [as_array(t) for t in flat]
+    total = flat[n].numel()
+    ks = sorted({magnitude_keep_count(total, d) for d in (*CONCENTRATION, density)})
+    dk = ks.index(magnitude_keep_count(total, density))
+    selectors = [StreamingTopK(total, ks) for _ in range(n)]
+    pieces = [(s, min(s + CHUNK, total)) for s in range(0, total, CHUNK)]
+    for i, sel in enumerate(selectors):
+        for s, e in pieces:
+            sample_magnitudes(sel, flat[i][s:e], flat[n][s:e], s)
+        sel.end_sampling()
+    while True:
+        out = _one_pass(arrays, pieces, selectors, ks, dk, labels)
+        if all(sel.done for sel in selectors):
+            break
+    cuts = [{c.k: c for c in sel.cuts} for sel in selectors]
+    for i in range(n):
+        out.top10[i], out.top50[i] = (
+            _energy(cuts[i][magnitude_keep_count(total, d)], out.sq[i]) for d in CONCENTRATION
+        )
     return out
 
 
-def _cuts(s: _Model, base: torch.Tensor, densities: tuple[float, ...]) -> list[Cut]:
-    """The cut at each density. The entries of the buckets the cuts fall in are found in one
-    pass over the keys, and their exact δ recomputed from the inputs."""
-    wanted = sorted({locate(s.hist, d)[1] for d in densities} - {NOTHING})
-    found: list[np.ndarray] = []
-    total = s.bits.size
-    for start in range(0, total, CHUNK):
-        key = magnitude_key(s.bits[start : start + CHUNK])
-        if not wanted:
+def _one_pass(
+    arrays: list[np.ndarray],
+    pieces: list[tuple[int, int]],
+    selectors: list[StreamingTopK],
+    ks: list[int],
+    dk: int,
+    labels: Sequence[str] | None,
+) -> Sums:
+    """The fused pass over every piece with the selectors' current brackets: the counts go to
+    the selectors (and their cuts are made), the sums to the result."""
+    from alloy.kernels import cpu
+
+    n, nk = len(selectors), len(ks)
+    total = arrays[n].shape[0]
+    out = Sums(n, float(total), 1)
+    lo, hi, glo, ghi = _brackets(selectors, nk, dk)
+    npairs = len(pairs(n))
+    sums = np.zeros(1 + n + npairs + n * nk, np.float64)
+    counts = np.zeros(2 * n + n * nk + 2, np.int64)
+    width = max(e - s for s, e in pieces)
+    where = np.empty((n, width + 1), np.int32)
+    unsure = np.empty(width + 1, np.int32)
+    settle: list[tuple[np.ndarray, np.ndarray]] = []
+    open_ = [sel.open_brackets() for sel in selectors]
+    for s, e in pieces:
+        found, nu = cpu.task_vector_pass(
+            tuple(a[s:e] for a in arrays[:n]),
+            arrays[n][s:e],
+            lo,
+            hi,
+            glo,
+            ghi,
+            dk,
+            sums,
+            counts,
+            where,
+            unsure,
+        )
+        if n >= 2 and nu:
+            idx = unsure[:nu] + s
+            settle.append((idx, _deltas(arrays, n, idx)))
+        for i, sel in enumerate(selectors):
+            if not open_[i]:
+                continue
+            idx = where[i, : found[i]] + s
+            mag = np.abs(_deltas(arrays, n, idx, only=i)[0])
+            for k, _, _ in open_[i]:
+                mine = (mag >= lo[i, k]) & (mag <= hi[i, k])
+                sel.add_counts(k, 0, 0.0, None, mag[mine], idx[mine])
+    for i, sel in enumerate(selectors):
+        for k, _, _ in open_[i]:
+            above = int(counts[2 * n + i * nk + k])
+            above_sq = float(sums[1 + n + npairs + i * nk + k])
+            empty = np.empty(0, np.float32)
+            sel.add_counts(k, above, 0.0, None, empty, empty.astype(np.int64), above_sq=above_sq)
+        if open_[i]:
+            sel.end_count()
+    for i in range(n):
+        if counts[n + i]:
+            raise CheckpointError(
+                f"the task vector of {_label(labels, i)} has {int(counts[n + i])} NaN/Inf "
+                f"entries (or the base has); check the checkpoints"
+            )
+    out.base_sq = float(sums[0])
+    out.sq = [float(v) for v in sums[1 : 1 + n]]
+    out.dot = [float(v) for v in sums[1 + n : 1 + n + npairs]]
+    out.changed = [float(v) for v in counts[:n]]
+    if n >= 2 and all(sel.done for sel in selectors):
+        overlap, conflict = _settle(settle, [sel.cuts[dk] for sel in selectors])
+        out.overlap = float(counts[-2] + overlap)
+        out.conflict = float(counts[-1] + conflict)
+    return out
+
+
+def _brackets(
+    selectors: list[StreamingTopK], nk: int, dk: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The kernel's brackets [input, rank] and their disjoint groups. A rank whose cut is known
+    is given as the cut itself (everything: ``hi = −inf``; nothing: ``lo = hi = +inf``; else
+    ``lo = hi = tau``, so only values equal to tau stay uncertain) and is not searched."""
+    n = len(selectors)
+    lo = np.full((n, nk), np.inf, np.float32)
+    hi = np.full((n, nk), np.inf, np.float32)
+    glo = np.full((n, nk), np.inf, np.float32)  # unused groups: lo > hi
+    ghi = np.full((n, nk), -np.inf, np.float32)
+    for i, sel in enumerate(selectors):
+        for c in sel.cuts_so_far():
+            rank, cut = c
+            lo[i, rank], hi[i, rank] = (
+                (-np.inf, -np.inf) if cut.tau == -math.inf else (cut.tau, cut.tau)
+            )
+        open_ = sel.open_brackets()
+        for k, l_, h_ in open_:
+            lo[i, k], hi[i, k] = l_, h_
+        ranks = [k for k, _, _ in open_]
+        gl, gh, _ = bracket_groups(lo[i, ranks], hi[i, ranks])
+        glo[i, : len(gl)], ghi[i, : len(gh)] = gl, gh
+    return lo, hi, glo, ghi
+
+
+def _deltas(
+    arrays: list[np.ndarray], n: int, idx: np.ndarray, only: int | None = None
+) -> np.ndarray:
+    """δ of every input (or of input ``only``) at flat indices ``idx``: [inputs, len(idx)]."""
+    base = _float32(arrays[n][idx])
+    rows = range(n) if only is None else [only]
+    return np.stack([_float32(arrays[i][idx]) - base for i in rows])
+
+
+def _float32(raw: np.ndarray) -> np.ndarray:
+    """Raw kernel values (float32, or bfloat16 bits as uint16) as float32."""
+    if raw.dtype == np.uint16:
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(np.float32, copy=False)
+
+
+def _settle(records: list[tuple[np.ndarray, np.ndarray]], cuts: list[Cut]) -> tuple[int, int]:
+    """Overlap and conflict among the entries whose keep was uncertain during the pass."""
+    if not records:
+        return 0, 0
+    idx = np.concatenate([r[0] for r in records])
+    d = np.concatenate([r[1] for r in records], axis=1)  # [n, entries]
+    pos = np.zeros(idx.size, np.int32)
+    neg = np.zeros(idx.size, np.int32)
+    for i, cut in enumerate(cuts):
+        if cut.k <= 0:
             continue
-        mask = key == wanted[0]
-        for bucket in wanted[1:]:
-            mask |= key == bucket
-        found.append(np.flatnonzero(mask) + start)
-    idx = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
-    delta = _gather(s.flat, idx) - _gather(base, idx)
-    values, keys = delta.numpy(), magnitude_key(bf16_bits(delta))  # the same keys as s.bits
-    cuts: dict[float, Cut] = {}
-    for d in densities:
-        if d not in cuts:
-            in_bucket = keys == locate(s.hist, d)[1]
-            cuts[d] = make_cut(s.hist, d, torch.from_numpy(values[in_bucket]), idx[in_bucket])
-    return [cuts[d] for d in densities]
+        a = np.abs(d[i])
+        kept = (a > cut.tau) | ((a == cut.tau) & (idx <= cut.cutoff))
+        pos += kept & (d[i] > 0)
+        neg += kept & (d[i] < 0)
+    return int(np.count_nonzero(pos + neg >= 2)), int(np.count_nonzero((pos > 0) & (neg > 0)))
 
 
-def _gather(flat: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-    """``flat[idx]`` as float32 (2-byte dtypes gathered through numpy, which is faster)."""
-    if flat.dtype.itemsize == 2:
-        raw = flat.view(torch.int16).numpy()[idx]
-        return torch.from_numpy(raw).view(flat.dtype).to(torch.float32)
-    return flat[torch.from_numpy(idx)].to(torch.float32)
-
-
-def _conflicts(state: list[_Model], cuts: list[Cut]) -> tuple[float, float]:
-    """(entries kept nonzero by two or more models, those among them with both signs)."""
-    total = state[0].bits.size
-    overlap = conflict = 0
-    for start in range(0, total, CHUNK):
-        end = min(start + CHUNK, total)
-        if len(state) == 2:  # the common case: kept by both, and the sign bits differ
-            a, b = (s.bits[start:end] for s in state)
-            both = kept_nonzero(a, cuts[0], start) & kept_nonzero(b, cuts[1], start)
-            overlap += int(np.count_nonzero(both))
-            conflict += int(np.count_nonzero(both & (np.bitwise_xor(a, b) < 0)))
-            continue
-        any_pos = np.zeros(end - start, dtype=bool)
-        any_neg = np.zeros(end - start, dtype=bool)
-        count = np.zeros(end - start, dtype=np.uint8)
-        for s, c in zip(state, cuts):
-            pos, neg = signed_kept(s.bits[start:end], c, start)
-            any_pos |= pos
-            any_neg |= neg
-            count += pos | neg
-        overlap += int(np.count_nonzero(count >= 2))
-        conflict += int(np.count_nonzero(any_pos & any_neg))
-    return float(overlap), float(conflict)
+def _energy(cut: Cut, sq: float) -> float:
+    """Σ δ² over a cut's kept entries (everything for a cut that keeps all)."""
+    if cut.k <= 0:
+        return 0.0
+    return sq if cut.tau == -math.inf else cut.kept_sq

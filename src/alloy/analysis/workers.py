@@ -1,28 +1,23 @@
-"""Where `alloy analyze` computes: in the calling process, or in worker processes.
+"""Where `alloy analyze` computes: on ``workers`` threads of the calling process.
 
-With several workers, each is a process that opens the checkpoints itself; only tensor names
-go in and sums come out, so the interpreter lock never serializes the numpy passes, and each
-worker reads the tensors it computes (positioned reads: no shared file offsets). At most
-``workers + 1`` tensors are in flight, the largest first, and a large one only with little
-else (`IN_FLIGHT_BYTES` of inputs), so memory stays bounded by the largest tensor.
+Each job reads one tensor from every checkpoint (positioned reads: no shared file offsets,
+and the interpreter lock is released while reading) and computes its sums in the fused CPU
+kernels, which release the lock too, so threads run in parallel. At most ``workers`` tensors
+are in flight, the largest first, and a large one only with little else (`IN_FLIGHT_BYTES` of
+inputs beyond the first), so memory stays bounded by the largest tensor.
 """
 
 from __future__ import annotations
 
-import ctypes
-import multiprocessing
-import sys
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from alloy.analysis.stats import Sums, task_vector_sums, weight_sums
 from alloy.errors import CheckpointError
-from alloy.io.sources import SafetensorsCheckpoint, TorchBinCheckpoint, open_weights
+from alloy.io.sources import SafetensorsCheckpoint, TorchBinCheckpoint
 from alloy.lora.source import LoraSource
 
 IN_FLIGHT_BYTES = 512 * 1024**2  # input bytes of the tensors in flight, beyond the first
@@ -32,9 +27,8 @@ Weights = SafetensorsCheckpoint | TorchBinCheckpoint | LoraSource
 
 @dataclass(frozen=True)
 class Setup:
-    """What every worker needs: the checkpoints (base last, if any) and the parameters."""
+    """What every job needs besides its tensor: labels, base or not, the TIES density."""
 
-    paths: tuple[str, ...]
     labels: tuple[str, ...]
     has_base: bool
     density: float
@@ -69,39 +63,10 @@ def compute(job: Job, weights: Sequence[Weights], setup: Setup) -> Sums:
     return sums
 
 
-# The open checkpoints of a worker process (set by _start, alive as long as the process).
-_WORKER: dict[str, object] = {}
-
-
-def _keep_freed_memory() -> None:
-    """glibc: serve buffers up to 32 MiB from the heap and keep freed heap memory, so a
-    worker reuses its pages for the next tensor instead of faulting fresh ones in (the
-    working set is bounded by the tensors in flight either way)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 32 * 1024**2)
-    libc.mallopt(m_trim_threshold, 2 * 1024**3)
-
-
-def _start(setup: Setup) -> None:
-    _keep_freed_memory()
-    torch.set_num_threads(1)
-    _WORKER["setup"] = setup
-    _WORKER["weights"] = [open_weights(Path(p)) for p in setup.paths]
-
-
-def _compute_in_worker(job: Job) -> Sums:
-    return compute(job, _WORKER["weights"], _WORKER["setup"])  # type: ignore[arg-type]
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    # fork starts in milliseconds with torch already imported; only safe without other threads
-    if sys.platform == "linux" and threading.active_count() == 1:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("spawn")
+def thread_safe(weights: Sequence[Weights]) -> bool:
+    """Whether jobs may read ``weights`` from several threads: `.bin` checkpoints keep one
+    loaded shard, which threads would swap under each other."""
+    return not any(isinstance(w, TorchBinCheckpoint) for w in weights)
 
 
 def run(
@@ -111,22 +76,19 @@ def run(
     workers: int,
     on_done: Callable[[Job], None] | None = None,
 ) -> list[Sums]:
-    """The sums of every job, in order; ``weights`` are the caller's open checkpoints, used
-    when ``workers`` is 1."""
-    results: list[Sums] = []
-    if workers <= 1 or len(jobs) <= 1:
+    """The sums of every job, in order, computed on ``workers`` threads."""
+    if workers <= 1 or len(jobs) <= 1 or not thread_safe(weights):
+        results = []
         for job in jobs:
             results.append(compute(job, weights, setup))
             if on_done is not None:
                 on_done(job)
         return results
     out: dict[int, Sums] = {}
-    # largest first, each started as soon as it fits: no worker waits at the end on one big
+    # largest first, each started as soon as it fits: no thread waits at the end on one big
     # tensor, and two big tensors are never in memory at once
     pending = sorted(range(len(jobs)), key=lambda i: -jobs[i].input_bytes)
-    with ProcessPoolExecutor(
-        workers, mp_context=_context(), initializer=_start, initargs=(setup,)
-    ) as pool:
+    with ThreadPoolExecutor(workers, thread_name_prefix="alloy-analyze") as pool:
         running: dict[Future[Sums], int] = {}
         try:
             while pending or running:
@@ -136,9 +98,9 @@ def run(
                     for i in pending
                     if not running or in_flight + jobs[i].input_bytes <= IN_FLIGHT_BYTES
                 ]
-                if fits and len(running) <= workers:
+                if fits and len(running) < workers:
                     pending.remove(fits[0])
-                    running[pool.submit(_compute_in_worker, jobs[fits[0]])] = fits[0]
+                    running[pool.submit(compute, jobs[fits[0]], weights, setup)] = fits[0]
                     continue
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for f in done:

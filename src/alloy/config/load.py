@@ -271,9 +271,15 @@ def parse_config(data: Any, *, source: str | None = None, text: str | None = Non
         doc.error(("merge_method",), "`merge_method` is required (see `alloy methods`)")
         method = ""
     else:
+        # only a count for the parameter check: malformed lists are reported below
+        raw_models, raw_slices = raw.get("models"), raw.get("slices")
         n_models = max(
-            [len(raw.get("models") or [])]
-            + [len(s.get("sources") or []) for s in raw.get("slices") or [] if isinstance(s, dict)]
+            [len(raw_models) if isinstance(raw_models, list) else 0]
+            + [
+                len(s["sources"])
+                for s in (raw_slices if isinstance(raw_slices, list) else [])
+                if isinstance(s, dict) and isinstance(s.get("sources"), list)
+            ]
         )
         try:
             allowed, globals_ = _method_param_names(method, n_models)

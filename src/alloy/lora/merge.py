@@ -48,7 +48,6 @@ from alloy.lora.inputs import (
 )
 from alloy.lora.write import OutModule, adapter_config, module_tensors, table, write_adapter
 from alloy.methods.registry import MethodSpec, get_method
-from alloy.plan.executor import row_chunks
 from alloy.plan.seeds import tensor_generator
 
 __all__ = ["LoraMergeResult", "ModuleReport", "lora_merge_config", "merge_adapters"]
@@ -238,8 +237,8 @@ class _Job:
             om = _cat(name, m0.embedding, by_input, gparams, mparams, self.lora_bias, dev)
             return om, ModuleReport(name, shape, ranks, om.rank, 1.0, 0.0)
         # The merge runs in the weight's own layout ([vocab, dim] for an embedding, [in, out]
-        # for Conv1D) and in the executor's row chunks, with generators seeded by the same
-        # (seed, tensor name, chunk): DARE drops the entries a model merge drops.
+        # for Conv1D) with random streams keyed by the same (seed, tensor name) as a model
+        # merge's, and draws indexed by flat position: DARE drops the entries a model merge drops.
         flip = m0.embedding or a0.fan_in_fan_out
         deltas = [_delta(*x, dev) if x else torch.zeros(shape, device=dev) for x in by_input]
         if flip:
@@ -274,16 +273,10 @@ class _Job:
         self, tensor: str, deltas: list[torch.Tensor], gparams: Any, mparams: list[Any]
     ) -> torch.Tensor:
         """Alloy's merge method on the deltas ``ΔW_i`` (the base is zero)."""
-        spec, dev = self.spec, self.device
-        shape = tuple(deltas[0].shape)
-        chunks = row_chunks(shape) if spec.elementwise else None
-        pieces = []
-        for k, rows in enumerate(chunks or [(0, shape[0])]):
-            part = [d[rows[0] : rows[1]] for d in deltas]
-            base = None if spec.base == "none" else torch.zeros_like(part[0])
-            gen = tensor_generator(self.seed, tensor, dev, k) if spec.randomized else None
-            pieces.append(spec.fn(part, base, gparams, mparams, gen))
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        spec = self.spec
+        base = None if spec.base == "none" else torch.zeros_like(deltas[0])
+        gen = tensor_generator(self.seed, tensor, self.device) if spec.randomized else None
+        return spec.fn(deltas, base, gparams, mparams, gen)
 
 
 def _out_dtype(name: str | None, adapters: list[Adapter]) -> torch.dtype:

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
 from alloy.errors import MergeComputationError
+from alloy.kernels import as_array
 from alloy.methods.registry import Params, method
+from alloy.methods.stream import Chunk, TensorContext, kernel_dtypes, kernel_out_dtype, run_whole
 
 
 class LinearParams(Params):
@@ -38,6 +42,50 @@ def weight_sum(weights: Sequence[float], method: str) -> float:
     return total
 
 
+def combine(
+    chunk: Chunk, ctx: TensorContext, weights: Sequence[float], divisor: float
+) -> torch.Tensor:
+    """``Σ_i w_i·x_i / divisor`` over the chunk's inputs, summed in input order (the fused CPU
+    kernel when it applies, else torch on the chunk's device)."""
+    if ctx.kernels and kernel_dtypes(chunk.raw_inputs):
+        from alloy.kernels.cpu import linear_apply
+
+        out = torch.empty(chunk.numel, dtype=kernel_out_dtype(ctx))
+        linear_apply(
+            tuple(as_array(x) for x in chunk.raw_inputs),
+            np.array(weights, np.float32),
+            np.float32(divisor),
+            as_array(out),
+        )
+        return out.view(chunk.raw_inputs[0].shape)
+    inputs = chunk.inputs
+    merged = torch.mul(inputs[0], weights[0])
+    for x, w in zip(inputs[1:], weights[1:], strict=True):
+        merged.add_(torch.mul(x, w))  # Σ w_i·x_i, each product rounded (no fused multiply-add)
+    return merged.div_(divisor) if divisor != 1.0 else merged
+
+
+class LinearStream:
+    """`linear` over row chunks: elementwise, no reduction pass."""
+
+    def __init__(self, ctx: TensorContext, params: LinearParams, model_params: Sequence[Any]):
+        self.ctx = ctx
+        self.weights = [p.weight for p in model_params]
+        # Deliberate: a zero weight sum is an error here; mergekit divides by it (inf/NaN).
+        self.divisor = weight_sum(self.weights, "linear") if params.normalize else 1.0
+
+    def next_pass(self) -> bool:
+        return False
+
+    def observe(self, chunk: Chunk) -> None:  # pragma: no cover - no reduction pass
+        raise AssertionError("linear makes no reduction pass")
+
+    def apply(self, chunk: Chunk) -> torch.Tensor:
+        if not chunk.raw_inputs:
+            raise MergeComputationError("linear needs at least one input tensor")
+        return combine(chunk, self.ctx, self.weights, self.divisor)
+
+
 @method(
     "linear",
     params=LinearParams,
@@ -46,7 +94,7 @@ def weight_sum(weights: Sequence[float], method: str) -> float:
     min_models=1,
     paper="Wortsman et al. 2022, Model soups (arXiv 2203.05482)",
     summary="Weighted average Σ w_i·x_i (divided by Σ w_i when normalize is true).",
-    elementwise=True,
+    streamed=LinearStream,
 )
 def linear(
     inputs: Sequence[torch.Tensor],
@@ -58,10 +106,4 @@ def linear(
     """``Σ w_i·x_i``, divided by ``Σ w_i`` if ``normalize``. A base model is an ordinary input."""
     if not inputs:
         raise MergeComputationError("linear needs at least one input tensor")
-    weights = [p.weight for p in model_params]
-    # Deliberate: a zero weight sum is an error here; mergekit divides by it and returns inf/NaN.
-    total = weight_sum(weights, "linear") if params.normalize else 1.0
-    merged = torch.mul(inputs[0], weights[0])
-    for x, w in zip(inputs[1:], weights[1:], strict=True):
-        merged.add_(x, alpha=w)  # Σ w_i·x_i
-    return merged.div_(total) if params.normalize else merged
+    return run_whole(LinearStream, inputs, None, params, model_params, generator)

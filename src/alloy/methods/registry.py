@@ -19,18 +19,26 @@ A method may register a second function, ``embedding_fn`` with the same contract
 embeddings and output heads (``embed_tokens``, ``lm_head``, ...): the executor calls it instead of
 ``fn`` on those tensors. The SVD methods use it to fall back to task arithmetic there, as their
 papers do; every other method treats embeddings like any other tensor.
+
+A method may also register a ``streamed`` factory (`alloy.methods.stream`): the same merge
+computed over row chunks, after reduction passes when it needs whole-tensor statistics
+(``reduces``). The executor then streams the tensor through it in bounded memory, and ``fn``
+is that factory run on one chunk (`alloy.methods.stream.run_whole`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from alloy.errors import UnknownMethodError
+
+if TYPE_CHECKING:
+    from alloy.methods.stream import StreamFactory
 
 BasePolicy = Literal["none", "required", "optional"]
 
@@ -75,10 +83,19 @@ class MethodSpec:
     randomized: bool = False
     # Called instead of `fn` on token embeddings and output heads (None: `fn` everywhere).
     embedding_fn: MergeFn | None = None
+    # The merge over row chunks (alloy.methods.stream); `reduces`: it makes reduction passes
+    # over the whole tensor before applying, so the executor holds the tensor's inputs.
+    streamed: StreamFactory | None = None
+    reduces: bool = False
 
     def fn_for(self, embedding: bool) -> MergeFn:
         """The function that merges a tensor (``embedding``: a token embedding or head)."""
         return self.embedding_fn if embedding and self.embedding_fn is not None else self.fn
+
+    @property
+    def chunked(self) -> bool:
+        """The executor feeds this method row chunks (elementwise, or streamed)."""
+        return self.elementwise or self.streamed is not None
 
     def param_names(self) -> list[str]:
         """Global parameter names as written in YAML (aliases, e.g. ``lambda``)."""
@@ -104,6 +121,8 @@ def method(
     elementwise: bool = False,
     randomized: bool = False,
     embedding_fn: MergeFn | None = None,
+    streamed: StreamFactory | None = None,
+    reduces: bool = False,
 ) -> Callable[[MergeFn], MergeFn]:
     """Register a merge method. See the module docstring for the function's contract."""
 
@@ -123,6 +142,8 @@ def method(
             elementwise=elementwise,
             randomized=randomized,
             embedding_fn=embedding_fn,
+            streamed=streamed,
+            reduces=reduces,
         )
         return fn
 

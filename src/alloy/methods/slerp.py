@@ -22,11 +22,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from alloy.errors import MergeComputationError
+from alloy.kernels import as_array
+from alloy.methods.linear import combine
 from alloy.methods.registry import NoParams, Params, method
+from alloy.methods.stream import Chunk, TensorContext, kernel_dtypes, run_whole
 
 # |cos θ| above this: the tensors are nearly colinear, sin θ ≈ 0, interpolate linearly.
 DOT_THRESHOLD = 0.9995
@@ -56,20 +60,63 @@ class MultiSlerpModelParams(Params):
     weight: float
 
 
-def slerp_tensors(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
-    """SLERP from ``v0`` (t=0) to ``v1`` (t=1), the angle taken between the flattened tensors."""
-    a, b = v0.reshape(-1), v1.reshape(-1)  # [n], views
-    norm_a, norm_b = float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b))
-    # ⟨a/‖a‖, b/‖b‖⟩ without materialising normalised copies; a norm ≤ ε is left as 1.
+def slerp_coefficients(t: float, aa: float, bb: float, ab: float) -> tuple[float, float]:
+    """(s0, s1) with ``slerp = s0·v0 + s1·v1``, from ‖v0‖², ‖v1‖² and ⟨v0, v1⟩ of the flattened
+    tensors; a norm ≤ ε is left as 1 when measuring the angle, and nearly colinear tensors
+    (|cos θ| > 0.9995) are interpolated linearly."""
+    norm_a, norm_b = math.sqrt(aa), math.sqrt(bb)
     scale = (norm_a if norm_a > NORM_EPS else 1.0) * (norm_b if norm_b > NORM_EPS else 1.0)
-    cos_theta = min(1.0, max(-1.0, float(torch.dot(a, b)) / scale))
+    cos_theta = min(1.0, max(-1.0, ab / scale))
     if abs(cos_theta) > DOT_THRESHOLD:
-        return (1 - t) * v0 + t * v1  # lerp on the originals
+        return 1 - t, t  # lerp on the originals
     theta = math.acos(cos_theta)  # angle between the tensors
     sin_theta = math.sin(theta)
-    s0 = math.sin((1 - t) * theta) / sin_theta
-    s1 = math.sin(t * theta) / sin_theta
-    return s0 * v0 + s1 * v1  # coefficients on the unnormalised tensors
+    return math.sin((1 - t) * theta) / sin_theta, math.sin(t * theta) / sin_theta
+
+
+class SlerpStream:
+    """SLERP over row chunks: one pass sums ‖v0‖², ‖v1‖², ⟨v0, v1⟩ (in float64), then each
+    chunk is ``s0·v0 + s1·v1``, the coefficients on the unnormalised tensors."""
+
+    def __init__(self, ctx: TensorContext, params: SlerpParams, model_params: Sequence[Any]):
+        self.ctx, self.t = ctx, params.t
+        self.sums = [0.0, 0.0, 0.0]
+        self.coefficients: tuple[float, float] | None = None
+        self._passes = 0
+
+    def next_pass(self) -> bool:
+        self._passes += 1
+        if self._passes == 1:
+            return True
+        self.coefficients = slerp_coefficients(self.t, *self.sums)
+        return False
+
+    def _pair(self, chunk: Chunk) -> list[torch.Tensor]:
+        if chunk.raw_base is None or len(chunk.raw_inputs) != 1:
+            raise MergeComputationError(
+                f"slerp interpolates between a base and exactly one other model; got "
+                f"{'a' if chunk.raw_base is not None else 'no'} base and "
+                f"{len(chunk.raw_inputs)} other input(s)"
+            )
+        return [chunk.raw_base, chunk.raw_inputs[0]]
+
+    def observe(self, chunk: Chunk) -> None:
+        pair = self._pair(chunk)
+        if self.ctx.kernels and kernel_dtypes(pair):
+            from alloy.kernels.cpu import gram
+
+            g = gram(tuple(as_array(x) for x in pair))
+            parts = [float(g[0, 0]), float(g[1, 1]), float(g[0, 1])]
+        else:
+            a, b = chunk.base.reshape(-1), chunk.inputs[0].reshape(-1)  # type: ignore[union-attr]
+            parts = [float(torch.dot(a, a)), float(torch.dot(b, b)), float(torch.dot(a, b))]
+        self.sums = [s + p for s, p in zip(self.sums, parts)]
+
+    def apply(self, chunk: Chunk) -> torch.Tensor:
+        pair = self._pair(chunk)
+        assert self.coefficients is not None
+        both = Chunk(pair, None, chunk.start, chunk.index, chunk.device)
+        return combine(both, self.ctx, self.coefficients, 1.0)
 
 
 @method(
@@ -80,6 +127,8 @@ def slerp_tensors(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
     max_models=1,
     paper="Shoemake 1985, Animating rotation with quaternion curves (SIGGRAPH '85)",
     summary="Spherical interpolation from the base (t=0) to the other model (t=1).",
+    streamed=SlerpStream,
+    reduces=True,
 )
 def slerp(
     inputs: Sequence[torch.Tensor],
@@ -89,12 +138,7 @@ def slerp(
     generator: torch.Generator | None,
 ) -> torch.Tensor:
     """``slerp(t, base, x)`` for the one non-base input ``x``."""
-    if base is None or len(inputs) != 1:
-        raise MergeComputationError(
-            f"slerp interpolates between a base and exactly one other model; got "
-            f"{'a' if base is not None else 'no'} base and {len(inputs)} other input(s)"
-        )
-    return slerp_tensors(params.t, base, inputs[0])
+    return run_whole(SlerpStream, inputs, base, params, model_params, generator)
 
 
 # NuSLERP: norms are clamped below at this before dividing; |sin θ| ≤ this means colinear.

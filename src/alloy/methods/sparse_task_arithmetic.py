@@ -18,17 +18,12 @@ optionally elect signs, disjoint (or plain) sum, ``base + λ·Δ``. Only the spa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import torch
-
-from alloy.methods.registry import method
 from alloy.methods.task_arithmetic import (
     BreadcrumbsModelParams,
     DellaModelParams,
     TaskArithmeticParams,
-    merge_task_vectors,
 )
+from alloy.methods.task_vectors import register_family
 
 _BREADCRUMBS = "Davari & Belilovsky 2023, Model Breadcrumbs (arXiv 2312.06795)"
 _DELLA = "Deep, Bhardwaj & Poria 2024, DELLA-Merging (arXiv 2406.11617)"
@@ -43,121 +38,41 @@ class DellaLinearParams(TaskArithmeticParams):
     rescale: bool = True
 
 
-@method(
+register_family(
     "breadcrumbs",
-    params=TaskArithmeticParams,
-    model_params=BreadcrumbsModelParams,
-    base="required",
-    min_models=1,
+    TaskArithmeticParams,
+    BreadcrumbsModelParams,
+    sparsify="breadcrumbs",
+    elect=False,
     paper=_BREADCRUMBS,
     summary="Drop each task vector's largest (gamma) and smallest magnitudes, keep density, "
     "add the weighted sum to the base.",
 )
-def breadcrumbs(
-    inputs: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    params: TaskArithmeticParams,
-    model_params: Sequence[BreadcrumbsModelParams],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """Outlier and small-magnitude trimming, then task arithmetic."""
-    return merge_task_vectors(
-        inputs,
-        base,
-        params,
-        model_params,
-        generator,
-        sparsify="breadcrumbs",
-        elect=False,
-        method="breadcrumbs",
-    )
-
-
-@method(
+register_family(
     "breadcrumbs_ties",
-    params=TaskArithmeticParams,
-    model_params=BreadcrumbsModelParams,
-    base="required",
-    min_models=1,
+    TaskArithmeticParams,
+    BreadcrumbsModelParams,
+    sparsify="breadcrumbs",
+    elect=True,
     paper=f"{_BREADCRUMBS}, with TIES sign election (arXiv 2306.01708)",
     summary="Breadcrumbs trimming, then TIES sign election and the sum of agreeing entries.",
 )
-def breadcrumbs_ties(
-    inputs: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    params: TaskArithmeticParams,
-    model_params: Sequence[BreadcrumbsModelParams],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """Outlier and small-magnitude trimming, elect sign, sum of the agreeing entries."""
-    return merge_task_vectors(
-        inputs,
-        base,
-        params,
-        model_params,
-        generator,
-        sparsify="breadcrumbs",
-        elect=True,
-        method="breadcrumbs_ties",
-    )
-
-
-@method(
+register_family(
     "della",
-    params=DellaParams,
-    model_params=DellaModelParams,
-    base="required",
-    min_models=1,
+    DellaParams,
+    DellaModelParams,
+    sparsify="della",
+    elect=True,
     paper=_DELLA,
     summary="Drop task-vector entries at random, larger magnitudes kept more often "
     "(density ± epsilon), rescale by 1/p, elect signs, average the agreeing entries.",
-    randomized=True,
 )
-def della(
-    inputs: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    params: DellaParams,
-    model_params: Sequence[DellaModelParams],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """MagPrune, elect sign, disjoint weighted mean of the agreeing entries."""
-    return merge_task_vectors(
-        inputs,
-        base,
-        params,
-        model_params,
-        generator,
-        sparsify="della",
-        elect=True,
-        method="della",
-    )
-
-
-@method(
+register_family(
     "della_linear",
-    params=DellaLinearParams,
-    model_params=DellaModelParams,
-    base="required",
-    min_models=1,
+    DellaLinearParams,
+    DellaModelParams,
+    sparsify="della",
+    elect=False,
     paper=_DELLA,
     summary="DELLA's magnitude-ranked random drop with 1/p rescale, then task arithmetic.",
-    randomized=True,
 )
-def della_linear(
-    inputs: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    params: DellaLinearParams,
-    model_params: Sequence[DellaModelParams],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """MagPrune each task vector, then the weighted sum added to the base."""
-    return merge_task_vectors(
-        inputs,
-        base,
-        params,
-        model_params,
-        generator,
-        sparsify="della",
-        elect=False,
-        method="della_linear",
-    )

@@ -11,6 +11,9 @@
 - Sign election (TIES "elect"): per coordinate, the sign of the summed weighted task vectors;
   an entry takes part in the merge only if its sign agrees (zeros never agree).
 
+The streamed pipeline (`alloy.methods.task_vectors`) applies trimming through thresholds found
+by `alloy.methods.select` and DARE's drop through counter-based draws; this module holds the
+rules they share (how many entries are kept, parameter checks), MagPrune, and sign election.
 All functions are pure: they neither modify their arguments nor touch the global RNG.
 """
 
@@ -21,9 +24,7 @@ import math
 import torch
 
 from alloy.errors import MergeComputationError
-
-# Below this L1 norm a tensor counts as zero and is not rescaled (mergekit's tolerance).
-_L1_EPS = 1e-7
+from alloy.kernels.random import uniform
 
 
 def check_density(density: float, method: str) -> None:
@@ -70,42 +71,6 @@ def top_magnitude_mask(delta: torch.Tensor, k: int) -> torch.Tensor:
     return keep.reshape(delta.shape)
 
 
-def rank_window_mask(delta: torch.Tensor, skip: int, keep: int) -> torch.Tensor:
-    """Boolean mask of the entries ranked ``skip .. skip + keep − 1`` by decreasing ``|δ|``.
-
-    Ranks order entries by magnitude, equal magnitudes by lowest flat index, so windows nest:
-    the mask is ``top(skip + keep) ∧ ¬top(skip)`` with two O(n) selections, no sort.
-    """
-    mask = top_magnitude_mask(delta, skip + keep)
-    if skip > 0:
-        mask &= ~top_magnitude_mask(delta, skip)
-    return mask
-
-
-def match_l1_norm(kept: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-    """Scale ``kept`` so its L1 norm equals that of ``original`` (unchanged if either is ~0)."""
-    before = original.abs().sum()
-    after = kept.abs().sum()
-    if before < _L1_EPS or after < _L1_EPS:
-        return kept
-    return kept * (before / after)
-
-
-def trim_magnitude(
-    delta: torch.Tensor, density: float, *, rescale: bool, method: str = "ties"
-) -> torch.Tensor:
-    """TIES trim: ``δ ⊙ top_k(|δ|)`` with ``k = int(density · numel)``.
-
-    With ``rescale`` the survivors are scaled to the L1 norm of ``δ`` (mergekit's ``rescale``
-    on a magnitude-trimmed method). Per tensor, so not elementwise.
-    """
-    check_density(density, method)
-    if density >= 1:
-        return delta
-    kept = delta * top_magnitude_mask(delta, magnitude_keep_count(delta.numel(), density))
-    return match_l1_norm(kept, delta) if rescale else kept
-
-
 def check_fraction(value: float, name: str, method: str) -> None:
     """Reject a fraction outside [0, 1] (or NaN)."""
     if not 0 <= value <= 1:  # also NaN
@@ -126,24 +91,6 @@ def outlier_counts(numel: int, density: float, gamma: float) -> tuple[int, int]:
     return top, kept
 
 
-def trim_outliers(
-    delta: torch.Tensor, density: float, gamma: float, *, rescale: bool, method: str
-) -> torch.Tensor:
-    """Model Breadcrumbs: ``δ`` restricted to the magnitude ranks ``[top, top + kept)``.
-
-    With ``rescale`` the survivors are scaled to the L1 norm of ``δ``, as for TIES.
-    """
-    check_density(density, method)
-    check_fraction(gamma, "gamma", method)
-    if density >= 1:
-        return delta  # density is the share kept, and it takes precedence over gamma
-    # Deliberate: a gamma rounding to no entry drops no outlier (mergekit 0.1.4 and older
-    # zeroed the whole task vector there: idx[n_bot:-0] is empty).
-    top, kept = outlier_counts(delta.numel(), density, gamma)
-    kept_delta = delta * rank_window_mask(delta, top, kept)
-    return match_l1_norm(kept_delta, delta) if rescale else kept_delta
-
-
 # Elements ranked at once by magprune: bounds the int64 sort indices to 64 MiB.
 _RANK_BLOCK = 8 * 1024 * 1024
 
@@ -154,15 +101,17 @@ def magprune(
     epsilon: float,
     *,
     rescale: bool,
-    generator: torch.Generator | None,
+    key: int,
+    start: int = 0,
     method: str = "della",
 ) -> torch.Tensor:
     """DELLA's MagPrune: keep ``δ_j`` with probability ``p_j``, divide survivors by ``p_j``.
 
     Within each row (the last dimension; a 1-D tensor is one row) entries are ranked by
     ``|δ|``, ``r_j = rank / (n − 1)`` in [0, 1] (0 the smallest; equal magnitudes by index;
-    0.5 for a one-entry row), and ``p_j = density − ε + 2ε·r_j``. The mask is
-    ``rand < p`` drawn from ``generator``, block of rows by block of rows in order.
+    0.5 for a one-entry row), and ``p_j = density − ε + 2ε·r_j``. Entry ``j`` is kept when the
+    draw of stream ``key`` at its flat index (``start`` + its index in ``delta``) is below
+    ``p_j`` (`alloy.kernels.random`).
     """
     check_density(density, method)
     if density >= 1:
@@ -174,17 +123,12 @@ def magprune(
             f"{method}: epsilon must be >= 0 with density ± epsilon inside (0, 1); got "
             f"density {density} and epsilon {epsilon}"
         )
-    if generator is None:
-        raise MergeComputationError(
-            f"{method} drops entries at random and needs a seeded torch.Generator, got None "
-            "(the executor passes one for randomized methods)"
-        )
     width = delta.shape[-1] if delta.dim() > 0 else 1
     rows = delta.reshape(-1, width)  # [rows, n], a view
     out = torch.empty_like(rows)
     per_block = max(1, _RANK_BLOCK // max(width, 1))
-    for start in range(0, rows.shape[0], per_block):
-        block = rows[start : start + per_block]
+    for first in range(0, rows.shape[0], per_block):
+        block = rows[first : first + per_block]
         # Stable: equal magnitudes rank by column index, so the ranks are deterministic.
         order = torch.sort(block.abs(), dim=-1, stable=True).indices  # [b, n]
         rank = torch.empty_like(block)
@@ -195,42 +139,13 @@ def magprune(
             prob = rank.mul_(2 * epsilon / (width - 1)).add_(density - epsilon)
         else:
             prob = rank.fill_(density)
-        keep = torch.rand(block.shape, generator=generator, device=block.device) < prob
-        kept = torch.mul(block, keep, out=out[start : start + per_block])
+        draws = uniform(key, start + first * width, block.numel(), block.device)
+        keep = draws.view(block.shape) < prob
+        kept = torch.mul(block, keep, out=out[first : first + per_block])
         if rescale:
             # Deliberate: the paper's unbiased 1/p_j per entry, not mergekit's L1-norm matching.
             kept.div_(prob)
     return out.reshape(delta.shape)
-
-
-def dare_drop(
-    delta: torch.Tensor,
-    density: float,
-    *,
-    rescale: bool,
-    generator: torch.Generator | None,
-    method: str = "dare",
-) -> torch.Tensor:
-    """DARE: ``m ⊙ δ / p`` with ``m_j ~ Bernoulli(p)``, ``p = density`` (``/ p`` only with rescale).
-
-    The mask is ``rand < p`` drawn from ``generator``, so it is reproducible and elementwise:
-    the entry at index j depends only on ``δ_j`` and on the j-th draw of the stream.
-    """
-    check_density(density, method)
-    if density >= 1:
-        return delta
-    if density == 0:
-        return torch.zeros_like(delta)
-    if generator is None:
-        raise MergeComputationError(
-            f"{method} drops entries at random and needs a seeded torch.Generator, got None "
-            "(the executor passes one for randomized methods)"
-        )
-    # Deliberate: drawn from the per-tensor generator, not the global RNG as mergekit does.
-    keep = torch.rand(delta.shape, generator=generator, device=delta.device) < density
-    dropped = delta * keep
-    # Deliberate: DARE's unbiased 1/p rescale, not mergekit's L1-norm matching of the whole tensor.
-    return dropped / density if rescale else dropped
 
 
 def elect_sign(weighted: torch.Tensor) -> torch.Tensor:

@@ -19,29 +19,15 @@ arithmetic"), differing in how a task vector is sparsified and whether signs are
 | dare_linear     | DARE drop       | no    | False     | True    |
 
 Breadcrumbs and DELLA (``sparse_task_arithmetic.py``) run the same pipeline with their own
-sparsifiers.
+sparsifiers. The pipeline itself, streamed in row chunks, is in ``task_vectors.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
-
-import torch
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
-from alloy.errors import MergeComputationError
-from alloy.methods.registry import Params, method
-from alloy.methods.sparsify import (
-    agrees_with,
-    dare_drop,
-    elect_sign,
-    magprune,
-    trim_magnitude,
-    trim_outliers,
-)
-
-Sparsifier = Literal["none", "magnitude", "dare", "breadcrumbs", "della"]
+from alloy.methods.registry import Params
+from alloy.methods.task_vectors import register_family
 
 
 class TaskArithmeticParams(Params):
@@ -94,193 +80,47 @@ class DellaModelParams(TaskModelParams):
         return epsilon
 
 
-def merge_task_vectors(
-    inputs: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    params: TaskArithmeticParams,
-    model_params: Sequence[TaskModelParams],
-    generator: torch.Generator | None,
-    *,
-    sparsify: Sparsifier,
-    elect: bool,
-    method: str,
-) -> torch.Tensor:
-    """The shared pipeline of the module docstring."""
-    if base is None:
-        raise MergeComputationError(f"{method} merges task vectors and needs a base model")
-    if len(inputs) != len(model_params):
-        raise MergeComputationError(
-            f"{method}: {len(inputs)} inputs but {len(model_params)} sets of model parameters"
-        )
-    if not inputs:
-        return base.clone()
-    weights = [p.weight for p in model_params]
+_TIES = (
+    "Yadav et al. 2023, TIES-Merging: Resolving Interference When Merging Models (arXiv 2306.01708)"
+)
+_DARE = "Yu et al. 2023, Language Models are Super Mario (DARE, arXiv 2311.03099)"
 
-    weighted = base.new_empty((len(inputs), *base.shape))  # W_i, [n, *shape]
-    for i, (x, p) in enumerate(zip(inputs, model_params)):
-        delta = x - base  # δ_i
-        if sparsify == "magnitude":
-            delta = trim_magnitude(delta, p.density, rescale=params.rescale, method=method)
-        elif sparsify == "dare":
-            delta = dare_drop(
-                delta, p.density, rescale=params.rescale, generator=generator, method=method
-            )
-        elif sparsify == "breadcrumbs":
-            assert isinstance(p, BreadcrumbsModelParams)
-            delta = trim_outliers(delta, p.density, p.gamma, rescale=params.rescale, method=method)
-        elif sparsify == "della":
-            assert isinstance(p, DellaModelParams)
-            delta = magprune(
-                delta,
-                p.density,
-                p.epsilon,
-                rescale=params.rescale,
-                generator=generator,
-                method=method,
-            )
-        torch.mul(delta, p.weight, out=weighted[i])  # W_i = w_i · δ̂_i
-        del delta
-
-    divisor: torch.Tensor | float
-    if elect:
-        sign = elect_sign(weighted)  # γ, [*shape]
-        agree = agrees_with(weighted, sign)  # a_i, [n, *shape]
-        mixed = (weighted * agree).sum(dim=0)  # Σ a_i·W_i
-        w = torch.tensor(weights, dtype=base.dtype, device=base.device)
-        divisor = (w.view(-1, *([1] * base.dim())) * agree).sum(dim=0)  # Σ a_i·w_i
-        divisor[divisor == 0] = 1  # no agreeing model: the (zero) sum stays zero
-    else:
-        mixed = weighted.sum(dim=0)  # Σ W_i
-        total = sum(weights)
-        divisor = total if abs(total) >= 1e-8 else 1.0
-    del weighted
-
-    if params.normalize:
-        mixed = mixed / divisor
-    return base + params.lambda_ * mixed
-
-
-@method(
+register_family(
     "task_arithmetic",
-    params=TaskArithmeticParams,
-    model_params=TaskModelParams,
-    base="required",
-    min_models=1,
+    TaskArithmeticParams,
+    TaskModelParams,
+    sparsify="none",
+    elect=False,
     paper="Ilharco et al. 2022, Editing Models with Task Arithmetic (arXiv 2212.04089)",
     summary="base + λ·Σ w_i·(x_i − base): adds weighted task vectors to the base.",
-    elementwise=True,
 )
-def task_arithmetic(
-    inputs: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    params: TaskArithmeticParams,
-    model_params: Sequence[TaskModelParams],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """``base + λ·Σ_i w_i·(x_i − base)`` (divided by ``Σ w_i`` if normalize)."""
-    return merge_task_vectors(
-        inputs,
-        base,
-        params,
-        model_params,
-        generator,
-        sparsify="none",
-        elect=False,
-        method="task_arithmetic",
-    )
-
-
-@method(
+register_family(
     "ties",
-    params=TiesParams,
-    model_params=TaskModelParams,
-    base="required",
-    min_models=1,
-    paper="Yadav et al. 2023, TIES-Merging: Resolving Interference When Merging Models "
-    "(arXiv 2306.01708)",
+    TiesParams,
+    TaskModelParams,
+    sparsify="magnitude",
+    elect=True,
+    paper=_TIES,
     summary="Trim each task vector to its top-density magnitudes, elect signs, "
     "average the agreeing entries.",
 )
-def ties(
-    inputs: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    params: TiesParams,
-    model_params: Sequence[TaskModelParams],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """Trim (top-k by ``|δ|``), elect sign, disjoint weighted mean of the agreeing entries."""
-    return merge_task_vectors(
-        inputs,
-        base,
-        params,
-        model_params,
-        generator,
-        sparsify="magnitude",
-        elect=True,
-        method="ties",
-    )
-
-
-@method(
+register_family(
     "dare_ties",
-    params=DareTiesParams,
-    model_params=TaskModelParams,
-    base="required",
-    min_models=1,
-    paper="Yu et al. 2023, Language Models are Super Mario (DARE, arXiv 2311.03099), "
-    "with TIES sign election (arXiv 2306.01708)",
+    DareTiesParams,
+    TaskModelParams,
+    sparsify="dare",
+    elect=True,
+    paper=f"{_DARE}, with TIES sign election (arXiv 2306.01708)",
     summary="Randomly drop task-vector entries (keep with probability density, rescale by "
     "1/density), elect signs, sum the agreeing entries.",
-    elementwise=True,
-    randomized=True,
 )
-def dare_ties(
-    inputs: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    params: DareTiesParams,
-    model_params: Sequence[TaskModelParams],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """DARE drop and rescale, elect sign, sum (or mean if normalize) of the agreeing entries."""
-    return merge_task_vectors(
-        inputs,
-        base,
-        params,
-        model_params,
-        generator,
-        sparsify="dare",
-        elect=True,
-        method="dare_ties",
-    )
-
-
-@method(
+register_family(
     "dare_linear",
-    params=DareLinearParams,
-    model_params=TaskModelParams,
-    base="required",
-    min_models=1,
-    paper="Yu et al. 2023, Language Models are Super Mario (DARE, arXiv 2311.03099)",
+    DareLinearParams,
+    TaskModelParams,
+    sparsify="dare",
+    elect=False,
+    paper=_DARE,
     summary="Randomly drop task-vector entries (keep with probability density, rescale by "
     "1/density), then add the weighted sum to the base.",
-    elementwise=True,
-    randomized=True,
 )
-def dare_linear(
-    inputs: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    params: DareLinearParams,
-    model_params: Sequence[TaskModelParams],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """DARE drop and rescale each task vector, then task arithmetic on the results."""
-    return merge_task_vectors(
-        inputs,
-        base,
-        params,
-        model_params,
-        generator,
-        sparsify="dare",
-        elect=False,
-        method="dare_linear",
-    )

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from alloy.plan.executor import row_chunks
+from alloy.plan.executor import HOLD_BYTES, row_chunks
 from alloy.plan.planner import MergePlan
 
 # float32 working copies a method holds per input, beyond the inputs themselves (peak RSS of
@@ -47,18 +46,34 @@ class MemoryEstimate:
 
 
 def estimate_memory(plan: MergePlan) -> MemoryEstimate:
+    """Peak memory of running ``plan``: the runtime, plus the worst tensor's working set.
+
+    A tensor's working set is what the executor holds (`alloy.plan.executor`): its inputs as
+    stored, for a whole tensor or one held for reduction passes, else one row chunk of them;
+    the same again for the unit read ahead; and the method's float32 copies of one chunk (of
+    the whole tensor when the method does not stream).
+    """
+    spec = plan.method
+    factor = _OVERHEAD.get(spec.name, 3.0)
     worst, worst_name = 0, ""
-    factor = _OVERHEAD.get(plan.method.name, 3.0)
     for job in plan.jobs:
-        chunks = row_chunks(job.info.shape) if plan.method.elementwise else None
-        numel = job.info.numel
-        if chunks is not None:
-            first = chunks[0]
-            numel = (first[1] - first[0]) * math.prod(job.info.shape[1:])
         n = len(job.all_inputs)
-        in_size = max((plan.input_info(r).dtype.itemsize for r in job.all_inputs), default=4)
-        per_elem = n * (4 + in_size) + factor * max(n, 1) * 4 + 4 + job.info.dtype.itemsize
-        need = int(numel * per_elem)
+        numel = job.info.numel
+        raw = sum(plan.input_info(r).nbytes for r in job.all_inputs)
+        streamed = spec.streamed is not None and not (job.embedding and spec.embedding_fn)
+        chunks = row_chunks(job.info.shape) if streamed or spec.elementwise else None
+        chunk = (
+            numel
+            if chunks is None
+            else (chunks[0][1] - chunks[0][0]) * (numel // job.info.shape[0])
+        )
+        held = (
+            raw
+            if chunks is None or (streamed and spec.reduces and raw <= HOLD_BYTES)
+            else (raw * chunk // max(numel, 1))
+        )
+        work = chunk * (n * 4 + factor * max(n, 1) * 4 + 4 + job.info.dtype.itemsize)
+        need = int(2 * held + work)
         if need > worst:
             worst, worst_name = need, job.name
     return MemoryEstimate(worst + RUNTIME_BYTES, worst_name, worst)

@@ -1,11 +1,15 @@
 """The streaming loop: for each planned tensor, read its inputs, merge, check, write.
 
-Memory holds the inputs of the piece being merged plus those of the next one (read ahead on a
-background thread) and at most two finished pieces waiting to be written (on another thread),
-so reading, arithmetic and writing overlap while the working set stays bounded. For elementwise
-methods (linear, task arithmetic, DARE, passthrough) large tensors are processed in row chunks
-whose size depends only on the tensor's shape, so the working set is bounded by the chunk
-budget rather than by the largest tensor, and results do not depend on the machine.
+Every tensor goes through a `StreamedMerge` (`alloy.methods.stream`). Methods that stream
+(registered with a factory) and elementwise functions get the tensor in row chunks whose size
+depends only on its shape, so memory is bounded by the chunk budget, not by the largest tensor,
+and results do not depend on the machine. A method with reduction passes gets the whole
+tensor's inputs held in their stored dtype (up to `HOLD_BYTES`; beyond, each pass reads the
+chunks again), sliced into the same chunks; other methods get the whole tensor at once.
+
+Reading runs one unit ahead on a background thread, and finished chunks wait (at most two) to
+be written on another, so reading, arithmetic and writing overlap. Inputs are read in their
+stored dtype; the method converts (the fused CPU kernels convert inside their loops).
 """
 
 from __future__ import annotations
@@ -16,14 +20,18 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
+from typing import Any, Literal
 
 import torch
 
 from alloy.errors import MergeComputationError
 from alloy.io.writer import TensorWriter
+from alloy.kernels import as_array, cpu_kernels_enabled
+from alloy.methods.stream import Chunk, StreamedMerge, TensorContext, kernel_dtypes
 from alloy.plan.planner import InputRef, MergePlan, TensorJob
-from alloy.plan.seeds import tensor_generator
+from alloy.plan.seeds import tensor_generator, tensor_seed
 
 # float32 elements per input held at once by a chunked elementwise merge (16 MiB per input)
 CHUNK_ELEMENTS = 4 * 1024 * 1024
@@ -40,30 +48,34 @@ def row_chunks(shape: tuple[int, ...], budget: int | None = None) -> list[tuple[
     return [(r, min(r + rows_per, shape[0])) for r in range(0, shape[0], rows_per)]
 
 
-def check_finite(name: str, tensor: torch.Tensor) -> None:
-    """Raise if ``tensor`` holds NaN or Inf. A single reduction decides the common case; the
-    elementwise test runs only when the sum is not finite."""
-    if bool(torch.isfinite(tensor.sum())):
-        return
-    finite = torch.isfinite(tensor)
-    if bool(finite.all()):  # the sum overflowed, the values are fine
-        return
-    bad = int((~finite).sum())
+def row_spans(shape: tuple[int, ...]) -> list[tuple[int, int] | None]:
+    """`row_chunks`, or ``[None]`` (the whole tensor) when it fits in one piece."""
+    chunks = row_chunks(shape)
+    return [None] if chunks is None else list(chunks)
+
+
+def check_finite(name: str, tensor: torch.Tensor, kernels: bool = False) -> None:
+    """Raise if ``tensor`` holds NaN or Inf. With ``kernels``, a CPU float32 or bfloat16 tensor
+    is checked by one pass of the fused kernel; otherwise a single reduction decides the
+    common case and the elementwise test runs only when the sum is not finite."""
+    if kernels and tensor.device.type == "cpu" and kernel_dtypes([tensor]):
+        from alloy.kernels.cpu import count_nonfinite
+
+        bad = int(count_nonfinite(as_array(tensor)))
+        if bad == 0:
+            return
+    else:
+        if bool(torch.isfinite(tensor.sum())):
+            return
+        finite = torch.isfinite(tensor)
+        if bool(finite.all()):  # the sum overflowed, the values are fine
+            return
+        bad = int((~finite).sum())
     raise MergeComputationError(
         f"the merged tensor {name!r} has {bad} NaN/Inf values out of {tensor.numel()}; "
         "check the inputs for NaN/Inf and the method's parameters (weights summing to "
         "zero, an extreme lambda). Nothing was written."
     )
-
-
-@dataclass(frozen=True)
-class Piece:
-    """One call of the method: a whole tensor, or rows of it."""
-
-    job: TensorJob
-    index: int  # chunk index within the tensor
-    rows: tuple[int, int] | None
-    last: bool  # the tensor's last piece
 
 
 class _BackgroundWriter:
@@ -110,6 +122,50 @@ class _BackgroundWriter:
         self.close()
 
 
+# Largest inputs (raw bytes, all inputs of one tensor) held in memory for a merge that makes
+# reduction passes; a larger tensor is read again, chunk by chunk, for every pass.
+HOLD_BYTES = 1 << 30
+
+Kind = Literal["copy", "chunk", "held", "lazy"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One read of the executor: a tensor's rows (``chunk``), a whole tensor's inputs held for
+    its passes (``held``; ``copy`` for integer buffers), or nothing read ahead (``lazy``)."""
+
+    job: TensorJob
+    kind: Kind
+    rows: tuple[int, int] | None = None
+    index: int = 0  # chunk index within the tensor
+    last: bool = True  # the tensor's last unit
+
+
+class _FnStream:
+    """A method's plain function as a streamed merge without reduction passes: called on each
+    chunk (elementwise methods) or once on the whole tensor."""
+
+    def __init__(self, executor: Executor, job: TensorJob) -> None:
+        self.fn = executor.plan.method.fn_for(job.embedding)
+        self.job = job
+        self.executor = executor
+
+    def next_pass(self) -> bool:
+        return False
+
+    def observe(self, chunk: Chunk) -> None:  # pragma: no cover - never called
+        raise AssertionError("a plain function makes no reduction pass")
+
+    def apply(self, chunk: Chunk) -> torch.Tensor:
+        ex, job = self.executor, self.job
+        gen = (
+            tensor_generator(ex.seed, job.name, ex.device, chunk.index)
+            if ex.plan.method.randomized
+            else None
+        )
+        return self.fn(chunk.inputs, chunk.base, job.params, job.model_params, gen)
+
+
 class Executor:
     def __init__(
         self,
@@ -125,72 +181,124 @@ class Executor:
         self.device = torch.device(device)
         self.seed = seed
         self.on_tensor = on_tensor
+        self.kernels = self.device.type == "cpu" and cpu_kernels_enabled()
 
-    def pieces(self) -> Iterator[Piece]:
-        elementwise = self.plan.method.elementwise
+    def _streamed(self, job: TensorJob) -> bool:
+        method = self.plan.method
+        return method.streamed is not None and not (job.embedding and method.embedding_fn)
+
+    def units(self) -> Iterator[Unit]:
+        method = self.plan.method
         for i in (i for shard in self.plan.shards for i in shard):
             job = self.plan.jobs[i]
-            chunks = row_chunks(job.info.shape) if elementwise and not job.copy_only else None
-            if chunks is None:
-                yield Piece(job, 0, None, True)
-            else:
-                for k, rows in enumerate(chunks):
-                    yield Piece(job, k, rows, k == len(chunks) - 1)
+            if job.copy_only:
+                yield Unit(job, "copy")
+                continue
+            streamed = self._streamed(job)
+            if (streamed and method.reduces) or not (streamed or method.elementwise):
+                raw = sum(self.plan.input_info(r).nbytes for r in job.all_inputs)
+                whole = not streamed or raw <= HOLD_BYTES
+                yield Unit(job, "held" if whole else "lazy")
+                continue
+            chunks = row_spans(job.info.shape)
+            for k, rows in enumerate(chunks):
+                yield Unit(job, "chunk", rows, k, k == len(chunks) - 1)
 
     def _read(self, ref: InputRef, rows: tuple[int, int] | None) -> torch.Tensor:
         return self.plan.models[ref.model].weights.get(ref.name, rows)
 
-    def _load(self, piece: Piece) -> list[torch.Tensor]:
-        """The piece's inputs, then its base, as float32 on the device (copies: raw dtype)."""
-        job = piece.job
-        if job.copy_only:
+    def _fetch(self, unit: Unit) -> list[torch.Tensor]:
+        """The unit's raw tensors (inputs, then base), as stored; nothing for ``lazy``."""
+        job = unit.job
+        if unit.kind == "copy":
             return [self._read(job.base or job.inputs[0], None)]
-        return [
-            self._read(r, piece.rows).to(self.device, dtype=torch.float32) for r in job.all_inputs
-        ]
+        if unit.kind == "lazy":
+            return []
+        return [self._read(r, unit.rows) for r in job.all_inputs]
 
-    def _merge(self, piece: Piece, tensors: list[torch.Tensor]) -> torch.Tensor:
-        job, method = piece.job, self.plan.method
-        if job.copy_only:
-            return tensors[0]
-        inputs, base = tensors[: len(job.inputs)], None
-        if job.base is not None:
-            base = tensors[-1]
-        gen = (
-            tensor_generator(self.seed, job.name, self.device, piece.index)
-            if method.randomized
-            else None
+    def _stream(self, job: TensorJob) -> StreamedMerge:
+        factory = self.plan.method.streamed
+        if factory is None or not self._streamed(job):
+            return _FnStream(self, job)
+        ctx = TensorContext(
+            shape=job.info.shape,
+            key=tensor_seed(self.seed, job.name),
+            device=self.device,
+            out_dtype=job.info.dtype,
+            kernels=self.kernels,
         )
+        return factory(ctx, job.params, job.model_params)
+
+    def _chunk(
+        self, job: TensorJob, raw: list[torch.Tensor], rows: tuple[int, int] | None, index: int
+    ) -> Chunk:
+        start = 0 if rows is None else rows[0] * math.prod(job.info.shape[1:])
+        n = len(job.inputs)
+        return Chunk(raw[:n], raw[n] if job.base is not None else None, start, index, self.device)
+
+    def _held_chunks(self, unit: Unit, raw: list[torch.Tensor]) -> Iterator[Chunk]:
+        """The chunks of a ``held`` (sliced from memory) or ``lazy`` (read again) tensor."""
+        job = unit.job
+        spans = row_spans(job.info.shape) if self._streamed(job) else [None]
+        for k, rows in enumerate(spans):
+            if unit.kind == "lazy":
+                part = [self._read(r, rows) for r in job.all_inputs]
+            else:
+                part = raw if rows is None else [t[rows[0] : rows[1]] for t in raw]
+            yield self._chunk(job, part, rows, k)
+
+    def _guarded(self, job: TensorJob, step: Callable[[], Any]) -> Any:
         try:
-            fn = method.fn_for(job.embedding)
-            out = fn(inputs, base, job.params, job.model_params, gen)
+            return step()
         except MergeComputationError as e:
             raise MergeComputationError(f"{job.name}: {e}") from e
         except RuntimeError as e:
             raise MergeComputationError(
-                f"{method.name} failed on {job.name} {list(job.info.shape)}: {e}"
+                f"{self.plan.method.name} failed on {job.name} {list(job.info.shape)}: {e}"
             ) from e
-        check_finite(job.name, out)
-        return out
+
+    def _outputs(
+        self, unit: Unit, raw: list[torch.Tensor], stream: StreamedMerge
+    ) -> Iterator[torch.Tensor]:
+        """The merged rows of one unit: reduction passes first for held and lazy tensors."""
+        job = unit.job
+        if unit.kind == "chunk":
+            chunk = self._chunk(job, raw, unit.rows, unit.index)
+            yield self._guarded(job, partial(stream.apply, chunk))
+            return
+        while self._guarded(job, stream.next_pass):
+            for chunk in self._held_chunks(unit, raw):
+                self._guarded(job, partial(stream.observe, chunk))
+        for chunk in self._held_chunks(unit, raw):
+            yield self._guarded(job, partial(stream.apply, chunk))
 
     def run(self) -> None:
-        pieces = list(self.pieces())
+        units = list(self.units())
+        stream: StreamedMerge | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="alloy-reader") as reader:
             with _BackgroundWriter(self.writer) as out:
                 ahead: Future[list[torch.Tensor]] | None = (
-                    reader.submit(self._load, pieces[0]) if pieces else None
+                    reader.submit(self._fetch, units[0]) if units else None
                 )
-                for k, piece in enumerate(pieces):
+                for k, unit in enumerate(units):
                     assert ahead is not None
-                    tensors = ahead.result()
-                    ahead = (
-                        reader.submit(self._load, pieces[k + 1]) if k + 1 < len(pieces) else None
-                    )
-                    merged = self._merge(piece, tensors)
-                    del tensors
-                    out.put(piece.job.name, merged, piece.job.info.dtype)
-                    del merged
-                    if piece.last and self.on_tensor is not None:
-                        self.on_tensor(piece.job)
+                    raw = ahead.result()
+                    ahead = reader.submit(self._fetch, units[k + 1]) if k + 1 < len(units) else None
+                    job = unit.job
+                    if unit.kind == "copy":
+                        out.put(job.name, raw[0], job.info.dtype)
+                    else:
+                        if unit.index == 0:
+                            stream = self._stream(job)
+                        assert stream is not None
+                        for merged in self._outputs(unit, raw, stream):
+                            check_finite(job.name, merged, self.kernels)
+                            out.put(job.name, merged, job.info.dtype)
+                            del merged
+                    del raw
+                    if unit.last:
+                        stream = None
+                        if self.on_tensor is not None:
+                            self.on_tensor(job)
             out.raise_if_failed()
         self.writer.finish()

@@ -1,0 +1,32 @@
+"""Compute kernels: counter-based random draws (`random`) and fused CPU loops (`cpu`, numba).
+
+The fused kernels are a fast path for CPU merges; every method also has a torch implementation
+that runs on any device and is the reference the kernels are tested against. Set
+``ALLOY_KERNELS=0`` to use the torch implementations on the CPU too.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+
+def cpu_kernels_enabled() -> bool:
+    """Whether CPU merges use the numba kernels (numba installed, not disabled)."""
+    if os.environ.get("ALLOY_KERNELS", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def as_array(t: torch.Tensor) -> np.ndarray:
+    """A CPU tensor as a flat contiguous numpy array for the kernels (bfloat16 as uint16 bits)."""
+    flat = t.detach().contiguous().reshape(-1)
+    if flat.dtype == torch.bfloat16:
+        return flat.view(torch.int16).numpy().view(np.uint16)
+    return flat.numpy()
