@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,12 +236,16 @@ def run_demo(
     from alloy.evaluate.models import EvalOptions
     from alloy.evaluate.run import load_sets
 
-    quiet()
     out = Path(out)
     demo = DEMO_SIZES[size]
     prepare_out(out)
     steps = Steps(echo)
-    with torch_threads(demo.train.threads), Workers(workers or default_workers()) as pool:
+    with (
+        warnings.catch_warnings(),
+        torch_threads(demo.train.threads),
+        Workers(workers or default_workers()) as pool,
+    ):
+        quiet()  # the libraries' advisory warnings, in this process and the workers
         files, paths = _train(out, demo, seed, steps, pool)
         models, advice, notes = _merges(out, paths, seed, steps)
         sets = load_sets(files.data_specs(), files.probe_specs())
