@@ -10,8 +10,11 @@ directory under bench/work/out/; after each round the two outputs are compared o
 sampled tensors and deleted. Results go to bench/results/<timestamp>.json and a markdown table
 is printed.
 
-Peak RSS is measured twice: ru_maxrss from os.wait4 (the largest single process in the tree)
-and a psutil poller summing RSS over the whole process tree every ~50 ms. The larger counts.
+Peak RSS is measured twice by a poller every ~50 ms: the summed RSS of the whole process tree,
+and each process's own high-water mark (VmHWM in /proc/PID/status, exact between samples). The
+larger counts. ru_maxrss from os.wait4 is recorded but not used: Linux starts a forked child's
+ru_maxrss at the parent's RSS, so once this harness has grown (it loads outputs to compare
+them) every tool's ru_maxrss would read at least the harness's size.
 """
 
 from __future__ import annotations
@@ -77,32 +80,46 @@ class TreeRssPoller(threading.Thread):
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
         self.interval = interval
-        self.peak_bytes = 0
+        self.peak_bytes = 0  # summed over the tree, sampled
+        self.hwm: dict[int, int] = {}  # per process: its own high-water mark (VmHWM)
         self.samples = 0
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.peak_bytes = max(self.peak_bytes, tree_rss(self.root))
+            total, marks = tree_rss(self.root)
+            self.peak_bytes = max(self.peak_bytes, total)
+            for pid, hwm in marks.items():
+                self.hwm[pid] = max(self.hwm.get(pid, 0), hwm)
             self.samples += 1
             self._stop_event.wait(self.interval)
+
+    @property
+    def peak_hwm_bytes(self) -> int:
+        return max(self.hwm.values(), default=0)
 
     def stop(self) -> None:
         self._stop_event.set()
         self.join()
 
 
-def tree_rss(root: psutil.Process) -> int:
-    """Sum of RSS over root and its live descendants; vanished processes count as 0."""
+def tree_rss(root: psutil.Process) -> tuple[int, dict[int, int]]:
+    """Sum of RSS over root and its live descendants (vanished processes count as 0), and each
+    one's VmHWM."""
     try:
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0
+        return 0, {}
     total = 0
+    marks: dict[int, int] = {}
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             total += proc.memory_info().rss
-    return total
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    marks[proc.pid] = int(line.split()[1]) * 1024  # kB
+    return total, marks
 
 
 @dataclass
@@ -111,13 +128,14 @@ class Measurement:
     wall_s: float
     cpu_user_s: float
     cpu_sys_s: float
-    ru_maxrss_bytes: int
+    ru_maxrss_bytes: int  # not used: inherits the harness's RSS at fork (module docstring)
     tree_peak_rss_bytes: int
+    hwm_peak_bytes: int
     rss_samples: int
 
     @property
     def peak_rss_bytes(self) -> int:
-        return max(self.ru_maxrss_bytes, self.tree_peak_rss_bytes)
+        return max(self.hwm_peak_bytes, self.tree_peak_rss_bytes)
 
 
 def measure(cmd: list[str], log_path: Path, env: dict[str, str], interval: float) -> Measurement:
@@ -140,6 +158,7 @@ def measure(cmd: list[str], log_path: Path, env: dict[str, str], interval: float
         cpu_sys_s=usage.ru_stime,
         ru_maxrss_bytes=usage.ru_maxrss * 1024,  # Linux reports KiB
         tree_peak_rss_bytes=poller.peak_bytes,
+        hwm_peak_bytes=poller.peak_hwm_bytes,
         rss_samples=poller.samples,
     )
 

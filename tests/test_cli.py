@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 from tiny import write_tiny
@@ -88,3 +89,21 @@ def test_methods_lists_and_describes() -> None:
     assert "2306.01708" in r2.output
     r3 = CliRunner().invoke(main, ["methods", "tie"])
     assert r3.exit_code == 1 and "Did you mean 'ties'" in r3.output
+
+
+def test_ctrl_c_says_nothing_was_written_only_for_atomic_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import alloy.api
+    import alloy.demo.pipeline
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(alloy.api, "merge", interrupted)
+    monkeypatch.setattr(alloy.demo.pipeline, "run_demo", interrupted)
+    r = CliRunner().invoke(main, ["merge", str(_config(tmp_path)), str(tmp_path / "out")])
+    assert r.exit_code == 130 and "interrupted; nothing was written" in r.output
+    r = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo")])
+    assert r.exit_code == 130 and "interrupted" in r.output
+    assert "nothing was written" not in r.output  # the demo leaves what it finished

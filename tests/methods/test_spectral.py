@@ -134,6 +134,35 @@ def test_iso_c_spectrum_is_flat_at_the_mean_singular_value() -> None:
     torch.testing.assert_close(merged, 1.5 * mean * (u @ vh), rtol=1e-4, atol=1e-4)
 
 
+def low_rank_tvs(seed: int, n: int, shape: tuple[int, int], rank: int) -> list[torch.Tensor]:
+    """Task matrices of rank ``rank``, as a LoRA delta B·A is."""
+    g = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn(shape[0], rank, generator=g) @ torch.randn(rank, shape[1], generator=g)
+        for _ in range(n)
+    ]
+
+
+@pytest.mark.parametrize("name", ["iso_c", "iso_cts"])
+def test_low_rank_task_matrices_are_flattened_within_their_rank(name: str) -> None:
+    # two rank-2 task matrices in 16×12: the sum has rank 4. Flattening over all 12 singular
+    # directions would add 8 arbitrary ones (singular value 0) at the mean value.
+    tvs = low_rank_tvs(7, 2, (16, 12), 2)
+    merged = run(name, tvs)
+    got = torch.linalg.svdvals(merged)
+    assert float(got[4:].max()) < 1e-4 * float(got[0])  # still rank 4
+    torch.testing.assert_close(got[:4], got[:4].mean().expand(4), rtol=1e-4, atol=1e-5)
+    if name == "iso_c":  # mean of the 4 nonzero singular values, along the sum's directions
+        u, sv, vh = torch.linalg.svd(sum(tvs), full_matrices=False)
+        torch.testing.assert_close(merged, sv[:4].mean() * u[:, :4] @ vh[:4], rtol=1e-4, atol=1e-4)
+
+
+def test_a_matrix_no_task_moved_stays_the_base() -> None:
+    base = torch.randn(6, 5)
+    for name in ("iso_c", "iso_cts"):
+        assert torch.equal(run(name, [torch.zeros(6, 5)] * 2, base=base), base)
+
+
 # ------------------------------------------------------------------------------------ iso_cts
 
 

@@ -31,6 +31,10 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def handle_errors(fn: F) -> F:
+    """An `AlloyError` prints as ``error: ...`` and exits 1; Ctrl-C exits 130. Commands that
+    write their output atomically (a temporary sibling renamed at the end) set
+    ``ATOMIC_OUTPUT`` on the function, and Ctrl-C then says that nothing was written."""
+
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -39,7 +43,14 @@ def handle_errors(fn: F) -> F:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
-            click.echo("interrupted; nothing was written", err=True)
+            atomic = getattr(fn, "ATOMIC_OUTPUT", False)
+            click.echo("interrupted" + ("; nothing was written" if atomic else ""), err=True)
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def atomic_output(fn: F) -> F:
+    """Mark a command whose output directory appears only when complete (see handle_errors)."""
+    fn.ATOMIC_OUTPUT = True  # type: ignore[attr-defined]
+    return fn

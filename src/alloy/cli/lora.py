@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from alloy.cli.common import F, handle_errors, setup_logging
+from alloy.cli.common import F, atomic_output, handle_errors, setup_logging
 
 _METHODS = ("cat", "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
 
@@ -80,6 +80,7 @@ def _svd_options(fn: F) -> F:
 @_svd_options
 @click.option("-v", "--verbose", count=True)
 @handle_errors
+@atomic_output
 def merge(
     sources: tuple[str, ...],
     out: Path,
@@ -143,6 +144,7 @@ def merge(
 @_svd_options
 @click.option("-v", "--verbose", count=True)
 @handle_errors
+@atomic_output
 def extract(
     out: Path,
     model: str,

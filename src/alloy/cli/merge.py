@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from alloy.cli.common import F, handle_errors, human, setup_logging
+from alloy.cli.common import F, atomic_output, handle_errors, human, setup_logging
 from alloy.cli.eval import EXIT_FAILED, any_failed, print_evaluation, probe_option
 
 
@@ -85,6 +85,7 @@ def _mergekit_compat(fn: F) -> F:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, errors only.")
 @_mergekit_compat
 @handle_errors
+@atomic_output
 def merge(
     config: Path,
     out: Path,

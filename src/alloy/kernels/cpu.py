@@ -255,10 +255,27 @@ def gta_apply(  # type: ignore[no-untyped-def]
             _put(out, j0 + t, b[t] + lam * mixed[t])
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
+def pair_dots(a, b):  # type: ignore[no-untyped-def]
+    """(Σ a², Σ b², Σ a·b) in float64, for SLERP's angle: one read-only loop, vectorised
+    (reassociated) the same way on every run of a machine."""
+    aa = 0.0
+    bb = 0.0
+    ab = 0.0
+    for j in range(a.shape[0]):
+        x = np.float64(_get(a, j))
+        y = np.float64(_get(b, j))
+        aa += x * x
+        bb += y * y
+        ab += x * y
+    return aa, bb, ab
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
 def gram(xs):  # type: ignore[no-untyped-def]
-    """``G[i, j] = Σ x_i·x_j`` (float64, summed block by block in a fixed order): norms and dot
-    products of the inputs, for SLERP's angle and for the weights' geometry."""
+    """``G[i, j] = Σ x_i·x_j`` (float64, block by block): norms and dot products of the inputs,
+    for SLERP's angle and for the weights' geometry. The sums are vectorised (reassociated) in
+    loops that only read, so their order is the same on every run of a machine."""
     n = len(xs)
     m = xs[0].shape[0]
     g = np.zeros((n, n), np.float64)

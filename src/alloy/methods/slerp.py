@@ -103,10 +103,9 @@ class SlerpStream:
     def observe(self, chunk: Chunk) -> None:
         pair = self._pair(chunk)
         if self.ctx.kernels and kernel_dtypes(pair):
-            from alloy.kernels.cpu import gram
+            from alloy.kernels.cpu import pair_dots
 
-            g = gram(tuple(as_array(x) for x in pair))
-            parts = [float(g[0, 0]), float(g[1, 1]), float(g[0, 1])]
+            parts = [float(v) for v in pair_dots(as_array(pair[0]), as_array(pair[1]))]
         else:
             a, b = chunk.base.reshape(-1), chunk.inputs[0].reshape(-1)  # type: ignore[union-attr]
             parts = [float(torch.dot(a, a)), float(torch.dot(b, b)), float(torch.dot(a, b))]

@@ -22,6 +22,12 @@ top ``s = (r − k_c)/N`` directions of each ``τ_i`` with the common subspace p
     U = [U_1,s … U_N,s, U_c],  S likewise,  V likewise
     M = mean(S) · polar(U) · polar(Vᵀ)
 
+Iso-C and Iso-CTS keep only the directions of a task matrix's numerical rank (singular values
+above ``max(rows, cols) · ε · σ_max``, ε of float32). The paper's task matrices are full rank;
+a low-rank one (the sum of two rank-8 LoRA deltas is rank 16) has singular directions whose
+values are zero and whose vectors are arbitrary, and flattening the spectrum over them would add
+that many random directions at the mean singular value (Deliberate; tested).
+
 1-D tensors (norms, biases), tensors of other ranks and token embeddings / output heads
 fall back to task arithmetic as the papers do: ``base + α · mean_i(τ_i)``.
 """
@@ -94,6 +100,15 @@ def polar(a: torch.Tensor) -> torch.Tensor:
     return p @ qh
 
 
+def numerical_rank(s: torch.Tensor, shape: tuple[int, ...]) -> int:
+    """How many singular values (descending) ``s`` of a matrix of ``shape`` are above rounding
+    level: ``max(shape) · ε · s[0]`` (numpy's matrix_rank tolerance, ε of float32)."""
+    if s.numel() == 0 or float(s[0]) == 0:
+        return 0
+    tol = max(shape) * torch.finfo(torch.float32).eps * float(s[0])
+    return int((s > tol).sum())
+
+
 def _task_sum(inputs: Sequence[torch.Tensor], base: torch.Tensor) -> torch.Tensor:
     total = torch.zeros_like(base)
     for x in inputs:
@@ -163,10 +178,16 @@ def iso_c(
     base = _check_base("iso_c", inputs, base)
     if not _is_matrix(base):
         return mean_task_vector(inputs, base, params, model_params, generator)
-    u, s, vh = torch.linalg.svd(_task_sum(inputs, base), full_matrices=False)
-    merged = u @ vh
+    total = _task_sum(inputs, base)
+    u, s, vh = torch.linalg.svd(total, full_matrices=False)
+    r = numerical_rank(s, tuple(total.shape))
+    del total
+    if r == 0:
+        return base.clone()  # no task moved this matrix
+    # Deliberate: the flat spectrum spans the task matrix's rank, not its arbitrary null space.
+    merged = u[:, :r] @ vh[:r]
     del u, vh
-    return merged.mul_(s.mean() * params.alpha).add_(base)
+    return merged.mul_(s[:r].mean() * params.alpha).add_(base)
 
 
 def subspace_sizes(rank: int, n: int, common_space_fraction: float) -> tuple[int, int]:
@@ -201,27 +222,31 @@ def iso_cts(
     rows, cols = base.shape
     rank = min(rows, cols)
     common, per_task = subspace_sizes(rank, n, params.common_space_fraction)
-    u, s, vh = torch.linalg.svd(_task_sum(inputs, base), full_matrices=False)
-    if per_task == 0:  # the common subspace is everything: Iso-C
-        merged = u @ vh
-        return merged.mul_(s.mean() * params.alpha).add_(base)
-    u_cat = base.new_empty((rows, rank))
-    s_cat = base.new_empty((rank,))
-    v_cat = base.new_empty((rank, cols))
-    u_cat[:, n * per_task :] = u[:, :common]
-    s_cat[n * per_task :] = s[:common]
-    v_cat[n * per_task :] = vh[:common]
+    total = _task_sum(inputs, base)
+    u, s, vh = torch.linalg.svd(total, full_matrices=False)
+    r = numerical_rank(s, tuple(total.shape))
+    del total
+    if r == 0:
+        return base.clone()  # no task moved this matrix
+    # Deliberate: every subspace is cut to the numerical rank of what it comes from.
+    if per_task == 0 or r <= common:  # the common subspace holds every direction: Iso-C
+        merged = u[:, :r] @ vh[:r]
+        return merged.mul_(s[:r].mean() * params.alpha).add_(base)
+    us, ss, vs = [u[:, :common]], [s[:common]], [vh[:common]]
     del u, s, vh
-    u_common = u_cat[:, n * per_task :]  # [rows, k_c], a view: no second copy
-    for i, x in enumerate(inputs):
+    u_common = us[0]  # [rows, k_c]
+    for x in inputs:
         tv = x - base
         tv.addmm_(u_common, u_common.T @ tv, alpha=-1)  # τ_i⊥ = τ_i − U_c U_cᵀ τ_i, in place
         ui, si, vhi = torch.linalg.svd(tv, full_matrices=False)
+        keep = min(per_task, numerical_rank(si, tuple(tv.shape)))
         del tv
-        u_cat[:, i * per_task : (i + 1) * per_task] = ui[:, :per_task]
-        s_cat[i * per_task : (i + 1) * per_task] = si[:per_task]
-        v_cat[i * per_task : (i + 1) * per_task] = vhi[:per_task]
+        us.insert(-1, ui[:, :keep])
+        ss.insert(-1, si[:keep])
+        vs.insert(-1, vhi[:keep])
         del ui, si, vhi
+    u_cat, s_cat, v_cat = torch.cat(us, dim=1), torch.cat(ss), torch.cat(vs)
+    del us, vs
     merged = polar(u_cat)
     del u_cat
     merged = merged @ polar(v_cat)

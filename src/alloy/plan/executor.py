@@ -7,8 +7,10 @@ and results do not depend on the machine. A method with reduction passes gets th
 tensor's inputs held in their stored dtype (up to `HOLD_BYTES`; beyond, each pass reads the
 chunks again), sliced into the same chunks; other methods get the whole tensor at once.
 
-Reading runs one unit ahead on a background thread, and finished chunks wait (at most two) to
-be written on another, so reading, arithmetic and writing overlap. Inputs are read in their
+Reading runs one unit ahead on a background thread, which also makes the next tensor's
+reduction passes (thresholds, angles) while this thread applies the current one; finished
+chunks wait (at most two) to be written on a third. Reading, reducing, applying and writing
+overlap. Inputs are read in their
 stored dtype; the method converts (the fused CPU kernels convert inside their loops).
 """
 
@@ -22,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -141,6 +143,14 @@ class Unit:
     last: bool = True  # the tensor's last unit
 
 
+class Fetched(NamedTuple):
+    """What the reader thread hands over: a unit's raw tensors, and for a held or lazy unit its
+    merge, reduction passes made."""
+
+    raw: list[torch.Tensor]
+    stream: StreamedMerge | None
+
+
 class _FnStream:
     """A method's plain function as a streamed merge without reduction passes: called on each
     chunk (elementwise methods) or once on the whole tensor."""
@@ -207,14 +217,21 @@ class Executor:
     def _read(self, ref: InputRef, rows: tuple[int, int] | None) -> torch.Tensor:
         return self.plan.models[ref.model].weights.get(ref.name, rows)
 
-    def _fetch(self, unit: Unit) -> list[torch.Tensor]:
-        """The unit's raw tensors (inputs, then base), as stored; nothing for ``lazy``."""
+    def _fetch(self, unit: Unit) -> Fetched:
+        """Runs on the reader thread: the unit's raw tensors (inputs, then base) as stored
+        (nothing for ``lazy``), and for a held or lazy unit its merge with the reduction
+        passes already made, so they overlap with the previous tensor's apply and writes."""
         job = unit.job
         if unit.kind == "copy":
-            return [self._read(job.base or job.inputs[0], None)]
-        if unit.kind == "lazy":
-            return []
-        return [self._read(r, unit.rows) for r in job.all_inputs]
+            return Fetched([self._read(job.base or job.inputs[0], None)], None)
+        raw = [] if unit.kind == "lazy" else [self._read(r, unit.rows) for r in job.all_inputs]
+        if unit.kind == "chunk":
+            return Fetched(raw, None)
+        stream = self._stream(job)
+        while self._guarded(job, stream.next_pass):
+            for chunk in self._held_chunks(unit, raw):
+                self._guarded(job, partial(stream.observe, chunk))
+        return Fetched(raw, stream)
 
     def _stream(self, job: TensorJob) -> StreamedMerge:
         factory = self.plan.method.streamed
@@ -260,15 +277,12 @@ class Executor:
     def _outputs(
         self, unit: Unit, raw: list[torch.Tensor], stream: StreamedMerge
     ) -> Iterator[torch.Tensor]:
-        """The merged rows of one unit: reduction passes first for held and lazy tensors."""
+        """The merged rows of one unit (held and lazy units come with their passes made)."""
         job = unit.job
         if unit.kind == "chunk":
             chunk = self._chunk(job, raw, unit.rows, unit.index)
             yield self._guarded(job, partial(stream.apply, chunk))
             return
-        while self._guarded(job, stream.next_pass):
-            for chunk in self._held_chunks(unit, raw):
-                self._guarded(job, partial(stream.observe, chunk))
         for chunk in self._held_chunks(unit, raw):
             yield self._guarded(job, partial(stream.apply, chunk))
 
@@ -277,19 +291,19 @@ class Executor:
         stream: StreamedMerge | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="alloy-reader") as reader:
             with _BackgroundWriter(self.writer) as out:
-                ahead: Future[list[torch.Tensor]] | None = (
+                ahead: Future[Fetched] | None = (
                     reader.submit(self._fetch, units[0]) if units else None
                 )
                 for k, unit in enumerate(units):
                     assert ahead is not None
-                    raw = ahead.result()
+                    raw, prepared = ahead.result()
                     ahead = reader.submit(self._fetch, units[k + 1]) if k + 1 < len(units) else None
                     job = unit.job
                     if unit.kind == "copy":
                         out.put(job.name, raw[0], job.info.dtype)
                     else:
                         if unit.index == 0:
-                            stream = self._stream(job)
+                            stream = prepared or self._stream(job)
                         assert stream is not None
                         for merged in self._outputs(unit, raw, stream):
                             check_finite(job.name, merged, self.kernels)
