@@ -186,8 +186,9 @@ def test_epsilon_outside_the_unit_interval_is_rejected(density: float, eps: floa
 
 def test_epsilon_is_free_when_nothing_is_dropped_at_random() -> None:
     schema = get_method("della").model_params
-    schema.model_validate({"weight": 1.0, "density": 1.0, "epsilon": 0.9})
-    schema.model_validate({"weight": 1.0, "density": 0.0, "epsilon": 0.9})
+    # density 1 keeps everything and 0 nothing: no keep probability, so any epsilon is valid
+    assert schema.model_validate({"weight": 1.0, "density": 1.0, "epsilon": 0.9}).epsilon == 0.9
+    assert schema.model_validate({"weight": 1.0, "density": 0.0, "epsilon": 0.9}).epsilon == 0.9
 
 
 def test_a_bad_epsilon_is_a_config_error_before_anything_is_read(
