@@ -61,8 +61,9 @@ def _naive_sums(base: torch.Tensor, fts: list[torch.Tensor], density: float) -> 
 @pytest.mark.parametrize("models", [2, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("chunk", [64, 1 << 20])
+@pytest.mark.parametrize("density", [0.3, 0.45])  # 0.45: its bracket overlaps the top 50%'s
 def test_task_vector_sums_match_a_naive_reference(
-    models: int, dtype: torch.dtype, chunk: int, monkeypatch: pytest.MonkeyPatch
+    models: int, dtype: torch.dtype, chunk: int, density: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(stats, "CHUNK", chunk)
     g = torch.Generator().manual_seed(1)
@@ -75,8 +76,8 @@ def test_task_vector_sums_match_a_naive_reference(
     ]
     fts = fts[3 - models :]  # with 2 models: the opposite one and the sparse one
     base = base.to(dtype)
-    got = task_vector_sums(base, fts, 0.3)
-    want = _naive_sums(base, fts, 0.3)
+    got = task_vector_sums(base, fts, density)
+    want = _naive_sums(base, fts, density)
     for key, value in want.items():
         assert getattr(got, key) == pytest.approx(value, rel=1e-5), key
     assert got.numel == 37 * 29 and got.tensors == 1

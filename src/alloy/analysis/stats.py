@@ -16,7 +16,7 @@ Sums add across tensors, so a layer, a module kind or the whole model aggregates
 its cosine is that of the concatenated vectors, its conflict rate that of all its coordinates.
 Tensors are processed in pieces of `CHUNK` entries; the top-k cuts are TIES' own
 (`alloy.methods.select`, lowest indices first among equal magnitudes), and the sums come from
-one fused pass (`alloy.kernels.cpu.task_vector_stats`).
+one fused pass (`alloy.kernels.cpu.task_vector_pass`).
 """
 
 from __future__ import annotations
@@ -202,13 +202,16 @@ def _one_pass(
     n, nk = len(selectors), len(ks)
     total = arrays[n].shape[0]
     out = Sums(n, float(total), 1)
-    lo, hi, glo, ghi = _brackets(selectors, nk, dk)
+    lo, hi, glo, ghi, members = _brackets(selectors, nk, dk)
     npairs = len(pairs(n))
     sums = np.zeros(1 + n + npairs + n * nk, np.float64)
     counts = np.zeros(2 * n + n * nk + 2, np.int64)
     width = max(e - s for s, e in pieces)
-    where = np.empty((n, width + 1), np.int32)
+    ng = max(nk, 1)  # the kernel's rows per input: one per group (pages touched only as filled)
+    where = np.empty((n, ng, width + 1), np.int32)
+    wmag = np.empty((n, ng, width + 1), np.float32)
     unsure = np.empty(width + 1, np.int32)
+    udelta = np.empty((n, width + 1), np.float32)
     settle: list[tuple[np.ndarray, np.ndarray]] = []
     open_ = [sel.open_brackets() for sel in selectors]
     for s, e in pieces:
@@ -223,19 +226,22 @@ def _one_pass(
             sums,
             counts,
             where,
+            wmag,
             unsure,
+            udelta,
         )
         if n >= 2 and nu:
-            idx = unsure[:nu] + s
-            settle.append((idx, _deltas(arrays, n, idx)))
+            settle.append((unsure[:nu] + s, udelta[:, :nu].copy()))
         for i, sel in enumerate(selectors):
-            if not open_[i]:
-                continue
-            idx = where[i, : found[i]] + s
-            mag = np.abs(_deltas(arrays, n, idx, only=i)[0])
-            for k, _, _ in open_[i]:
-                mine = (mag >= lo[i, k]) & (mag <= hi[i, k])
-                sel.add_counts(k, 0, 0.0, None, mag[mine], idx[mine])
+            for g, ranks in enumerate(members[i]):
+                idx = where[i, g, : found[i, g]].astype(np.int64) + s
+                mag = wmag[i, g, : found[i, g]].copy()  # the buffer is reused
+                if len(ranks) == 1:  # the group is the bracket
+                    sel.add_counts(ranks[0], 0, 0.0, None, mag, idx)
+                    continue
+                for k in ranks:
+                    mine = (mag >= lo[i, k]) & (mag <= hi[i, k])
+                    sel.add_counts(k, 0, 0.0, None, mag[mine], idx[mine])
     for i, sel in enumerate(selectors):
         for k, _, _ in open_[i]:
             above = int(counts[2 * n + i * nk + k])
@@ -263,15 +269,17 @@ def _one_pass(
 
 def _brackets(
     selectors: list[StreamingTopK], nk: int, dk: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The kernel's brackets [input, rank] and their disjoint groups. A rank whose cut is known
-    is given as the cut itself (everything: ``hi = −inf``; nothing: ``lo = hi = +inf``; else
-    ``lo = hi = tau``, so only values equal to tau stay uncertain) and is not searched."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[list[list[int]]]]:
+    """The kernel's brackets [input, rank], their disjoint groups, and each input's groups'
+    open ranks. A rank whose cut is known is given as the cut itself (everything: ``hi = −inf``;
+    nothing: ``lo = hi = +inf``; else ``lo = hi = tau``, so only values equal to tau stay
+    uncertain) and is not searched."""
     n = len(selectors)
     lo = np.full((n, nk), np.inf, np.float32)
     hi = np.full((n, nk), np.inf, np.float32)
     glo = np.full((n, nk), np.inf, np.float32)  # unused groups: lo > hi
     ghi = np.full((n, nk), -np.inf, np.float32)
+    members: list[list[list[int]]] = []
     for i, sel in enumerate(selectors):
         for c in sel.cuts_so_far():
             rank, cut = c
@@ -282,25 +290,10 @@ def _brackets(
         for k, l_, h_ in open_:
             lo[i, k], hi[i, k] = l_, h_
         ranks = [k for k, _, _ in open_]
-        gl, gh, _ = bracket_groups(lo[i, ranks], hi[i, ranks])
+        gl, gh, group_of = bracket_groups(lo[i, ranks], hi[i, ranks])
         glo[i, : len(gl)], ghi[i, : len(gh)] = gl, gh
-    return lo, hi, glo, ghi
-
-
-def _deltas(
-    arrays: list[np.ndarray], n: int, idx: np.ndarray, only: int | None = None
-) -> np.ndarray:
-    """δ of every input (or of input ``only``) at flat indices ``idx``: [inputs, len(idx)]."""
-    base = _float32(arrays[n][idx])
-    rows = range(n) if only is None else [only]
-    return np.stack([_float32(arrays[i][idx]) - base for i in rows])
-
-
-def _float32(raw: np.ndarray) -> np.ndarray:
-    """Raw kernel values (float32, or bfloat16 bits as uint16) as float32."""
-    if raw.dtype == np.uint16:
-        return (raw.astype(np.uint32) << 16).view(np.float32)
-    return raw.astype(np.float32, copy=False)
+        members.append([[k for k, g in zip(ranks, group_of) if g == j] for j in range(len(gl))])
+    return lo, hi, glo, ghi, members
 
 
 def _settle(records: list[tuple[np.ndarray, np.ndarray]], cuts: list[Cut]) -> tuple[int, int]:

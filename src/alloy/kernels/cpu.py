@@ -364,7 +364,7 @@ def _sum_squares(v, L):  # type: ignore[no-untyped-def]
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
-def task_vector_pass(xs, base, lo, hi, glo, ghi, dk, sums, counts, where, unsure):  # type: ignore[no-untyped-def]
+def task_vector_pass(xs, base, lo, hi, glo, ghi, dk, sums, counts, where, wmag, unsure, udelta):  # type: ignore[no-untyped-def]
     """One pass of `alloy.analysis.stats` over a chunk of task vectors ``δ_i = x_i − base``:
     every additive statistic, the counts of the top-k searches, and the sign conflicts.
 
@@ -374,14 +374,16 @@ def task_vector_pass(xs, base, lo, hi, glo, ghi, dk, sums, counts, where, unsure
     density of the conflict count.
 
     Accumulated into ``sums`` (float64): Σ base², Σ δ_i² [n], Σ δ_i·δ_j [pairs], Σ δ_i² above
-    each bracket [n, K]. Into ``counts`` (int64): δ_i ≠ 0 [n], non-finite δ_i [n], values above
+    each bracket [n, K] (summed per block in float32). Into ``counts`` (int64): δ_i ≠ 0 [n], non-finite δ_i [n], values above
     each bracket [n, K], then overlap and conflict: entries two or more inputs keep nonzero at
     rank ``dk``, and those with both signs, counted where every input's keep is certain.
 
-    Returns (found [n], unsure count): ``where[i, :found[i]]`` are the positions (in the chunk)
-    of the entries whose |δ_i| lies in one of input i's groups, ``unsure[:count]`` those where
-    some input's keep at rank ``dk`` is uncertain (inside its bracket), to be settled once the
-    cuts are known; both arrays hold one element more than the chunk. Loops that write arrays and loops that sum floats
+    Returns (found [n, groups], unsure count): ``where[i, g, :found[i, g]]`` are the positions
+    (in the chunk) of the entries whose |δ_i| lies in input i's group g, and
+    ``wmag[i, g, :found[i, g]]`` their |δ_i|; ``unsure[:count]`` are the positions where some input's keep at rank ``dk`` is
+    uncertain (inside its bracket), to be settled once the cuts are known, and
+    ``udelta[:, :count]`` every input's δ there. Each array holds one element more than the
+    chunk (per row). Loops that write arrays and loops that sum floats
     are kept apart: a float sum in a loop that also writes may be vectorised or not depending
     on where the arrays lie, and so be rounded differently from one run to the next."""
     n = len(xs)
@@ -396,7 +398,8 @@ def task_vector_pass(xs, base, lo, hi, glo, ghi, dk, sums, counts, where, unsure
     neg = np.empty(BLOCK, np.int32)
     maybe = np.empty(BLOCK, np.int32)
     gid = np.empty(BLOCK, np.int8)
-    found = np.zeros(n, np.int64)
+    found = np.zeros((n, max(ng, 1)), np.int64)
+    pos_in = np.empty(BLOCK + 1, np.int32)
     nu = 0
     for j0 in range(0, m, BLOCK):
         L = min(m, j0 + BLOCK) - j0
@@ -408,46 +411,53 @@ def task_vector_pass(xs, base, lo, hi, glo, ghi, dk, sums, counts, where, unsure
         sums[0] += _sum_squares(b, L)
         for i in range(n):
             x = xs[i]
+            hd, ld = hi[i, dk], lo[i, dk]
             for t in range(L):
                 v = _get(x, j0 + t) - b[t]
                 d[i, t] = v
-                a[t] = abs(v)
-            sums[1 + i] += _sum_squares(a, L)
+                av = abs(v)
+                a[t] = av
+                sure = av > hd
+                pos[t] += sure & (v > 0)
+                neg[t] += sure & (v < 0)
+                maybe[t] += (av >= ld) & ~sure & (av != 0)
+            sq = 0.0
             nz = 0
             bad = 0
             for t in range(L):
+                sq += np.float64(a[t]) * a[t]
                 nz += a[t] != 0
                 bad += _as_uint32(a[t]) & np.uint32(0x7F800000) == np.uint32(0x7F800000)
+            sums[1 + i] += sq
             counts[i] += nz
             counts[n + i] += bad
-            for k in range(nk):
+            for k in range(nk):  # a block's energy in float32 (twice the lanes), then float64
                 h = hi[i, k]
                 c = 0
-                e = 0.0
+                e = np.float32(0.0)
                 for t in range(L):
                     over = a[t] > h
                     c += over
-                    e += np.float64(a[t]) * a[t] * over
+                    e += a[t] * a[t] * over
                 counts[2 * n + i * nk + k] += c
                 sums[1 + n + npairs + i * nk + k] += e
-            hd, ld = hi[i, dk], lo[i, dk]
-            for t in range(L):
-                sure = a[t] > hd
-                pos[t] += sure & (d[i, t] > 0)
-                neg[t] += sure & (d[i, t] < 0)
-                maybe[t] += (a[t] >= ld) & ~sure & (a[t] != 0)
             for t in range(L):
                 gid[t] = 0
             for g in range(ng):
                 gl, gh = glo[i, g], ghi[i, g]
                 for t in range(L):
                     gid[t] += np.int8(g + 1) * ((a[t] >= gl) & (a[t] <= gh))
-            f = found[i]
-            row = where[i]
+            f = 0
             for t in range(L):  # written always, kept by advancing: no branch on the data
-                row[f] = j0 + t
+                pos_in[f] = t
                 f += gid[t] != 0
-            found[i] = f
+            for q in range(f):  # the few found, to their group's row
+                t = pos_in[q]
+                g = gid[t] - 1
+                c = found[i, g]
+                where[i, g, c] = j0 + t
+                wmag[i, g, c] = a[t]
+                found[i, g] = c + 1
         p = 0
         for i in range(n):
             for k in range(i + 1, n):
@@ -464,9 +474,12 @@ def task_vector_pass(xs, base, lo, hi, glo, ghi, dk, sums, counts, where, unsure
             conflict += certain & (pos[t] > 0) & (neg[t] > 0)
         counts[2 * n + n * nk] += overlap
         counts[2 * n + n * nk + 1] += conflict
-        for t in range(L):
-            unsure[nu] = j0 + t
-            nu += maybe[t] != 0
+        for t in range(L):  # rare: a branch
+            if maybe[t] != 0:
+                unsure[nu] = j0 + t
+                for i in range(n):
+                    udelta[i, nu] = d[i, t]
+                nu += 1
     return found, nu
 
 
