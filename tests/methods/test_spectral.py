@@ -224,3 +224,58 @@ def test_vectors_and_embeddings_fall_back_to_the_mean_task_vector(name: str) -> 
     out = spec.fn_for(embedding=True)(xs, matrix, params, [], None)
     torch.testing.assert_close(out, matrix + 0.8 * ((xs[0] - matrix) + (xs[1] - matrix)) / 2)
     assert not torch.allclose(spec.fn_for(embedding=False)(xs, matrix, params, [], None), out)
+
+
+# ------------------------------------------------------------- SVD that does not converge
+
+
+def _float32_svd_fails(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype]:
+    """Make LAPACK's float32 SVD fail as it does on some rank-deficient task matrices (seen on
+    the 1.1B benchmark's layers.0.mlp.down_proj under Iso-CTS); float64 still works."""
+    real = torch.linalg.svd
+    calls: list[torch.dtype] = []
+
+    def flaky(a: torch.Tensor, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(a.dtype)
+        if a.dtype != torch.float64:
+            raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+        return real(a, *args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "svd", flaky)
+    return calls
+
+
+def test_svd_retries_in_float64_and_keeps_the_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    from alloy.kernels.linalg import svd
+
+    a = random_tvs(8, 1, (9, 7))[0]
+    want = torch.linalg.svdvals(a.double())
+    calls = _float32_svd_fails(monkeypatch)
+    u, s, vh = svd(a)
+    assert calls == [torch.float32, torch.float64]
+    assert u.dtype == s.dtype == vh.dtype == torch.float32
+    assert u.shape == (9, 7) and vh.shape == (7, 7)
+    torch.testing.assert_close(s.double(), want)
+    torch.testing.assert_close(u @ torch.diag(s) @ vh, a, rtol=1e-5, atol=1e-5)
+
+
+def test_svd_reraises_when_float64_fails_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from alloy.kernels.linalg import svd
+
+    def broken(a: torch.Tensor, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "svd", broken)
+    with pytest.raises(torch.linalg.LinAlgError):
+        svd(torch.eye(3))
+
+
+@pytest.mark.parametrize("name", ["tsv", "iso_c", "iso_cts"])
+def test_spectral_methods_survive_a_float32_svd_that_does_not_converge(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tvs = random_tvs(9, 3, (16, 12))
+    want = run(name, tvs)
+    calls = _float32_svd_fails(monkeypatch)
+    torch.testing.assert_close(run(name, tvs), want, rtol=1e-4, atol=1e-4)
+    assert torch.float64 in calls

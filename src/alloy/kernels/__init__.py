@@ -1,4 +1,5 @@
-"""Compute kernels: counter-based random draws (`random`) and fused CPU loops (`cpu`, numba).
+"""Compute kernels: counter-based random draws (`random`), fused CPU loops (`cpu`, numba) and an
+SVD that falls back to float64 where LAPACK does not converge (`linalg`).
 
 The fused kernels are a fast path for CPU merges; every method also has a torch implementation
 that runs on any device and is the reference the kernels are tested against. Set

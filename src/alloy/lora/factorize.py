@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from alloy.errors import AlloyError
+from alloy.kernels.linalg import svd
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def truncated_svd(
             raise AlloyError("randomized SVD needs a rank (the upper bound with an energy)")
         u, s, vh = _randomized_svd(m, rank + oversample, power_iters, generator)
     else:
-        u, s, vh = torch.linalg.svd(m, full_matrices=False)
+        u, s, vh = svd(m)
     s2 = s.double() ** 2
     if not randomized:  # the spectrum is complete: measure against it, not a second sum
         total = float(s2.sum())
@@ -122,5 +123,5 @@ def _randomized_svd(
         z, _ = torch.linalg.qr(m.T @ q_mat)
         y = m @ z
     q_mat, _ = torch.linalg.qr(y)  # orthonormal basis of the range, [rows, q]
-    ub, s, vh = torch.linalg.svd(q_mat.T @ m, full_matrices=False)  # [q, cols]
+    ub, s, vh = svd(q_mat.T @ m)  # [q, cols]
     return q_mat @ ub, s, vh

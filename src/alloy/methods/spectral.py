@@ -40,6 +40,7 @@ import torch
 from pydantic import Field
 
 from alloy.errors import MergeComputationError
+from alloy.kernels.linalg import svd
 from alloy.methods.registry import NoParams, Params, method
 
 _TSV = (
@@ -96,7 +97,7 @@ def _is_matrix(base: torch.Tensor) -> bool:
 
 def polar(a: torch.Tensor) -> torch.Tensor:
     """``P Qᵀ`` for ``a = P Σ Qᵀ``: the nearest matrix with orthonormal columns (or rows)."""
-    p, _, qh = torch.linalg.svd(a, full_matrices=False)
+    p, _, qh = svd(a)
     return p @ qh
 
 
@@ -114,6 +115,25 @@ def _task_sum(inputs: Sequence[torch.Tensor], base: torch.Tensor) -> torch.Tenso
     for x in inputs:
         total.add_(x).sub_(base)
     return total  # Σ_i τ_i
+
+
+def _summed_spectrum(
+    inputs: Sequence[torch.Tensor], base: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``U, S, Vᵀ`` of ``Σ_i τ_i`` cut to its numerical rank (empty when no task moved it).
+    Deliberate: a flat spectrum then spans the task matrix's rank, not its arbitrary null
+    space (a low-rank LoRA delta would otherwise be filled up with noise directions)."""
+    total = _task_sum(inputs, base)
+    u, s, vh = svd(total)
+    r = numerical_rank(s, tuple(total.shape))
+    return u[:, :r], s[:r], vh[:r]
+
+
+def _flat(
+    u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, alpha: float, base: torch.Tensor
+) -> torch.Tensor:
+    """``base + α · mean(S) · U Vᵀ``: the directions of ``U S Vᵀ`` with a flat spectrum."""
+    return (u @ vh).mul_(s.mean() * alpha).add_(base)
 
 
 @method(
@@ -146,7 +166,7 @@ def tsv(
     s_cat = base.new_empty((n * k,))
     v_cat = base.new_empty((n * k, cols))  # [N·k, cols]
     for i, x in enumerate(inputs):
-        u, s, vh = torch.linalg.svd(x - base, full_matrices=False)
+        u, s, vh = svd(x - base)
         u_cat[:, i * k : (i + 1) * k] = u[:, :k]
         s_cat[i * k : (i + 1) * k] = s[:k]
         v_cat[i * k : (i + 1) * k] = vh[:k]
@@ -178,16 +198,10 @@ def iso_c(
     base = _check_base("iso_c", inputs, base)
     if not _is_matrix(base):
         return mean_task_vector(inputs, base, params, model_params, generator)
-    total = _task_sum(inputs, base)
-    u, s, vh = torch.linalg.svd(total, full_matrices=False)
-    r = numerical_rank(s, tuple(total.shape))
-    del total
-    if r == 0:
+    u, s, vh = _summed_spectrum(inputs, base)
+    if s.numel() == 0:
         return base.clone()  # no task moved this matrix
-    # Deliberate: the flat spectrum spans the task matrix's rank, not its arbitrary null space.
-    merged = u[:, :r] @ vh[:r]
-    del u, vh
-    return merged.mul_(s[:r].mean() * params.alpha).add_(base)
+    return _flat(u, s, vh, params.alpha, base)
 
 
 def subspace_sizes(rank: int, n: int, common_space_fraction: float) -> tuple[int, int]:
@@ -222,23 +236,19 @@ def iso_cts(
     rows, cols = base.shape
     rank = min(rows, cols)
     common, per_task = subspace_sizes(rank, n, params.common_space_fraction)
-    total = _task_sum(inputs, base)
-    u, s, vh = torch.linalg.svd(total, full_matrices=False)
-    r = numerical_rank(s, tuple(total.shape))
-    del total
-    if r == 0:
+    u, s, vh = _summed_spectrum(inputs, base)
+    if s.numel() == 0:
         return base.clone()  # no task moved this matrix
     # Deliberate: every subspace is cut to the numerical rank of what it comes from.
-    if per_task == 0 or r <= common:  # the common subspace holds every direction: Iso-C
-        merged = u[:, :r] @ vh[:r]
-        return merged.mul_(s[:r].mean() * params.alpha).add_(base)
+    if per_task == 0 or s.numel() <= common:  # the common subspace holds every direction
+        return _flat(u, s, vh, params.alpha, base)  # Iso-C
     us, ss, vs = [u[:, :common]], [s[:common]], [vh[:common]]
     del u, s, vh
     u_common = us[0]  # [rows, k_c]
     for x in inputs:
         tv = x - base
         tv.addmm_(u_common, u_common.T @ tv, alpha=-1)  # τ_i⊥ = τ_i − U_c U_cᵀ τ_i, in place
-        ui, si, vhi = torch.linalg.svd(tv, full_matrices=False)
+        ui, si, vhi = svd(tv)
         keep = min(per_task, numerical_rank(si, tuple(tv.shape)))
         del tv
         us.insert(-1, ui[:, :keep])
