@@ -139,12 +139,9 @@ class TaskVectorStream:
             if self._stage == "sample":
                 sample_magnitudes(sel, x, base, chunk.start)
             elif self._kernel_ready(chunk):
-                self._count_kernel(i, sel, chunk)
+                count_brackets(sel, x, base, chunk.start, self.params.rescale)
             else:
                 sel.count((chunk.inputs[i] - chunk.base).abs(), chunk.start)  # type: ignore[operator]
-
-    def _count_kernel(self, i: int, sel: StreamingTopK, chunk: Chunk) -> None:
-        count_brackets(sel, chunk.raw_inputs[i], chunk.raw_base, chunk.start, self.params.rescale)  # type: ignore[arg-type]
 
     # -- the elementwise pipeline ---------------------------------------------------------------
     def apply(self, chunk: Chunk) -> torch.Tensor:
