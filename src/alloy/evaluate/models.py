@@ -15,11 +15,11 @@ from typing import Any
 import torch
 
 from alloy.errors import EvaluationError
+from alloy.plan.planner import DTYPES
 
 DEFAULT_MAX_LENGTH = 2048
 BIG_MODEL_BYTES = 64 * 1024 * 1024
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)

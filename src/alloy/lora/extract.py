@@ -27,13 +27,13 @@ from alloy.errors import AlloyError, IncompatibleModelsError
 from alloy.lora.factorize import check_rank_energy, truncated_svd
 from alloy.lora.write import OutModule, adapter_config, module_tensors, table, write_adapter
 from alloy.plan.models import InputModel, open_models
+from alloy.plan.planner import named_dtype
 from alloy.plan.seeds import tensor_generator
 
 # transformers' Conv1D (weight [in, out]) by model_type: the module leaf names that use it
 CONV1D: dict[str, tuple[str, ...]] = {"gpt2": ("c_attn", "c_proj", "c_fc")}
 # nn.Embedding modules besides the token embeddings the architecture tables know
 EMBEDDING_LEAVES = ("wpe", "position_embeddings", "token_type_embeddings", "embed_positions")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -133,8 +133,7 @@ def extract_lora(
 ) -> ExtractResult:
     """Write to ``out`` a LoRA adapter that turns ``base`` into (approximately) ``model``."""
     check_rank_energy(rank, energy, randomized)
-    if dtype is not None and dtype not in DTYPES:
-        raise AlloyError(f"unknown dtype {dtype!r}: use {', '.join(DTYPES)}")
+    out_named = named_dtype(dtype) if dtype else None
     dev = torch.device(_check_device(device))
     ft, bm = _open(model, base)
     try:
@@ -172,7 +171,7 @@ def extract_lora(
                 f"{ft.ref} and {bm.ref} have no weight that a LoRA can hold changed "
                 "(they are identical, or differ only in 1-D tensors / embeddings)"
             )
-        out_dtype = DTYPES[dtype] if dtype else _first_float(bm)
+        out_dtype = out_named or _first_float(bm)
         arch = (bm.config.get("architectures") or [""])[0]
         config = adapter_config(
             written,

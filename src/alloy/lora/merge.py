@@ -46,13 +46,13 @@ from alloy.lora.inputs import (
     union_modules,
     validate_params,
 )
+from alloy.lora.source import lora_delta
 from alloy.lora.write import OutModule, adapter_config, module_tensors, table, write_adapter
 from alloy.methods.registry import MethodSpec, get_method
+from alloy.plan.planner import named_dtype
 from alloy.plan.seeds import tensor_generator
 
 __all__ = ["LoraMergeResult", "ModuleReport", "lora_merge_config", "merge_adapters"]
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -240,9 +240,8 @@ class _Job:
         # for Conv1D) with random streams keyed by the same (seed, tensor name) as a model
         # merge's, and draws indexed by flat position: DARE drops the entries a model merge drops.
         flip = m0.embedding or a0.fan_in_fan_out
-        deltas = [_delta(*x, dev) if x else torch.zeros(shape, device=dev) for x in by_input]
-        if flip:
-            deltas = [d.T for d in deltas]
+        layout = (shape[1], shape[0]) if flip else shape
+        deltas = [_delta(*x, dev, flip) if x else torch.zeros(layout, device=dev) for x in by_input]
         merged = self._method(name + ".weight", deltas, gparams, mparams)
         del deltas
         if flip:
@@ -282,19 +281,16 @@ class _Job:
 def _out_dtype(name: str | None, adapters: list[Adapter]) -> torch.dtype:
     """``name``, or the dtype of the first adapter's factors."""
     if name is not None:
-        if name not in DTYPES:
-            raise AlloyError(f"unknown dtype {name!r}: use {', '.join(DTYPES)}")
-        return DTYPES[name]
+        return named_dtype(name)
     for a in adapters:
         for m in a.modules.values():
             return a.info(m.a_key).dtype
     return torch.float32
 
 
-def _delta(a: Adapter, m: LoraModule, device: torch.device) -> torch.Tensor:
-    """``s · B @ A`` [out, in], float32 on ``device``."""
-    b = a.get(m.b_key).to(device, torch.float32)
-    return (b @ a.get(m.a_key).to(device, torch.float32)).mul_(m.scale)
+def _delta(a: Adapter, m: LoraModule, device: torch.device, flip: bool) -> torch.Tensor:
+    """``s · B @ A`` [out, in] (its transpose with ``flip``), float32 on ``device``."""
+    return lora_delta(a.get(m.a_key).to(device), a.get(m.b_key).to(device), m.scale, flip)
 
 
 def _bias(a: Adapter, m: LoraModule, device: torch.device) -> torch.Tensor:

@@ -37,6 +37,15 @@ from alloy.plan.models import InputModel, open_models
 log = logging.getLogger("alloy")
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def named_dtype(name: str) -> torch.dtype:
+    """The torch dtype called ``name`` (a key of `DTYPES`); an error naming the choices."""
+    if name not in DTYPES:
+        raise AlloyError(f"unknown dtype {name!r}: use {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
 MAX_LISTED = 8
 
 
