@@ -279,23 +279,13 @@ def evaluate_merge(
 
     merged = Path(merged)
     if sources is None:
-        pairs = sources_from_report(merged)
-        method = _report_method(merged)
+        pairs, method = sources_from_report(merged)
     else:
         pairs = [(s[0], Path(s[1])) if isinstance(s, tuple) else (str(s), Path(s)) for s in sources]
         method = None
     return evaluate_models(
         (str(merged), merged), pairs, load_sets(data, probes), options, method=method
     )
-
-
-def _report_method(merged: Path) -> str | None:
-    import json
-
-    try:
-        return str(json.loads((merged / "report.json").read_text())["merge"]["method"])
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def source_records(the_plan: MergePlan) -> list[SourceRecord]:

@@ -121,13 +121,9 @@ def eval_(
         merged, sources or None, data=list(data), probes=list(probes), options=options
     ).to_dict()
     if write_report:
-        from alloy.report.report import read_report
-        from alloy.report.report import write_report as write
+        from alloy.report.report import record_evaluation
 
-        report = read_report(merged)
-        report["evaluation"] = ev
-        report["run"]["eval_seconds"] = ev["seconds"]
-        write(report, merged, html=(merged / "report.html").is_file())
+        record_evaluation(merged, ev, ev["seconds"])
     if as_json:
         click.echo(json.dumps(ev, indent=2, ensure_ascii=False))
     else:

@@ -281,8 +281,7 @@ def _record_evaluations(
     """Write each merge's comparison with the base and its family's specialists into the
     merge's own report (report.md, report.json, model card), as `alloy eval --write-report`."""
     from alloy.evaluate.run import compare_measurements
-    from alloy.report.report import read_report
-    from alloy.report.report import write_report as write_merge_report
+    from alloy.report.report import record_evaluation
 
     for label, m in models.items():
         if m.role not in ("merge", "recommended"):
@@ -292,9 +291,7 @@ def _record_evaluations(
         ev = compare_measurements(
             (label, m.path), sources, sets, measured, options, 0.0, method=m.name
         )
-        report = read_report(m.path)
-        report["evaluation"] = ev.to_dict()
-        write_merge_report(report, m.path)
+        record_evaluation(m.path, ev.to_dict())
 
 
 def summary(result: DemoResult) -> str:

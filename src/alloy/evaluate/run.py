@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -103,16 +102,17 @@ class Evaluation:
         )
 
 
-def sources_from_report(merged: Path) -> list[tuple[str, Path]]:
-    """The source models recorded in an Alloy output's report.json."""
-    report = merged / "report.json"
-    if not report.is_file():
+def sources_from_report(merged: Path) -> tuple[list[tuple[str, Path]], str | None]:
+    """The source models (label, path) and the method recorded in an Alloy output's report."""
+    from alloy.report.report import read_report
+
+    if not (merged / "report.json").is_file():
         raise EvaluationError(
             f"{merged} has no report.json to take the source models from; list them after "
             "the merged model: alloy eval MERGED SOURCE..."
         )
-    models = json.loads(report.read_text(encoding="utf-8"))["merge"]["models"]
-    return [(m["label"], Path(m["path"])) for m in models]
+    merge = read_report(merged)["merge"]
+    return [(m["label"], Path(m["path"])) for m in merge["models"]], merge.get("method")
 
 
 def _bar(enabled: bool, desc: str) -> Any:

@@ -232,6 +232,18 @@ def write_report(report: dict[str, Any], out: Path, *, html: bool = False) -> li
     return written
 
 
+def record_evaluation(
+    out: Path, evaluation: dict[str, Any], seconds: float | None = None
+) -> list[str]:
+    """Put ``evaluation`` (and the time it took) into the merge report in ``out`` and render the
+    report again, as HTML too when it was. Returns the names written."""
+    report = read_report(out)
+    report["evaluation"] = evaluation
+    if seconds is not None:
+        report["run"]["eval_seconds"] = seconds
+    return write_report(report, out, html=(out / "report.html").is_file())
+
+
 def read_report(out: Path) -> dict[str, Any]:
     path = out / "report.json"
     if not path.is_file():
