@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,7 +148,6 @@ def optimise(
     lr: float,
     batch: int,
     gen: torch.Generator,
-    on_step: Callable[[int, float], None] | None = None,
 ) -> TrainLog:
     """AdamW on the trainable parameters: linear warm-up over 5% of the steps, cosine decay."""
     started = time.perf_counter()
@@ -164,7 +163,7 @@ def optimise(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, rate)
     model.train()
     losses: list[float] = []
-    for step in range(steps):
+    for _ in range(steps):
         idx = torch.randint(len(rows), (batch,), generator=gen)
         ids = rows[idx]
         loss = model(input_ids=ids, labels=ids).loss
@@ -174,8 +173,6 @@ def optimise(
         opt.step()
         sched.step()
         losses.append(loss.detach().item())
-        if on_step is not None:
-            on_step(step, losses[-1])
     model.eval()
     tail = losses[-20:]
     total = sum(p.numel() for p in model.parameters())
@@ -196,7 +193,6 @@ def train_base(
     rows: torch.Tensor,
     out: Path,
     seed: int,
-    on_step: Callable[[int, float], None] | None = None,
 ) -> TrainLog:
     """A freshly initialised Llama trained on ``rows``, saved to ``out`` with the tokenizer."""
     from transformers import LlamaForCausalLM
@@ -205,9 +201,7 @@ def train_base(
         torch.manual_seed(seed)  # transformers initialises weights from the global generator
         model = LlamaForCausalLM(llama_config(s, tokenizer))
         gen = torch.Generator().manual_seed(seed + 1)
-        log = optimise(
-            model, rows, steps=s.base_steps, lr=s.base_lr, batch=s.batch, gen=gen, on_step=on_step
-        )
+        log = optimise(model, rows, steps=s.base_steps, lr=s.base_lr, batch=s.batch, gen=gen)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     _save_model(model, tokenizer, out)

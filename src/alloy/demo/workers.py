@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -59,7 +59,8 @@ class Workers:
         if self.n > 1:
             ctx = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(self.n, mp_context=ctx, initializer=_warm_up)
-            self._warm: list[Future[None]] = [self._pool.submit(_noop) for _ in range(self.n)]
+            for _ in range(self.n):  # start every worker (and its imports) now
+                self._pool.submit(_noop)
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``[fn(x) for x in items]``, in order, on the workers."""

@@ -72,10 +72,6 @@ class Evaluation:
     seconds: float
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def merged(self) -> EvalModel:
-        return next(m for m in self.models if m.role == "merged")
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "models": [{**asdict(m), "path": str(m.path)} for m in self.models],
@@ -87,19 +83,6 @@ class Evaluation:
             "seconds": self.seconds,
             "notes": self.notes,
         }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Evaluation:
-        return cls(
-            [EvalModel(m["label"], Path(m["path"]), m["role"]) for m in d["models"]],
-            list(d["sets"]),
-            [Row.from_dict(r) for r in d["rows"]],
-            dict(d.get("tokens", {})),
-            dict(d.get("examples", {})),
-            dict(d.get("options", {})),
-            float(d.get("seconds", 0.0)),
-            list(d.get("notes", [])),
-        )
 
 
 def sources_from_report(merged: Path) -> tuple[list[tuple[str, Path]], str | None]:
