@@ -122,7 +122,7 @@ def test_registration(name: str) -> None:
     assert defaults(spec.model_params) == per_model
     assert spec.param_names() == list(globals_)
     assert (spec.base, spec.min_models, spec.max_models) == (base, lo, hi)
-    assert (spec.chunked, spec.randomized) == (chunked, randomized)
+    assert (spec.chunked(), spec.randomized) == (chunked, randomized)
     assert spec.paper and spec.summary
 
 

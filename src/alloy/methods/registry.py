@@ -92,10 +92,14 @@ class MethodSpec:
         """The function that merges a tensor (``embedding``: a token embedding or head)."""
         return self.embedding_fn if embedding and self.embedding_fn is not None else self.fn
 
-    @property
-    def chunked(self) -> bool:
-        """The executor feeds this method row chunks (elementwise, or streamed)."""
-        return self.elementwise or self.streamed is not None
+    def streams(self, embedding: bool) -> bool:
+        """Whether a tensor (``embedding``: a token embedding or head) is merged by the streamed
+        merge: there is one, and no embedding function replaces it."""
+        return self.streamed is not None and not (embedding and self.embedding_fn is not None)
+
+    def chunked(self, embedding: bool = False) -> bool:
+        """Whether the executor feeds this method row chunks (elementwise, or streamed)."""
+        return self.elementwise or self.streams(embedding)
 
     def param_names(self) -> list[str]:
         """Global parameter names as written in YAML (aliases, e.g. ``lambda``)."""

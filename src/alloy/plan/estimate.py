@@ -60,8 +60,8 @@ def estimate_memory(plan: MergePlan) -> MemoryEstimate:
         n = len(job.all_inputs)
         numel = job.info.numel
         raw = sum(plan.input_info(r).nbytes for r in job.all_inputs)
-        streamed = spec.streamed is not None and not (job.embedding and spec.embedding_fn)
-        chunks = row_chunks(job.info.shape) if streamed or spec.elementwise else None
+        streamed = spec.streams(job.embedding)
+        chunks = row_chunks(job.info.shape) if spec.chunked(job.embedding) else None
         chunk = (
             numel
             if chunks is None

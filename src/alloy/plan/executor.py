@@ -193,10 +193,6 @@ class Executor:
         self.on_tensor = on_tensor
         self.kernels = self.device.type == "cpu" and cpu_kernels_enabled()
 
-    def _streamed(self, job: TensorJob) -> bool:
-        method = self.plan.method
-        return method.streamed is not None and not (job.embedding and method.embedding_fn)
-
     def units(self) -> Iterator[Unit]:
         method = self.plan.method
         for i in (i for shard in self.plan.shards for i in shard):
@@ -204,7 +200,7 @@ class Executor:
             if job.copy_only:
                 yield Unit(job, "copy")
                 continue
-            streamed = self._streamed(job)
+            streamed = self.plan.method.streams(job.embedding)
             if (streamed and method.reduces) or not (streamed or method.elementwise):
                 raw = sum(self.plan.input_info(r).nbytes for r in job.all_inputs)
                 whole = not streamed or raw <= HOLD_BYTES
@@ -235,7 +231,7 @@ class Executor:
 
     def _stream(self, job: TensorJob) -> StreamedMerge:
         factory = self.plan.method.streamed
-        if factory is None or not self._streamed(job):
+        if factory is None or not self.plan.method.streams(job.embedding):
             return _FnStream(self, job)
         ctx = TensorContext(
             shape=job.info.shape,
@@ -256,7 +252,7 @@ class Executor:
     def _held_chunks(self, unit: Unit, raw: list[torch.Tensor]) -> Iterator[Chunk]:
         """The chunks of a ``held`` (sliced from memory) or ``lazy`` (read again) tensor."""
         job = unit.job
-        spans = row_spans(job.info.shape) if self._streamed(job) else [None]
+        spans = row_spans(job.info.shape) if self.plan.method.streams(job.embedding) else [None]
         for k, rows in enumerate(spans):
             if unit.kind == "lazy":
                 part = [self._read(r, rows) for r in job.all_inputs]
