@@ -211,3 +211,13 @@ def test_a_bad_epsilon_is_a_config_error_before_anything_is_read(
     with pytest.raises(ConfigError, match=r"models\[1\].*epsilon.*< 0.4"):
         alloy.merge(config, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_magprune_in_place_equals_out_of_place() -> None:
+    g = torch.Generator().manual_seed(11)
+    delta = torch.randn(33, 17, generator=g)
+    want = magprune(delta, 0.4, 0.1, rescale=True, key=5)
+    work = delta.clone()
+    got = magprune(work, 0.4, 0.1, rescale=True, key=5, out=work)
+    assert got.data_ptr() == work.data_ptr()
+    assert torch.equal(work, want) and not torch.equal(work, delta)

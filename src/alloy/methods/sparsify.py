@@ -104,6 +104,7 @@ def magprune(
     key: int,
     start: int = 0,
     method: str = "della",
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """DELLA's MagPrune: keep ``δ_j`` with probability ``p_j``, divide survivors by ``p_j``.
 
@@ -111,13 +112,14 @@ def magprune(
     ``|δ|``, ``r_j = rank / (n − 1)`` in [0, 1] (0 the smallest; equal magnitudes by index;
     0.5 for a one-entry row), and ``p_j = density − ε + 2ε·r_j``. Entry ``j`` is kept when the
     draw of stream ``key`` at its flat index (``start`` + its index in ``delta``) is below
-    ``p_j`` (`alloy.kernels.random`).
+    ``p_j`` (`alloy.kernels.random`). Written into ``out`` when given (it may be ``delta``
+    itself: each block is ranked before it is overwritten).
     """
     check_density(density, method)
     if density >= 1:
-        return delta
+        return delta if out is None else out.copy_(delta)
     if density == 0 or delta.numel() == 0:
-        return torch.zeros_like(delta)
+        return torch.zeros_like(delta) if out is None else out.zero_()
     if not (epsilon >= 0 and density - epsilon > 0 and density + epsilon < 1):
         raise MergeComputationError(
             f"{method}: epsilon must be >= 0 with density ± epsilon inside (0, 1); got "
@@ -125,14 +127,14 @@ def magprune(
         )
     width = delta.shape[-1] if delta.dim() > 0 else 1
     rows = delta.reshape(-1, width)  # [rows, n], a view
-    out = torch.empty_like(rows)
+    target = torch.empty_like(rows) if out is None else out.view(-1, width)
     per_block = max(1, _RANK_BLOCK // max(width, 1))
+    ranks = torch.arange(width, dtype=rows.dtype, device=rows.device)
     for first in range(0, rows.shape[0], per_block):
         block = rows[first : first + per_block]
         # Stable: equal magnitudes rank by column index, so the ranks are deterministic.
         order = torch.sort(block.abs(), dim=-1, stable=True).indices  # [b, n]
         rank = torch.empty_like(block)
-        ranks = torch.arange(width, dtype=block.dtype, device=block.device)
         rank.scatter_(-1, order, ranks.expand_as(block))  # inverse permutation, no second sort
         del order
         if width > 1:
@@ -141,11 +143,11 @@ def magprune(
             prob = rank.fill_(density)
         draws = uniform(key, start + first * width, block.numel(), block.device)
         keep = draws.view(block.shape) < prob
-        kept = torch.mul(block, keep, out=out[first : first + per_block])
+        kept = torch.mul(block, keep, out=target[first : first + per_block])
         if rescale:
             # Deliberate: the paper's unbiased 1/p_j per entry, not mergekit's L1-norm matching.
             kept.div_(prob)
-    return out.reshape(delta.shape)
+    return target.view(delta.shape)
 
 
 def elect_sign(weighted: torch.Tensor) -> torch.Tensor:

@@ -200,7 +200,7 @@ class TaskVectorStream:
             draws = draws32(self.keys[i], chunk.start, delta.numel(), delta.device)
             delta.mul_((draws < self.thresholds[i]).view(delta.shape))
         elif sparsify == "della":
-            kept = magprune(
+            magprune(
                 delta,
                 p.density,
                 p.epsilon,
@@ -208,8 +208,8 @@ class TaskVectorStream:
                 key=self.keys[i],
                 start=chunk.start,
                 method=self.family.method,
+                out=delta,
             )
-            delta.copy_(kept)
         else:
             cuts = self.cuts[i]
             assert cuts is not None
