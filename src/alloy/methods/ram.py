@@ -35,12 +35,16 @@ class RamPlusParams(Params):
     epsilon: float = 1e-5
 
 
-def _change_counts(inputs: Sequence[torch.Tensor], base: torch.Tensor, eps: float) -> torch.Tensor:
-    """c: how many models changed each entry by more than ``eps`` (float32, shape of base)."""
+def _changes(
+    inputs: Sequence[torch.Tensor], base: torch.Tensor, eps: float
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``a_i``: where model i changed an entry by more than ``eps`` (boolean, 1 byte an entry),
+    and ``c = Σ_i a_i`` (float32, shape of base)."""
+    active = [(x - base).abs_() > eps for x in inputs]
     counts = torch.zeros_like(base)
-    for x in inputs:
-        counts.add_((x - base).abs_() > eps)
-    return counts
+    for a in active:
+        counts.add_(a)
+    return active, counts
 
 
 @method(
@@ -92,14 +96,13 @@ def ramplus_tl(
     if base is None:
         raise MergeComputationError("ramplus_tl merges task vectors and needs a base model")
     eps = params.epsilon
-    counts = _change_counts(inputs, base, eps)  # c
+    actives, counts = _changes(inputs, base, eps)  # a_i, c
     unique = counts == 1
     # An entry changed by several models contributes τ/c; a unique one τ·λ_i.
     shared_scale = torch.where(counts > 1, counts.reciprocal(), 0.0)
     merged = torch.zeros_like(base)
-    for x in inputs:
+    for x, active in zip(inputs, actives):
         tv = x - base
-        active = tv.abs() > eps  # a_i
         n_unique = int((active & unique).sum())
         n_shared = int(active.sum()) - n_unique
         rho = n_shared / max(n_unique, eps)
