@@ -1,4 +1,4 @@
-"""Helpers shared by the `alloy` subcommands: logging, error handling, human sizes."""
+"""Helpers shared by the `alloy` subcommands: logging and error handling."""
 
 from __future__ import annotations
 
@@ -13,14 +13,6 @@ import click
 from alloy.errors import AlloyError
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n:.2f} TB"
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:

@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
-from alloy.cli.common import F, atomic_output, handle_errors, human, setup_logging
+from alloy.cli.common import F, atomic_output, handle_errors, setup_logging
 from alloy.cli.eval import EXIT_FAILED, any_failed, print_evaluation, probe_option
+from alloy.io.sharding import human
 
 
 def _mergekit_compat(fn: F) -> F:

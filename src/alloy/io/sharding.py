@@ -23,6 +23,15 @@ _UNITS = {
 }
 
 
+def human(n: float) -> str:
+    """A byte count for people, in decimal units (the inverse of `parse_size`)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} TB"
+
+
 def parse_size(text: str | int) -> int:
     """``"500MB"`` -> 500_000_000, ``"2GB"``, ``"1.5GiB"``, ``"5B"`` (mergekit's billions:
     5 * 10**9), or a plain number of bytes."""

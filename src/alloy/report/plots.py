@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from alloy.evaluate.compare import ratio
+
 EVAL_PNG = "report-evaluation.png"
 LAYERS_PNG = "report-task-vectors.png"
 
@@ -38,14 +40,11 @@ def evaluation_plot(evaluation: dict[str, Any], path: Path) -> bool:
         xs, ys = [], []
         for i, r in enumerate(rows):
             best, v = r["values"][r["best_source"]], r["values"].get(label)
-            if v is None or best is None:
+            rel = None if v is None or best is None else ratio(v, best, r["direction"])
+            if rel is None:
                 continue
-            if r["direction"] == "lower":
-                rel = v / best if best > 0 else math.nan
-            else:
-                rel = best / v if v > 0 else 3.0
             xs.append(i - 0.4 + width * (k + 0.5))
-            ys.append(min(rel, 3.0))
+            ys.append(min(rel, 3.0))  # inf (a zero score): drawn at the cap
         merged = label == rows[0]["merged"]
         ax.bar(
             xs,

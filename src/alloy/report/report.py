@@ -15,6 +15,7 @@ from typing import Any
 
 from alloy._version import __version__
 from alloy.errors import OutputError
+from alloy.io.sharding import human
 from alloy.report.blocks import (
     Block,
     Bullets,
@@ -61,14 +62,6 @@ def fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3f}" if abs(v) < 1e4 else f"{v:.4g}"
     return str(v)
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def comparison_table(evaluation: dict[str, Any]) -> Table:
@@ -150,7 +143,7 @@ def render(report: dict[str, Any], images: set[str] = frozenset()) -> list[Block
     n_models = len(report["merge"]["models"])
     summary = (
         f"Merged {n_models} models with `{merge['method']}` into `{report['name']}`: "
-        f"{merge['tensors']} tensors, {_size(merge['bytes_written'])}, in "
+        f"{merge['tensors']} tensors, {human(merge['bytes_written'])}, in "
         f"{run['merge_seconds']:.1f} s."
     )
     ev = report.get("evaluation")
@@ -186,8 +179,8 @@ def render(report: dict[str, Any], images: set[str] = frozenset()) -> list[Block
     if run.get("eval_seconds") is not None:
         rows.append(["evaluation", f"{run['eval_seconds']:.2f} s"])
     rows += [
-        ["peak memory (process, after merging)", _size(run["peak_rss_merge_bytes"])],
-        ["peak memory (process, at the end)", _size(run["peak_rss_bytes"])],
+        ["peak memory (process, after merging)", human(run["peak_rss_merge_bytes"])],
+        ["peak memory (process, at the end)", human(run["peak_rss_bytes"])],
         ["device", str(run.get("device", "cpu"))],
         ["Alloy", str(report.get("alloy_version", __version__))],
     ]
