@@ -182,6 +182,12 @@ def test_bad_inputs_are_clear_errors(
         )
     with pytest.raises(AlloyError, match="--rank R or --energy E"):
         merge_adapters(lora_merge_config([(str(a), 1.0), (str(b), 1.0)], "ties"), tmp_path / "o")
+    bad = lora_merge_config([(str(a), 1.0), (str(b), 1.0)], "ties")
+    bad["models"][1]["parameters"]["density"] = "most"
+    with pytest.raises(ConfigError, match="parameter 'density'") as e:
+        merge_adapters(bad, tmp_path / "o", rank=4)
+    assert len(e.value.issues) == 1  # one error, not one per module
+    assert not (tmp_path / "o").exists()
     with pytest.raises(AlloyError, match="not a LoRA adapter directory"):
         merge_adapters(lora_merge_config([(str(llama_models.ft1), 1.0)], "cat"), tmp_path / "o")
     twice = lora_merge_config([(str(a), 1.0), (str(a), 1.0)], "cat")

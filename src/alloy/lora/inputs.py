@@ -17,16 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from alloy.arch.infer import split_layer_name
 from alloy.config.load import parse_config
-from alloy.config.params import layer_position, resolve
+from alloy.config.params import layer_position
 from alloy.config.schema import MergeConfig, ModelRef
 from alloy.errors import AlloyError, ConfigError, ConfigIssue, IncompatibleModelsError
 from alloy.io.hub import resolve_model
 from alloy.lora.adapter import Adapter, LoraModule, is_adapter_dir, open_adapter
-from alloy.methods.registry import MethodSpec, Params, get_method
+from alloy.methods.registry import MethodSpec, get_method
 
 BASE_FIELDS = ("base_model_name_or_path", "revision")
 # `base_model` of a config that names none: the schema of the task-arithmetic methods wants one,
@@ -106,33 +105,6 @@ def parse_merge_config(config: str | Path | Mapping[str, Any]) -> tuple[MergeCon
             return parse_config({**raw, "base_model": ADAPTERS_BASE}, source=str(path)), method
         text = text.rstrip("\n") + f"\nbase_model: {json.dumps(ADAPTERS_BASE)}\n"
     return parse_config(None, source=str(path), text=text), method
-
-
-def validate_params(
-    schema: type[Params], values: dict[str, Any], where: str, issues: list[ConfigIssue]
-) -> Params | None:
-    try:
-        return schema.model_validate(values)
-    except ValidationError as e:
-        for err in e.errors():
-            name = ".".join(str(x) for x in err["loc"])
-            msg = "missing" if err["type"] == "missing" else err["msg"]
-            issue = ConfigIssue(f"parameter {name!r}: {msg}", where)
-            if issue not in issues:
-                issues.append(issue)
-        return None
-
-
-def resolve_params(
-    schema: type[Params], levels: list[dict], tensor: str, t: float
-) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for pname, f in schema.model_fields.items():
-        alias = f.alias or pname
-        v, _ = resolve(alias, levels, tensor, t)
-        if v is not None:
-            values[alias] = v
-    return values
 
 
 @dataclass

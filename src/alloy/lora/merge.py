@@ -42,14 +42,12 @@ from alloy.lora.inputs import (
     parse_merge_config,
     position,
     replacements,
-    resolve_params,
     union_modules,
-    validate_params,
 )
 from alloy.lora.source import lora_delta
 from alloy.lora.write import OutModule, adapter_config, module_tensors, table, write_adapter
 from alloy.methods.registry import MethodSpec, get_method
-from alloy.plan.planner import named_dtype
+from alloy.plan.planner import named_dtype, resolve_params
 from alloy.plan.seeds import tensor_generator
 
 __all__ = ["LoraMergeResult", "ModuleReport", "lora_merge_config", "merge_adapters"]
@@ -148,7 +146,7 @@ def _merge(
     lora_bias = bool(adapters[0].config.get("lora_bias", False))
     out_dtype = _out_dtype(dtype, adapters)
 
-    issues: list[ConfigIssue] = []
+    issues: dict[tuple[str, str], ConfigIssue] = {}
     written: list[OutModule] = []
     reports: list[ModuleReport] = []
     slot = {id(i.adapter): k for k, i in enumerate(inputs) if i.adapter is not None}
@@ -157,16 +155,9 @@ def _merge(
         tensor = name + ".weight"  # what parameter filters match, as in a full merge
         t = position(name, counts)
         top = dict(cfg.parameters)
-        gparams = validate_params(
-            spec.params, resolve_params(spec.params, [top], tensor, t), "parameters", issues
-        )
+        gparams = resolve_params(spec.params, [top], tensor, t, "parameters", issues)
         mparams = [
-            validate_params(
-                spec.model_params,
-                resolve_params(spec.model_params, [i.parameters, top], tensor, t),
-                i.location,
-                issues,
-            )
+            resolve_params(spec.model_params, [i.parameters, top], tensor, t, i.location, issues)
             for i in inputs
         ]
         if gparams is None or any(p is None for p in mparams):
@@ -182,7 +173,7 @@ def _merge(
         written.append(om)
         reports.append(report)
     if issues:
-        raise ConfigError(issues, cfg.source_file)
+        raise ConfigError(list(issues.values()), cfg.source_file)
     if not written:
         raise AlloyError("every merged delta is zero: there is no adapter to write")
 

@@ -133,7 +133,7 @@ def choose_method(config: MergeConfig, strict: bool, notes: list[str]) -> Method
     return get_method(fallback)
 
 
-def _resolve_params(
+def resolve_params(
     schema: type[Params],
     levels: Sequence[dict],
     tensor_name: str,
@@ -142,6 +142,9 @@ def _resolve_params(
     issues: dict[tuple[str, str], ConfigIssue],
     defaults: dict[str, Any] | None = None,
 ) -> Params | None:
+    """``schema`` validated from the values ``levels`` give ``tensor_name`` at layer position
+    ``t`` (mergekit's precedence, filters and gradients); None with the errors added to
+    ``issues`` (one per place and message)."""
     values: dict[str, Any] = {}
     for pname in schema.model_fields:
         alias = schema.model_fields[pname].alias or pname
@@ -270,12 +273,12 @@ def _plan(
             jobs.append(TensorJob(o.name, info, inputs, base_ref, None, (), o.t, copy_only=True))
             continue
         top, slice_params = config.parameters, spec.parameters
-        params = _resolve_params(
+        params = resolve_params(
             method.params, [slice_params, top], o.name, o.t, spec.location, issues
         )
         mparams: list[Params] = []
         for s, name_in in zip(sources, names_in):
-            mp = _resolve_params(
+            mp = resolve_params(
                 method.model_params,
                 [s.parameters, slice_params, top],
                 name_in,
