@@ -149,9 +149,8 @@ def _merge(
     issues: dict[tuple[str, str], ConfigIssue] = {}
     written: list[OutModule] = []
     reports: list[ModuleReport] = []
-    slot = {id(i.adapter): k for k, i in enumerate(inputs) if i.adapter is not None}
     job = _Job(spec, method, rank, energy, randomized, device, seed, lora_bias)
-    for name, mods in modules.items():
+    for name in modules:
         tensor = name + ".weight"  # what parameter filters match, as in a full merge
         t = position(name, counts)
         top = dict(cfg.parameters)
@@ -162,10 +161,12 @@ def _merge(
         ]
         if gparams is None or any(p is None for p in mparams):
             continue
-        by_input: list[tuple[Adapter, LoraModule] | None] = [None] * len(inputs)
-        for a, m in zip(adapters, mods):
-            if m is not None:
-                by_input[slot[id(a)]] = (a, m)
+        by_input = [
+            (i.adapter, i.adapter.modules[name])
+            if i.adapter is not None and name in i.adapter.modules
+            else None
+            for i in inputs
+        ]
         om, report = job.run(name, by_input, gparams, mparams)
         if om is None:
             notes.append(f"{name}: the merged delta is zero; the module is left out")
