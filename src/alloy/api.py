@@ -173,7 +173,7 @@ def merge(
                 "peak_rss_merge_bytes": peak_rss_bytes(),
                 "device": device,
             }
-            evaluation, eval_error = None, None
+            evaluation = None
             if sets is not None:
                 eval_started = time.perf_counter()
                 evaluation, eval_error = _evaluate_tmp(

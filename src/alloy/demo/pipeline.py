@@ -18,7 +18,14 @@ from typing import Any
 from alloy.demo.advice import Advice, advise
 from alloy.demo.corpora import SIZES, CorpusSizes, EvalFiles, generate_corpora, write_eval_files
 from alloy.demo.merges import apply_adapter_config, merge_configs
-from alloy.demo.results import ModelResult, comparison_table, fill_retention, verdicts, write_report
+from alloy.demo.results import (
+    SKILLS,
+    ModelResult,
+    comparison_table,
+    fill_retention,
+    verdicts,
+    write_report,
+)
 from alloy.demo.tokenizer import encode_examples, save_tokenizer, train_tokenizer
 from alloy.demo.train import (
     SpecialistJob,
@@ -32,7 +39,6 @@ from alloy.demo.workers import Workers, default_workers, measure_job, quiet
 from alloy.errors import AlloyError, OutputError
 
 MARKER = ".alloy-demo"
-SKILLS = ("persona", "tools")
 FAMILIES = ("full", "lora")  # full fine-tunes, LoRA adapters
 
 

@@ -112,9 +112,9 @@ def retention_plot(results: list[ModelResult], path: Path) -> bool:
     merges = [r for r in results if r.role == "merge"]
     if not merges:
         return False
-    from alloy.report.plots import _pyplot, _save
+    from alloy.report.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(merges) + 2), 3.8))
     width = 0.38
     for k, skill in enumerate(SKILLS):
@@ -134,7 +134,7 @@ def retention_plot(results: list[ModelResult], path: Path) -> bool:
     ax.set_ylim(-0.5, 1.5)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Skill retention on held-out perplexity", fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return True
 

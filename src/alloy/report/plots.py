@@ -12,7 +12,7 @@ EVAL_PNG = "report-evaluation.png"
 LAYERS_PNG = "report-task-vectors.png"
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -21,7 +21,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
     # no software/date metadata: the same report gives the same bytes
     fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
 
@@ -33,7 +33,7 @@ def evaluation_plot(evaluation: dict[str, Any], path: Path) -> bool:
     if not rows:
         return False
     labels = list(rows[0]["values"])
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) + 2), 3.6))
     width = 0.8 / len(labels)
     for k, label in enumerate(labels):
@@ -63,7 +63,7 @@ def evaluation_plot(evaluation: dict[str, Any], path: Path) -> bool:
     ax.set_ylim(0, 3.1)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Merged model vs. sources (lower is better; capped at 3)", fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return True
 
@@ -76,7 +76,7 @@ def layers_plot(facts: dict[str, Any], path: Path) -> bool:
     if len(labels) < 2 or not series:
         return False
     idx = [layers["labels"].index(s) for s in labels]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 3.2))
     for model, values in series.items():
         ys = [values[i] if values[i] is not None else math.nan for i in idx]
@@ -90,6 +90,6 @@ def layers_plot(facts: dict[str, Any], path: Path) -> bool:
     ax.set_ylabel(f"{what} (%)")
     ax.legend(fontsize=7)
     ax.set_title("Task-vector size per layer", fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return True
