@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,12 +99,19 @@ def sources_from_report(merged: Path) -> tuple[list[tuple[str, Path]], str | Non
     return [(m["label"], Path(m["path"])) for m in merge["models"]], merge.get("method")
 
 
-def _bar(enabled: bool, desc: str) -> Any:
+@contextmanager
+def _bar(enabled: bool, desc: str) -> Iterator[Any]:
+    """A progress bar (None when disabled), closed however the block ends."""
     if not enabled:
-        return None
+        yield None
+        return
     from tqdm import tqdm
 
-    return tqdm(total=0, desc=desc, unit="batch", dynamic_ncols=True, leave=False)
+    bar = tqdm(total=0, desc=desc, unit="batch", dynamic_ncols=True, leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 @dataclass
@@ -124,21 +132,13 @@ def measure_model(
     out = ModelMeasurement({}, {}, {})
     with loaded(label, Path(path), options) as lm:
         for d in sets.data:
-            bar = _bar(options.progress, f"{label} · {d.name} perplexity")
-            try:
+            with _bar(options.progress, f"{label} · {d.name} perplexity") as bar:
                 res = perplexity(lm, d, options, bar)
-            finally:
-                if bar is not None:
-                    bar.close()
             out.values[(d.name, "perplexity")] = res.perplexity
             out.tokens[d.name] = res.tokens
         for p in sets.probes:
-            bar = _bar(options.progress, f"{label} · {p.name} {p.kind}")
-            try:
+            with _bar(options.progress, f"{label} · {p.name} {p.kind}") as bar:
                 pres = run_probes(lm, p, options, bar)
-            finally:
-                if bar is not None:
-                    bar.close()
             for metric, v in pres.metrics.items():
                 out.values[(p.name, metric)] = v
             out.examples[p.name] = pres.examples
