@@ -47,6 +47,7 @@ from alloy.lora.inputs import (
 from alloy.lora.source import lora_delta
 from alloy.lora.write import OutModule, adapter_config, module_tensors, table, write_adapter
 from alloy.methods.registry import MethodSpec, get_method
+from alloy.methods.task_vectors import weight_divisor
 from alloy.plan.planner import named_dtype, resolve_params
 from alloy.plan.seeds import tensor_generator
 
@@ -304,8 +305,7 @@ def _cat(
     weights = [p.weight for p in mparams]
     c = gparams.lambda_
     if gparams.normalize:
-        total = sum(weights)
-        c = c / (total if abs(total) >= 1e-8 else 1.0)  # as task_arithmetic divides
+        c = c / weight_divisor(weights)  # as task_arithmetic divides
     a_parts, b_parts, bias = [], [], None
     for x, w in zip(by_input, weights):
         if x is None:

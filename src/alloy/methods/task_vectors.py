@@ -63,6 +63,12 @@ class Family:
     method: str
 
 
+def weight_divisor(weights: Sequence[float]) -> float:
+    """What ``normalize`` divides by: the sum of the weights (1 when it is about zero)."""
+    total = sum(weights)
+    return total if abs(total) >= 1e-8 else 1.0
+
+
 def input_key(tensor_key: int, index: int) -> int:
     """The random stream of input ``index`` of a tensor whose streams are rooted at ``tensor_key``."""
     return mix64((tensor_key + (index + 1) * 0x9E3779B97F4A7C15) & ((1 << 64) - 1))
@@ -159,10 +165,6 @@ class TaskVectorStream:
             and kernel_dtypes([*chunk.raw_inputs, chunk.raw_base])
         )
 
-    def _divisor(self) -> float:
-        total = sum(self.weights)
-        return total if abs(total) >= 1e-8 else 1.0
-
     def _apply_torch(self, chunk: Chunk) -> torch.Tensor:
         base = chunk.base
         assert base is not None
@@ -185,7 +187,7 @@ class TaskVectorStream:
             divisor[divisor == 0] = 1  # no agreeing model: the (zero) sum stays zero
         else:
             mixed = weighted.sum(dim=0)  # Σ W_i
-            divisor = self._divisor()
+            divisor = weight_divisor(self.weights)
         del weighted
         if p.normalize:
             mixed = mixed / divisor
@@ -256,7 +258,7 @@ class TaskVectorStream:
             np.array(self.thresholds, np.uint64),
             self.family.elect,
             bool(self.params.normalize),
-            np.float32(self._divisor()),
+            np.float32(weight_divisor(self.weights)),
             np.float32(self.params.lambda_),
             as_array(out),
         )
