@@ -59,9 +59,11 @@ def _lora_base(value: str | None) -> ModelRef | None:
     try:
         ref = parse_model_ref(value)
     except ModelRefSyntaxError as e:
-        raise AlloyError(f"--lora-base {value!r}: {e}") from e
+        raise AlloyError(f"lora_base (--lora-base) {value!r}: {e}") from e
     if ref.lora is not None:
-        raise AlloyError(f"--lora-base {value!r} must name a base model, not BASE+ADAPTER")
+        raise AlloyError(
+            f"lora_base (--lora-base) {value!r} must name a base model, not BASE+ADAPTER"
+        )
     return ref
 
 
