@@ -71,9 +71,10 @@ class Model:
     """A model directory the demo evaluates."""
 
     family: str  # "full", "lora", or "" for the base
-    role: str  # "base", "specialist", "merge" or "recommended"
+    role: str  # "base", "specialist" or "merge"
     name: str  # base, persona, tools or the merge method
     path: Path
+    recommended: bool = False  # the merge `alloy recommend` proposed
 
 
 def prepare_out(out: Path) -> None:
@@ -215,13 +216,13 @@ def _merges(
             label = f"{family}-recommended"
             _merge(rec, out / "merges" / label, seed)
             models[label] = Model(
-                family, "recommended", str(rec["merge_method"]), out / "merges" / label
+                family, "merge", str(rec["merge_method"]), out / "merges" / label, True
             )
         for method, config in merge_configs(*_family_refs(paths, family)).items():
             label = f"{family}-{method}"
             _merge(config, out / "merges" / label, seed)
             models[label] = Model(family, "merge", method, out / "merges" / label)
-    n = sum(1 for m in models.values() if m.role in ("merge", "recommended"))
+    n = sum(1 for m in models.values() if m.role == "merge")
     steps.done("merge", f"{n} merges in {out / 'merges'}, each with its report")
     return models, advice, notes
 
@@ -264,11 +265,11 @@ def run_demo(
         ModelResult(
             label=label,
             family=m.family,
-            role="merge" if m.role == "recommended" else m.role,
+            role=m.role,
             name=m.name,
             path=str(m.path),
             values={f"{k[0]}/{k[1]}": v for k, v in measured[label].values.items()},
-            recommended=m.role == "recommended",
+            recommended=m.recommended,
         )
         for label, m in models.items()
     ]
@@ -290,7 +291,7 @@ def _record_evaluations(
     from alloy.report.report import record_evaluation
 
     for label, m in models.items():
-        if m.role not in ("merge", "recommended"):
+        if m.role != "merge":
             continue
         sources = [("base", models["base"].path)]
         sources += [(f"{s}-{m.family}", models[f"{s}-{m.family}"].path) for s in SKILLS]
