@@ -31,7 +31,7 @@ from alloy.arch.infer import is_output_embedding, split_layer_name
 from alloy.arch.kinds import kinds, module_kind
 from alloy.config.schema import ModelRef
 from alloy.errors import AlloyError, IncompatibleModelsError
-from alloy.plan.models import InputModel, open_models
+from alloy.plan.models import InputModel, close_all, open_all
 from alloy.plan.seeds import tensor_seed
 
 SAMPLE_BLOCK = 8  # rows per sampled block
@@ -206,10 +206,8 @@ def analyze(
     refs = parse_refs(list(models))
     base_ref = parse_refs([base])[0] if base is not None else None
     all_refs = [*refs, *([base_ref] if base_ref is not None else [])]
-    opened, errors = open_models(all_refs, None)
+    opened = open_all(all_refs)
     try:
-        if errors:
-            raise errors[0] if len(errors) == 1 else AlloyError("\n".join(f"- {e}" for e in errors))
         inputs = [opened[r] for r in all_refs]
         labels = [str(r) for r in all_refs]
         report = check_models(inputs, labels)
@@ -219,8 +217,7 @@ def analyze(
         jobs = _jobs(ref_model, inputs, sample, seed)
         stats = _run(jobs, inputs, ref_model, base_ref is not None, density, workers, on_tensor)
     finally:
-        for m in {id(m): m for m in opened.values()}.values():
-            m.close()
+        close_all(opened)
     return Analysis(
         models=[str(r) for r in refs],
         base=str(base_ref) if base_ref is not None else None,

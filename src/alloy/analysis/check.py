@@ -10,7 +10,7 @@ from alloy.arch.compat import check_models
 from alloy.arch.differences import CompatReport
 from alloy.config.schema import ModelRef
 from alloy.errors import AlloyError, IncompatibleModelsError
-from alloy.plan.models import open_models
+from alloy.plan.models import close_all, open_all
 
 
 def check(models: Sequence[str | ModelRef], *, config_dir: Path | None = None) -> CompatReport:
@@ -19,14 +19,11 @@ def check(models: Sequence[str | ModelRef], *, config_dir: Path | None = None) -
     if len(models) < 2:
         raise AlloyError("give at least two models to compare (or one merge config)")
     refs = parse_refs(models)
-    opened, errors = open_models(refs, config_dir)
+    opened = open_all(refs, config_dir)
     try:
-        if errors:
-            raise errors[0] if len(errors) == 1 else AlloyError("\n".join(f"- {e}" for e in errors))
         return check_models([opened[r] for r in refs], [str(r) for r in refs])
     finally:
-        for m in {id(m): m for m in opened.values()}.values():
-            m.close()
+        close_all(opened)
 
 
 def check_config(config: str | Path) -> CompatReport:

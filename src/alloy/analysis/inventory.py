@@ -29,7 +29,7 @@ from alloy.arch.tokenizer import tokenizer_info
 from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
 from alloy.config.schema import ModelRef
 from alloy.errors import AlloyError, ConfigError, ConfigIssue
-from alloy.plan.models import InputModel, open_models
+from alloy.plan.models import InputModel, close_all, open_all
 
 # Model-card tags that say nothing about the domain.
 GENERIC_TAGS = frozenset(
@@ -227,11 +227,7 @@ def inventory(
     if len(labels) > len(models):
         raise AlloyError(f"{len(labels)} labels for {len(models)} models: give one per model")
     refs = parse_refs([m for m in models if not isinstance(m, InputModel)])
-    by_ref, errors = open_models(refs, None)
-    if errors:
-        for m in by_ref.values():
-            m.close()
-        raise errors[0] if len(errors) == 1 else AlloyError("\n".join(f"- {e}" for e in errors))
+    by_ref = open_all(refs)
     try:
         out = []
         it = iter(refs)
@@ -241,8 +237,7 @@ def inventory(
             out.append(record(model, hash_weights=hash_weights, label=label))
         return out
     finally:
-        for m in {id(m): m for m in by_ref.values()}.values():
-            m.close()
+        close_all(by_ref)
 
 
 def render(records: Sequence[SourceRecord]) -> str:

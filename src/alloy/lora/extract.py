@@ -26,7 +26,7 @@ from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
 from alloy.errors import AlloyError, IncompatibleModelsError
 from alloy.lora.factorize import check_rank_energy, truncated_svd
 from alloy.lora.write import OutModule, adapter_config, module_tensors, table, write_adapter
-from alloy.plan.models import InputModel, open_models
+from alloy.plan.models import InputModel, open_all
 from alloy.plan.planner import named_dtype
 from alloy.plan.seeds import tensor_generator
 
@@ -91,11 +91,7 @@ def _open(model: str, base: str) -> tuple[InputModel, InputModel]:
         refs = [parse_model_ref(model), parse_model_ref(base)]
     except ModelRefSyntaxError as e:
         raise AlloyError(str(e)) from e
-    models, errors = open_models(refs, None)
-    if errors:
-        for m in models.values():
-            m.close()
-        raise errors[0] if len(errors) == 1 else AlloyError("\n".join(f"- {e}" for e in errors))
+    models = open_all(refs)
     return models[refs[0]], models[refs[1]]
 
 

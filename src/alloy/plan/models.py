@@ -153,3 +153,19 @@ def open_models(
             )
         )
     return out, errors
+
+
+def open_all(refs: list[ModelRef], config_dir: Path | None = None) -> dict[ModelRef, InputModel]:
+    """`open_models`, raising its problems at once (one error as is, several listed), with
+    nothing left open then."""
+    opened, errors = open_models(refs, config_dir)
+    if errors:
+        close_all(opened)
+        raise errors[0] if len(errors) == 1 else AlloyError("\n".join(f"- {e}" for e in errors))
+    return opened
+
+
+def close_all(opened: dict[ModelRef, InputModel]) -> None:
+    """Close every opened model once (two references may share one model)."""
+    for m in {id(m): m for m in opened.values()}.values():
+        m.close()

@@ -32,7 +32,7 @@ from alloy.io.sources import TensorInfo
 from alloy.io.writer import OutTensor
 from alloy.methods.registry import MethodSpec, Params, get_method
 from alloy.plan.layout import SliceSpec, normalize_slices, output_tensors
-from alloy.plan.models import InputModel, open_models
+from alloy.plan.models import InputModel, close_all, open_models
 
 log = logging.getLogger("alloy")
 
@@ -102,8 +102,7 @@ class MergePlan:
         return [[OutTensor(self.jobs[i].name, self.jobs[i].info) for i in s] for s in self.shards]
 
     def close(self) -> None:
-        for m in {id(m): m for m in self.models.values()}.values():
-            m.close()
+        close_all(self.models)
 
 
 def choose_method(config: MergeConfig, strict: bool, notes: list[str]) -> MethodSpec:
