@@ -32,7 +32,7 @@ import torch
 
 from alloy.errors import CheckpointError
 from alloy.kernels import as_array
-from alloy.methods.select import Cut, StreamingTopK, bracket_groups
+from alloy.methods.select import Bracket, Cut, StreamingTopK, add_group_counts, bracket_groups
 from alloy.methods.sparsify import magnitude_keep_count
 from alloy.methods.stream import kernel_dtypes
 from alloy.methods.task_vectors import sample_magnitudes
@@ -202,7 +202,7 @@ def _one_pass(
     n, nk = len(selectors), len(ks)
     total = arrays[n].shape[0]
     out = Sums(n, float(total), 1)
-    lo, hi, glo, ghi, members = _brackets(selectors, nk, dk)
+    lo, hi, glo, ghi, groups = _brackets(selectors, nk, dk)
     npairs = len(pairs(n))
     sums = np.zeros(1 + n + npairs + n * nk, np.float64)
     counts = np.zeros(2 * n + n * nk + 2, np.int64)
@@ -233,15 +233,7 @@ def _one_pass(
         if n >= 2 and nu:
             settle.append((unsure[:nu] + s, udelta[:, :nu].copy()))
         for i, sel in enumerate(selectors):
-            for g, ranks in enumerate(members[i]):
-                idx = where[i, g, : found[i, g]].astype(np.int64) + s
-                mag = wmag[i, g, : found[i, g]].copy()  # the buffer is reused
-                if len(ranks) == 1:  # the group is the bracket
-                    sel.add_counts(ranks[0], 0, 0.0, None, mag, idx)
-                    continue
-                for k in ranks:
-                    mine = (mag >= lo[i, k]) & (mag <= hi[i, k])
-                    sel.add_counts(k, 0, 0.0, None, mag[mine], idx[mine])
+            add_group_counts(sel, groups[i], where[i], wmag[i], found[i], s)
     for i, sel in enumerate(selectors):
         for k, _, _ in open_[i]:
             above = int(counts[2 * n + i * nk + k])
@@ -269,9 +261,9 @@ def _one_pass(
 
 def _brackets(
     selectors: list[StreamingTopK], nk: int, dk: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[list[list[int]]]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[list[list[Bracket]]]]:
     """The kernel's brackets [input, rank], their disjoint groups, and each input's groups'
-    open ranks. A rank whose cut is known is given as the cut itself (everything: ``hi = −inf``;
+    open brackets (`alloy.methods.select.bracket_groups`). A rank whose cut is known is given as the cut itself (everything: ``hi = −inf``;
     nothing: ``lo = hi = +inf``; else ``lo = hi = tau``, so only values equal to tau stay
     uncertain) and is not searched."""
     n = len(selectors)
@@ -279,7 +271,7 @@ def _brackets(
     hi = np.full((n, nk), np.inf, np.float32)
     glo = np.full((n, nk), np.inf, np.float32)  # unused groups: lo > hi
     ghi = np.full((n, nk), -np.inf, np.float32)
-    members: list[list[list[int]]] = []
+    groups: list[list[list[Bracket]]] = []
     for i, sel in enumerate(selectors):
         for c in sel.cuts_so_far():
             rank, cut = c
@@ -289,11 +281,10 @@ def _brackets(
         open_ = sel.open_brackets()
         for k, l_, h_ in open_:
             lo[i, k], hi[i, k] = l_, h_
-        ranks = [k for k, _, _ in open_]
-        gl, gh, group_of = bracket_groups(lo[i, ranks], hi[i, ranks])
+        gl, gh, mine = bracket_groups(open_)
         glo[i, : len(gl)], ghi[i, : len(gh)] = gl, gh
-        members.append([[k for k, g in zip(ranks, group_of) if g == j] for j in range(len(gl))])
-    return lo, hi, glo, ghi, members
+        groups.append(mine)
+    return lo, hi, glo, ghi, groups
 
 
 def _settle(records: list[tuple[np.ndarray, np.ndarray]], cuts: list[Cut]) -> tuple[int, int]:

@@ -302,25 +302,43 @@ def gram(xs):  # type: ignore[no-untyped-def]
     return g
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _collect(a, gid, L, offset, pos_in, where, wmag, found):  # type: ignore[no-untyped-def]
+    """Append a block's entries that lie in a group (``gid[t]`` = group + 1, 0: none) to their
+    group's row: ``where[g, found[g]] = offset + t``, ``wmag[g, found[g]] = a[t]``."""
+    f = 0
+    for t in range(L):  # written always, kept by advancing: no branch on the data
+        pos_in[f] = t
+        f += gid[t] != 0
+    for q in range(f):  # the few found, to their group's row
+        t = pos_in[q]
+        g = gid[t] - 1
+        c = found[g]
+        where[g, c] = offset + t
+        wmag[g, c] = a[t]
+        found[g] = c + 1
+
+
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
-def bracket(x, base, start, lo, hi, glo, ghi, sums, values, indices, groups):  # type: ignore[no-untyped-def]
+def bracket(x, base, start, lo, hi, glo, ghi, sums, where, wmag):  # type: ignore[no-untyped-def]
     """One chunk of a top-k count (`alloy.methods.select`) on ``|x − base|``.
 
     Returns, per bracket ``[lo[k], hi[k]]``, the number of values above it and their sum, then
-    Σ of all values, then the number of values inside any of the disjoint groups
-    ``[glo[g], ghi[g]]`` (the brackets, overlapping ones merged), written with their flat
-    indices and group number + 1 to ``values``, ``indices`` and ``groups`` (which hold one
-    element more than the chunk). The sums (for the L1 rescale) are computed only when
-    ``sums`` is true; their float64 order may vary between machines."""
+    Σ of all values, then per disjoint group ``[glo[g], ghi[g]]`` (the brackets, overlapping
+    ones merged) the number of values inside it, written with their flat indices to
+    ``where[g]`` and ``wmag[g]`` (rows one element longer than the chunk). The sums (for the
+    L1 rescale) are computed only when ``sums`` is true; their float64 order may vary between
+    machines."""
     m = x.shape[0]
     nb = lo.shape[0]
     ng = glo.shape[0]
     above = np.zeros(nb, np.int64)
     above_sum = np.zeros(nb, np.float64)
     total = 0.0
-    found = 0
+    found = np.zeros(max(ng, 1), np.int64)
     a = np.empty(BLOCK, np.float32)
     gid = np.empty(BLOCK, np.int8)
+    pos_in = np.empty(BLOCK + 1, np.int32)
     for j0 in range(0, m, BLOCK):
         L = min(m, j0 + BLOCK) - j0
         for t in range(L):
@@ -346,11 +364,7 @@ def bracket(x, base, start, lo, hi, glo, ghi, sums, values, indices, groups):  #
             gl, gh = glo[g], ghi[g]
             for t in range(L):
                 gid[t] += np.int8(g + 1) * ((a[t] >= gl) & (a[t] <= gh))
-        for t in range(L):  # written always, kept by advancing: no branch on the data
-            values[found] = a[t]
-            indices[found] = start + j0 + t
-            groups[found] = gid[t]
-            found += gid[t] != 0
+        _collect(a, gid, L, start + j0, pos_in, where, wmag, found)
     return above, above_sum, total, found
 
 
@@ -447,17 +461,7 @@ def task_vector_pass(xs, base, lo, hi, glo, ghi, dk, sums, counts, where, wmag, 
                 gl, gh = glo[i, g], ghi[i, g]
                 for t in range(L):
                     gid[t] += np.int8(g + 1) * ((a[t] >= gl) & (a[t] <= gh))
-            f = 0
-            for t in range(L):  # written always, kept by advancing: no branch on the data
-                pos_in[f] = t
-                f += gid[t] != 0
-            for q in range(f):  # the few found, to their group's row
-                t = pos_in[q]
-                g = gid[t] - 1
-                c = found[i, g]
-                where[i, g, c] = j0 + t
-                wmag[i, g, c] = a[t]
-                found[i, g] = c + 1
+            _collect(a, gid, L, j0, pos_in, where[i], wmag[i], found[i])
         p = 0
         for i in range(n):
             for k in range(i + 1, n):

@@ -232,20 +232,49 @@ class StreamingTopK:
                 s.cut = Cut(s.cut.k, s.cut.tau, s.cut.cutoff, s.cut.kept_sum, total, s.cut.kept_sq)
 
 
-def bracket_groups(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """The brackets merged where they overlap: (group lows, group highs, each bracket's group)."""
-    order = np.argsort(lo, kind="stable")
+Bracket = tuple[int, float, float]  # (search number, lo, hi): an open bracket
+
+
+def bracket_groups(open_: Sequence[Bracket]) -> tuple[np.ndarray, np.ndarray, list[list[Bracket]]]:
+    """The brackets merged where they overlap: (group lows, group highs, each group's
+    brackets), groups in ascending order, for the kernels' count passes."""
+    order = sorted(range(len(open_)), key=lambda k: open_[k][1])  # stable: by lo
     glo: list[float] = []
     ghi: list[float] = []
-    group_of = [0] * len(lo)
+    members: list[list[Bracket]] = []
     for k in order:
-        if glo and lo[k] <= ghi[-1]:
-            ghi[-1] = max(ghi[-1], float(hi[k]))
+        _, lo, hi = open_[k]
+        if glo and lo <= ghi[-1]:
+            ghi[-1] = max(ghi[-1], hi)
+            members[-1].append(open_[k])
         else:
-            glo.append(float(lo[k]))
-            ghi.append(float(hi[k]))
-        group_of[int(k)] = len(glo) - 1
-    return np.array(glo, np.float32), np.array(ghi, np.float32), group_of
+            glo.append(lo)
+            ghi.append(hi)
+            members.append([open_[k]])
+    return np.array(glo, np.float32), np.array(ghi, np.float32), members
+
+
+def add_group_counts(
+    sel: StreamingTopK,
+    groups: Sequence[Sequence[Bracket]],
+    where: np.ndarray,
+    wmag: np.ndarray,
+    found: np.ndarray,
+    offset: int = 0,
+) -> None:
+    """Hand ``sel`` the values a kernel collected per group of brackets: ``groups[g]`` (from
+    `bracket_groups`), ``where[g, :found[g]]`` their positions (plus ``offset``: their flat
+    indices) and ``wmag[g, :found[g]]`` their values. A group of one bracket is that bracket's
+    values; a merged group is split by each bracket's bounds."""
+    for g, members in enumerate(groups):
+        idx = where[g, : found[g]].astype(np.int64) + offset
+        mag = wmag[g, : found[g]].copy()  # the kernel's buffers are reused
+        if len(members) == 1:
+            sel.add_counts(members[0][0], 0, 0.0, None, mag, idx)
+            continue
+        for search, lo, hi in members:
+            mine = (mag >= lo) & (mag <= hi)
+            sel.add_counts(search, 0, 0.0, None, mag[mine], idx[mine])
 
 
 def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from alloy.errors import MergeComputationError
 from alloy.kernels import as_array
 from alloy.kernels.random import draws32, keep_threshold, mix64
 from alloy.methods.registry import Params, method
-from alloy.methods.select import Cut, StreamingTopK, bracket_groups
+from alloy.methods.select import Cut, StreamingTopK, add_group_counts, bracket_groups
 from alloy.methods.sparsify import (
     agrees_with,
     check_density,
@@ -278,26 +278,16 @@ def count_brackets(
     xa, ba = as_array(x), as_array(base)
     lo = np.array([b[1] for b in open_], np.float32)
     hi = np.array([b[2] for b in open_], np.float32)
-    glo, ghi, group_of = bracket_groups(lo, hi)
-    values = np.empty(xa.shape[0] + 1, np.float32)
-    indices = np.empty(xa.shape[0] + 1, np.int64)
-    groups = np.empty(xa.shape[0] + 1, np.int8)
-    above, above_sum, total, found = cpu.bracket(
-        xa, ba, start, lo, hi, glo, ghi, sums, values, indices, groups
-    )
-    values, indices, groups = values[:found], indices[:found], groups[:found]
+    glo, ghi, groups = bracket_groups(open_)
+    # a row per group, one longer than the chunk (pages are touched only as they fill)
+    where = np.empty((len(groups), xa.shape[0] + 1), np.int64)
+    wmag = np.empty((len(groups), xa.shape[0] + 1), np.float32)
+    above, above_sum, total, found = cpu.bracket(xa, ba, start, lo, hi, glo, ghi, sums, where, wmag)
+    empty = np.empty(0, np.float32)
     for k, (search, _, _) in enumerate(open_):
-        mine = groups == group_of[k] + 1
-        if len(glo) > 1 or lo[k] > glo[0] or hi[k] < ghi[0]:
-            mine &= (values >= lo[k]) & (values <= hi[k])
-        sel.add_counts(
-            search,
-            int(above[k]),
-            float(above_sum[k]),
-            float(total) if k == 0 else None,
-            values[mine],
-            indices[mine],
-        )
+        total_k = float(total) if k == 0 else None
+        sel.add_counts(search, int(above[k]), float(above_sum[k]), total_k, empty, empty)
+    add_group_counts(sel, groups, where, wmag, found)
 
 
 def sample_magnitudes(sel: StreamingTopK, x: torch.Tensor, base: torch.Tensor, start: int) -> None:
