@@ -233,9 +233,7 @@ def iso_cts(
     if not _is_matrix(base):
         return mean_task_vector(inputs, base, params, model_params, generator)
     n = len(inputs)
-    rows, cols = base.shape
-    rank = min(rows, cols)
-    common, per_task = subspace_sizes(rank, n, params.common_space_fraction)
+    common, per_task = subspace_sizes(min(base.shape), n, params.common_space_fraction)
     u, s, vh = _summed_spectrum(inputs, base)
     if s.numel() == 0:
         return base.clone()  # no task moved this matrix
