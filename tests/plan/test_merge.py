@@ -342,11 +342,8 @@ def test_gradient_restarts_per_slice(tmp_path: Path) -> None:
         ],
     }
     p = alloy.plan(cfg)
-    try:
-        ts = {j.name: j.t for j in p.jobs}
-        w = {j.name: [m.weight for m in j.model_params] for j in p.jobs}  # type: ignore[attr-defined]
-    finally:
-        p.close()
+    ts = {j.name: j.t for j in p.jobs}
+    w = {j.name: [m.weight for m in j.model_params] for j in p.jobs}  # type: ignore[attr-defined]
     assert ts["model.layers.0.mlp.up_proj.weight"] == 0.0
     assert ts["model.layers.1.mlp.up_proj.weight"] == 1.0
     assert ts["model.layers.2.mlp.up_proj.weight"] == 0.0  # restarts in the second slice

@@ -9,9 +9,18 @@ import pytest
 import torch
 from tiny import tiny_tensors, write_tiny
 
-import alloy
-from alloy.report.facts import BLOCK_ELEMENTS, SAMPLE_BLOCKS, sample_rows, task_vector_facts
+from alloy.api import merge_facts, open_config_models
+from alloy.config.load import load_config
+from alloy.plan.planner import build_plan
+from alloy.report.facts import BLOCK_ELEMENTS, SAMPLE_BLOCKS, sample_rows
 from alloy.report.rationale import fact_sentences
+
+
+def _facts(config: dict) -> dict:
+    """The facts `alloy.merge` reports for ``config``, read from its opened models."""
+    cfg = load_config(config)
+    with open_config_models(cfg) as models:
+        return merge_facts(build_plan(cfg, models), models.sources())
 
 
 def _models(tmp_path: Path, extra: dict[str, torch.Tensor] | None = None) -> list[Path]:
@@ -50,11 +59,7 @@ def _ties(base: Path, a: Path, b: Path) -> dict:
 
 def test_facts_with_base_equal_the_naive_computation(tmp_path: Path) -> None:
     base, a, b = _models(tmp_path)
-    plan = alloy.plan(_ties(base, a, b))
-    try:
-        facts = task_vector_facts(plan)
-    finally:
-        plan.close()
+    facts = _facts(_ties(base, a, b))
     w0, wa, wb = _flat(base), _flat(a), _flat(b)
     da, db = wa - w0, wb - w0
     assert facts["exact"] and facts["sampled_elements"] == w0.numel()
@@ -89,11 +94,7 @@ def test_facts_without_base_use_the_mean(tmp_path: Path) -> None:
         "merge_method": "linear",
         "models": [{"model": str(p), "parameters": {"weight": 1.0}} for p in (a, b)],
     }
-    plan = alloy.plan(cfg)
-    try:
-        facts = task_vector_facts(plan)
-    finally:
-        plan.close()
+    facts = _facts(cfg)
     wa, wb = _flat(a), _flat(b)
     m = (wa + wb) / 2
     assert not facts["with_base"] and facts["sign_conflict"] is None
@@ -115,11 +116,7 @@ def test_large_tensors_are_sampled_in_bounded_blocks(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(3)
     big = {"model.layers.0.mlp.down_proj.weight": 0.1 * torch.randn(300, 512, generator=g)}
     base, a, b = _models(tmp_path, big)
-    plan = alloy.plan(_ties(base, a, b))
-    try:
-        facts = task_vector_facts(plan)
-    finally:
-        plan.close()
+    facts = _facts(_ties(base, a, b))
     assert not facts["exact"]
     small = sum(v.numel() for v in tiny_tensors(0).values())
     assert facts["sampled_elements"] == small + SAMPLE_BLOCKS * (BLOCK_ELEMENTS // 512) * 512

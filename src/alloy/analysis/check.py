@@ -37,8 +37,5 @@ def check_config(config: str | Path) -> CompatReport:
         if e.report is not None:
             return e.report
         raise
-    try:
-        assert the_plan.compat is not None
-        return the_plan.compat
-    finally:
-        the_plan.close()
+    assert the_plan.compat is not None
+    return the_plan.compat

@@ -299,11 +299,8 @@ def _memory(config: dict[str, Any]) -> dict[str, Any]:
     from alloy.plan.estimate import estimate_memory
 
     p = plan(config, allow_crimes=True)
-    try:
-        est = estimate_memory(p)
-        method = p.method.name
-    finally:
-        p.close()
+    est = estimate_memory(p)
+    method = p.method.name
     available = psutil.virtual_memory().available
     fits = est.peak_bytes <= RAM_SHARE * available
     gib = 1024**3

@@ -195,10 +195,7 @@ def plan(
 
     setup_logging(verbose, False)
     the_plan = make_plan(config, out_shard_size=out_shard_size, strict=strict, lora_base=lora_base)
-    try:
-        click.echo(describe_tensor(the_plan, tensor) if tensor else describe_plan(the_plan))
-    finally:
-        the_plan.close()
+    click.echo(describe_tensor(the_plan, tensor) if tensor else describe_plan(the_plan))
 
 
 @click.command()

@@ -54,7 +54,8 @@ class TensorInfo:
 
 
 class TensorSource(Protocol):
-    """What the planner and executor need from a checkpoint."""
+    """What the planner and executor need from a checkpoint. Whoever opens a source closes
+    it (the executor only reads)."""
 
     def names(self) -> list[str]: ...
 
@@ -62,6 +63,10 @@ class TensorSource(Protocol):
 
     def get(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
         """The tensor, or rows ``[start, end)`` of its first dimension."""
+        ...
+
+    def close(self) -> None:
+        """Release the files the source holds open."""
         ...
 
 
@@ -81,6 +86,9 @@ class MemorySource:
     def get(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
         t = self._t[name]
         return (t if rows is None else t[rows[0] : rows[1]]).clone()
+
+    def close(self) -> None:
+        """Nothing to release: the tensors stay the caller's."""
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,8 @@ def describe_plan(plan: MergePlan) -> str:
         lines[0] += f"  [config says {plan.config.merge_method}]"
     lines.append("models:")
     for ref, m in plan.models.items():
-        size = sum(m.weights.info(n).nbytes for n in m.weights.names())
         where = f"{m.path} + adapter {m.adapter}" if m.adapter else str(m.path)
-        lines.append(f"  {ref}  ->  {where}  ({len(m.weights.names())} tensors, {_gb(size)})")
+        lines.append(f"  {ref}  ->  {where}  ({m.tensors} tensors, {_gb(m.nbytes)})")
     lines += [
         f"output: {len(plan.jobs)} tensors in {len(plan.shards)} shard(s), "
         f"{_gb(plan.bytes_to_write)}",

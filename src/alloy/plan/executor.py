@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -28,7 +28,9 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
-from alloy.errors import MergeComputationError
+from alloy.config.schema import ModelRef
+from alloy.errors import CheckpointError, MergeComputationError, ModelNotFoundError
+from alloy.io.sources import TensorSource
 from alloy.io.writer import TensorWriter
 from alloy.kernels import as_array, cpu_kernels_enabled
 from alloy.methods.stream import Chunk, StreamedMerge, TensorContext, kernel_dtypes
@@ -177,16 +179,29 @@ class _FnStream:
 
 
 class Executor:
+    """Runs ``plan``: reads each job's inputs from ``sources`` (one per model reference of the
+    plan; the caller opens and closes them), merges, and hands the results to ``writer``
+    (finished at the end)."""
+
     def __init__(
         self,
         plan: MergePlan,
+        sources: Mapping[ModelRef, TensorSource],
         writer: TensorWriter,
         *,
         device: str = "cpu",
         seed: int = 0,
         on_tensor: Callable[[TensorJob], None] | None = None,
     ) -> None:
+        missing = {r.model for j in plan.jobs for r in j.all_inputs} - set(sources)
+        if missing:
+            raise ModelNotFoundError(
+                "the executor was given no source for "
+                + ", ".join(sorted(str(m) for m in missing))
+                + "; pass one source per model reference of the plan"
+            )
         self.plan = plan
+        self.sources = sources
         self.writer = writer
         self.device = torch.device(device)
         self.seed = seed
@@ -211,7 +226,13 @@ class Executor:
                 yield Unit(job, "chunk", rows, k, k == len(chunks) - 1)
 
     def _read(self, ref: InputRef, rows: tuple[int, int] | None) -> torch.Tensor:
-        return self.plan.models[ref.model].weights.get(ref.name, rows)
+        try:
+            return self.sources[ref.model].get(ref.name, rows)
+        except KeyError:
+            raise CheckpointError(
+                f"{ref.label}: {ref.model} has no tensor {ref.name!r}, which the plan read in "
+                "its header; the checkpoint changed since it was planned: plan again."
+            ) from None
 
     def _fetch(self, unit: Unit) -> Fetched:
         """Runs on the reader thread: the unit's raw tensors (inputs, then base) as stored

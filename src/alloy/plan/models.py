@@ -7,15 +7,23 @@ base checkpoint with the adapter applied on the fly (`alloy.lora.source.LoraSour
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from alloy.arch.infer import ArchInfo, infer
 from alloy.config.schema import ModelRef
 from alloy.errors import AlloyError, ConfigError, ConfigIssue, ModelNotFoundError
 from alloy.io.hub import resolve_model
-from alloy.io.sources import SafetensorsCheckpoint, TorchBinCheckpoint, open_weights, read_json
+from alloy.io.sources import (
+    SafetensorsCheckpoint,
+    TensorSource,
+    TorchBinCheckpoint,
+    open_weights,
+    read_json,
+)
 from alloy.lora.adapter import is_adapter_dir, open_adapter
 from alloy.lora.source import LoraSource
 
@@ -126,8 +134,43 @@ def _config(path: Path) -> dict[str, Any]:
     return read_json(cfg_path) if cfg_path.is_file() else {}
 
 
-def open_models(
-    refs: list[ModelRef], config_dir: Path | None, lora_base: ModelRef | None = None
+class OpenedModels(Mapping[ModelRef, InputModel]):
+    """The opened input models of a merge, by reference; the caller closes them once (a
+    context manager), and hands their tensors to the executor with `sources`."""
+
+    def __init__(self, models: dict[ModelRef, InputModel]) -> None:
+        self._models = models
+
+    def __getitem__(self, ref: ModelRef) -> InputModel:
+        return self._models[ref]
+
+    def __iter__(self) -> Iterator[ModelRef]:
+        return iter(self._models)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def sources(self) -> dict[ModelRef, TensorSource]:
+        """Each reference's tensors (what `alloy.plan.executor.Executor` reads)."""
+        return {ref: m.weights for ref, m in self._models.items()}
+
+    def close(self) -> None:
+        close_all(self._models)
+
+    def __enter__(self) -> OpenedModels:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _open_each(
+    refs: Sequence[ModelRef], config_dir: Path | None, lora_base: ModelRef | None
 ) -> tuple[dict[ModelRef, InputModel], list[AlloyError]]:
     """Open every referenced model; problems are returned, not raised, to be reported together.
 
@@ -155,17 +198,26 @@ def open_models(
     return out, errors
 
 
-def open_all(refs: list[ModelRef], config_dir: Path | None = None) -> dict[ModelRef, InputModel]:
-    """`open_models`, raising its problems at once (one error as is, several listed), with
-    nothing left open then."""
-    opened, errors = open_models(refs, config_dir)
+def open_models(
+    refs: Sequence[ModelRef], config_dir: Path | None = None, lora_base: ModelRef | None = None
+) -> OpenedModels:
+    """Open every referenced model (headers only), each checkpoint once; raise the problems
+    together (one error as is, several listed), with nothing left open then.
+
+    ``lora_base`` overrides the base of every input that is a bare adapter directory."""
+    opened, errors = _open_each(refs, config_dir, lora_base)
     if errors:
         close_all(opened)
         raise errors[0] if len(errors) == 1 else AlloyError("\n".join(f"- {e}" for e in errors))
-    return opened
+    return OpenedModels(opened)
 
 
-def close_all(opened: dict[ModelRef, InputModel]) -> None:
+def open_all(refs: Sequence[ModelRef], config_dir: Path | None = None) -> OpenedModels:
+    """`open_models` without a ``lora_base``."""
+    return open_models(refs, config_dir)
+
+
+def close_all(opened: Mapping[ModelRef, InputModel]) -> None:
     """Close every opened model once (two references may share one model)."""
     for m in {id(m): m for m in opened.values()}.values():
         m.close()

@@ -8,8 +8,8 @@ reads no tensor data: `alloy plan` prints the result with a memory estimate.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +21,13 @@ from alloy.arch.differences import CompatReport, Difference
 from alloy.arch.infer import is_embedding, is_output_embedding, remap_config_layers
 from alloy.config.params import resolve
 from alloy.config.schema import MergeConfig, ModelRef
-from alloy.errors import (
-    AlloyError,
-    ConfigError,
-    ConfigIssue,
-    IncompatibleModelsError,
-)
+from alloy.errors import AlloyError, ConfigError, ConfigIssue, IncompatibleModelsError
 from alloy.io.sharding import plan_shards
 from alloy.io.sources import TensorInfo
 from alloy.io.writer import OutTensor
 from alloy.methods.registry import MethodSpec, Params, get_method
 from alloy.plan.layout import SliceSpec, normalize_slices, output_tensors
-from alloy.plan.models import InputModel, close_all, open_models
+from alloy.plan.models import InputModel
 
 log = logging.getLogger("alloy")
 
@@ -51,11 +46,13 @@ MAX_LISTED = 8
 
 @dataclass(frozen=True)
 class InputRef:
-    """One input tensor: which model, which tensor name, where the config lists it."""
+    """One input tensor: which model, which tensor name, where the config lists it, and its
+    stored shape and dtype."""
 
     model: ModelRef
     name: str
     label: str
+    info: TensorInfo
 
 
 @dataclass(frozen=True)
@@ -75,24 +72,50 @@ class TensorJob:
         return (*self.inputs, *((self.base,) if self.base else ()))
 
 
-@dataclass
+@dataclass(frozen=True)
+class PlannedModel:
+    """An input model as the plan saw it: where it is, and its size (no open file)."""
+
+    ref: ModelRef
+    path: Path  # the (base) checkpoint directory: config.json, tokenizer
+    adapter: Path | None  # the LoRA adapter applied on the fly, if any
+    tensors: int
+    nbytes: int
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every directory this input reads (an output must not overlap any of them)."""
+        return [self.path, *([self.adapter] if self.adapter else [])]
+
+    @classmethod
+    def of(cls, model: InputModel) -> PlannedModel:
+        names = model.weights.names()
+        size = sum(model.weights.info(n).nbytes for n in names)
+        return cls(model.ref, model.path, model.adapter, len(names), size)
+
+
+@dataclass(frozen=True)
 class MergePlan:
+    """What a merge will do, decided from headers: a value, holding no open file. The
+    caller opens the sources (`alloy.plan.models.open_models`) and hands them to the executor
+    beside the plan."""
+
     config: MergeConfig
     method: MethodSpec
-    models: dict[ModelRef, InputModel]
-    jobs: list[TensorJob]
-    shards: list[list[int]]
-    output_config: dict[str, Any]
-    donor: InputModel
-    notes: list[str] = field(default_factory=list)
+    models: Mapping[ModelRef, PlannedModel]  # every model the config references
+    jobs: tuple[TensorJob, ...]
+    shards: tuple[tuple[int, ...], ...]  # job indices per output shard
+    output_config: Mapping[str, Any]  # config.json of the merge
+    donor: ModelRef  # the model config.json and generation_config.json come from
+    notes: tuple[str, ...] = ()
     compat: CompatReport | None = None  # the compatibility check run before planning
 
     def input_info(self, ref: InputRef) -> TensorInfo:
-        return self.models[ref.model].weights.info(ref.name)
+        return ref.info
 
     @property
     def bytes_to_read(self) -> int:
-        return sum(self.input_info(r).nbytes for j in self.jobs for r in j.all_inputs)
+        return sum(r.info.nbytes for j in self.jobs for r in j.all_inputs)
 
     @property
     def bytes_to_write(self) -> int:
@@ -100,9 +123,6 @@ class MergePlan:
 
     def shard_layout(self) -> list[list[OutTensor]]:
         return [[OutTensor(self.jobs[i].name, self.jobs[i].info) for i in s] for s in self.shards]
-
-    def close(self) -> None:
-        close_all(self.models)
 
 
 def choose_method(config: MergeConfig, strict: bool, notes: list[str]) -> MethodSpec:
@@ -167,32 +187,24 @@ def resolve_params(
 
 def build_plan(
     config: MergeConfig,
+    models: Mapping[ModelRef, InputModel],
     *,
     out_shard_size: int = 5_000_000_000,
     strict: bool = False,
     allow_crimes: bool = False,
-    lora_base: ModelRef | None = None,
 ) -> MergePlan:
+    """The plan of ``config`` over its opened ``models`` (`alloy.plan.models.open_models`;
+    headers, configs and architectures only: no tensor is read). The models stay the
+    caller's to close."""
     notes: list[str] = []
     method = choose_method(config, strict, notes)
-    config_dir = Path(config.source_file).parent if config.source_file else None
-    models, open_errors = open_models(config.all_models(), config_dir, lora_base)
-    if open_errors:
-        if len(open_errors) == 1:
-            raise open_errors[0]
-        raise AlloyError("\n".join(f"- {e}" for e in open_errors))
-    try:
-        return _plan(config, method, models, notes, out_shard_size, allow_crimes)
-    except BaseException:
-        for m in models.values():
-            m.close()
-        raise
+    return _plan(config, method, models, notes, out_shard_size, allow_crimes)
 
 
 def _plan(
     config: MergeConfig,
     method: MethodSpec,
-    models: dict[ModelRef, InputModel],
+    models: Mapping[ModelRef, InputModel],
     notes: list[str],
     out_shard_size: int,
     allow_crimes: bool,
@@ -250,8 +262,10 @@ def _plan(
         for s, name in zip(spec.sources, o.input_names):
             m = models[s.model]
             actual = resolve_tensor(m, name)  # a tied head resolves to the input embedding
-            refs.append(InputRef(s.model, actual or name, s.location))
-            entries.append((str(s.model), m.weights.info(actual) if actual else None))
+            info_in = m.weights.info(actual) if actual else None
+            entries.append((str(s.model), info_in))
+            if info_in is not None:
+                refs.append(InputRef(s.model, actual or name, s.location, info_in))
         sources_hint = ", ".join(
             f"{s.location}: {n}" for s, n in zip(spec.sources, o.input_names) if n != o.name
         )
@@ -308,17 +322,27 @@ def _plan(
         report.differences[:0] = mismatched
         raise IncompatibleModelsError(report.error_message(allow_crimes), report=report)
 
-    donor_ref = config.base_model or slices[0].sources[0].model
-    donor = models[donor_ref]
-    out_cfg = _output_config(donor, jobs, layer_sources, config, out_dtype)
+    donor = config.base_model or slices[0].sources[0].model
+    out_cfg = _output_config(models[donor], jobs, layer_sources, config, out_dtype)
     shards = plan_shards([j.info.nbytes for j in jobs], out_shard_size)
     for n in notes:
         log.warning(n)
-    return MergePlan(config, method, models, jobs, shards, out_cfg, donor, notes, report)
+    planned = {ref: PlannedModel.of(models[ref]) for ref in config.all_models()}
+    return MergePlan(
+        config,
+        method,
+        planned,
+        tuple(jobs),
+        tuple(tuple(s) for s in shards),
+        out_cfg,
+        donor,
+        tuple(notes),
+        report,
+    )
 
 
 def compatibility(
-    config: MergeConfig, slices: list[SliceSpec], models: dict[ModelRef, InputModel]
+    config: MergeConfig, slices: list[SliceSpec], models: Mapping[ModelRef, InputModel]
 ) -> CompatReport:
     """`alloy check` on the models that take part in the merge (and the tokenizer source):
     for ``models:`` every tensor must line up; for ``slices:`` the layer counts may differ and

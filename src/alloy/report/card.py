@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from alloy._version import __version__
-from alloy.config.schema import ModelRef
-from alloy.plan.models import InputModel
-from alloy.plan.planner import MergePlan
 from alloy.report.chat_templates import template_text
+from alloy.report.merge_record import MergeSummary, ModelEntry
 
 TOKENIZER_FILES = (
     "tokenizer_config.json",
@@ -34,18 +33,12 @@ def _dump_yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
-def tokenizer_donor(plan: MergePlan) -> InputModel:
-    src = plan.config.tokenizer_source
-    if isinstance(src, ModelRef):
-        return plan.models[src]
-    return plan.donor
-
-
-def read_chat_template(model: InputModel) -> str | None:
-    jinja = model.path / "chat_template.jinja"
+def read_chat_template(path: Path) -> str | None:
+    """The chat template of the model directory ``path``, if it has one."""
+    jinja = path / "chat_template.jinja"
     if jinja.is_file():
         return jinja.read_text(encoding="utf-8")
-    cfg = model.path / "tokenizer_config.json"
+    cfg = path / "tokenizer_config.json"
     if cfg.is_file():
         value = json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")
         if isinstance(value, str):
@@ -53,22 +46,21 @@ def read_chat_template(model: InputModel) -> str | None:
     return None
 
 
-def write_tokenizer(plan: MergePlan, out: Path) -> list[str]:
+def write_tokenizer(summary: MergeSummary, out: Path) -> list[str]:
     """Copy the tokenizer files and generation config; apply ``chat_template``."""
     written = []
-    donor = tokenizer_donor(plan)
     for name in TOKENIZER_FILES:
-        if (donor.path / name).is_file():
-            shutil.copyfile(donor.path / name, out / name)
+        if (summary.tokenizer / name).is_file():
+            shutil.copyfile(summary.tokenizer / name, out / name)
             written.append(name)
-    if (plan.donor.path / "generation_config.json").is_file():
-        shutil.copyfile(plan.donor.path / "generation_config.json", out / "generation_config.json")
+    if (summary.donor / "generation_config.json").is_file():
+        shutil.copyfile(summary.donor / "generation_config.json", out / "generation_config.json")
         written.append("generation_config.json")
-    choice = plan.config.chat_template
+    choice = summary.config.chat_template
     if choice is not None:
         text = template_text(choice)
         if text is None:  # auto: the most common template among the inputs
-            found = [t for m in _distinct(plan.models) if (t := read_chat_template(m))]
+            found = [t for p in _distinct(summary.models) if (t := read_chat_template(p))]
             text = Counter(found).most_common(1)[0][0] if found else None
         if text is not None:
             (out / "chat_template.jinja").write_text(text, encoding="utf-8")
@@ -82,51 +74,53 @@ def write_tokenizer(plan: MergePlan, out: Path) -> list[str]:
     return written
 
 
-def _distinct(models: dict[ModelRef, InputModel]) -> list[InputModel]:
-    return list({id(m): m for m in models.values()}.values())
+def _distinct(models: Sequence[ModelEntry]) -> list[Path]:
+    """The directory of each distinct opened model (a base with an adapter counts apart)."""
+    return [p for (p, _) in dict.fromkeys((m.path, m.adapter) for m in models)]
 
 
-def resolved_config(plan: MergePlan) -> dict[str, Any]:
-    raw = dict(plan.config.raw)
-    raw["merge_method"] = plan.method.name
+def resolved_config(summary: MergeSummary) -> dict[str, Any]:
+    raw = dict(summary.config.raw)
+    raw["merge_method"] = summary.method
     return raw
 
 
-def resolved_yaml(plan: MergePlan, seed: int | None) -> str:
+def resolved_yaml(summary: MergeSummary) -> str:
     """The text of alloy_config.yml: the resolved config with comments on how it resolved."""
     header = [f"# Resolved by Alloy {__version__}."]
-    if plan.method.name != plan.config.merge_method:
-        header.append(f"# {plan.config.merge_method} was run as {plan.method.name}; see README.md.")
-    if plan.method.randomized:
-        header.append(f"# random seed: {seed if seed is not None else 0}")
-    for ref, m in sorted(plan.models.items(), key=lambda kv: str(kv[0])):
-        header.append(f"# {ref} -> {m.path}" + (f" + adapter {m.adapter}" if m.adapter else ""))
-    return "\n".join(header) + "\n" + _dump_yaml(resolved_config(plan))
+    requested = summary.config.merge_method
+    if summary.method != requested:
+        header.append(f"# {requested} was run as {summary.method}; see README.md.")
+    if summary.randomized:
+        header.append(f"# random seed: {summary.seed if summary.seed is not None else 0}")
+    for m in sorted(summary.models, key=lambda m: str(m.ref)):
+        header.append(f"# {m.ref} -> {m.path}" + (f" + adapter {m.adapter}" if m.adapter else ""))
+    return "\n".join(header) + "\n" + _dump_yaml(resolved_config(summary))
 
 
-def write_configs(plan: MergePlan, out: Path, seed: int | None) -> None:
-    (out / "config.json").write_text(json.dumps(plan.output_config, indent=2) + "\n")
-    (out / "alloy_config.yml").write_text(resolved_yaml(plan, seed))
-    (out / "mergekit_config.yml").write_text(_dump_yaml(plan.config.raw))
+def write_configs(summary: MergeSummary, out: Path) -> None:
+    (out / "config.json").write_text(json.dumps(dict(summary.output_config), indent=2) + "\n")
+    (out / "alloy_config.yml").write_text(resolved_yaml(summary))
+    (out / "mergekit_config.yml").write_text(_dump_yaml(summary.config.raw))
 
 
-def write_model_card(plan: MergePlan, out: Path, name: str) -> None:
-    refs = [str(r) for r in plan.config.all_models()]
+def write_model_card(summary: MergeSummary, out: Path) -> None:
+    config = summary.config
+    refs = [str(r) for r in config.all_models()]
     front = {
         "base_model": refs if len(refs) > 1 else refs[0],
         "tags": ["merge", "alloy"],
         "library_name": "transformers",
     }
-    spec = plan.method
-    base = plan.config.base_model
+    base = config.base_model
     lines = [
         "---",
         _dump_yaml(front).rstrip(),
         "---",
-        f"# {plan.config.name or name}",
+        f"# {config.name or summary.name}",
         "",
         f"This model was merged with [Alloy](https://pypi.org/project/alloy-merge/) using the "
-        f"`{spec.name}` method ({spec.paper})"
+        f"`{summary.method}` method ({summary.paper})"
         + (f", with `{base}` as the base model." if base is not None else "."),
         "",
         "## Models merged",
@@ -137,13 +131,13 @@ def write_model_card(plan: MergePlan, out: Path, name: str) -> None:
         "architecture and vocabulary hashes.",
         "",
     ]
-    if plan.notes:
-        lines += ["## Notes", "", *[f"- {n}" for n in plan.notes], ""]
+    if summary.notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in summary.notes], ""]
     lines += [
         "## Configuration",
         "",
         "```yaml",
-        _dump_yaml(plan.config.raw).rstrip(),
+        _dump_yaml(config.raw).rstrip(),
         "```",
         "",
     ]

@@ -16,22 +16,42 @@ estimate whole-model values (small tensors, read whole, keep their true small we
 
 Without a base: each input's relative distance to the inputs' mean ``||x_i - m|| / ||m||``
 and the pairwise cosine similarity of the weights (SLERP's geometry).
+
+The sums of each block come from the analysis engine (`alloy.analysis.stats`:
+`task_vector_sums` at density 1, so its overlap and conflict are the entries that two task
+vectors change; `weight_sums` without a base, whose Gram matrix gives the distances to the
+mean); this module only chooses the blocks and adds the sums by model and layer.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
 import torch
 
+from alloy.analysis.stats import Sums, pairs, task_vector_sums, weight_sums
 from alloy.arch.infer import split_layer_name
-from alloy.plan.planner import InputRef, MergePlan
 
 SAMPLE_BLOCKS = 8
 BLOCK_ELEMENTS = 4096
+
+Read = Callable[[tuple[int, int] | None], torch.Tensor]  # a tensor's rows [start, end), or all
+
+
+@dataclass(frozen=True)
+class FactTensor:
+    """One merged tensor to measure: how to read each input (and the base), by model label."""
+
+    name: str
+    shape: tuple[int, ...]
+    keys: tuple[str, ...]  # the model of each input
+    inputs: tuple[Read, ...]
+    base: Read | None = None
 
 
 def sample_rows(shape: tuple[int, ...]) -> list[tuple[int, int]] | None:
@@ -47,20 +67,32 @@ def sample_rows(shape: tuple[int, ...]) -> list[tuple[int, int]] | None:
     return [(s, s + per) for s in starts]
 
 
-class _Acc:
-    """Running sums over sampled elements (float64)."""
+@dataclass
+class _Totals:
+    """The engine's sums added by model label and layer (``ref``: the base, or the mean)."""
 
-    def __init__(self) -> None:
-        self.sq: dict[str, float] = defaultdict(float)  # ||d_i||^2 (or ||x_i - m||^2)
-        self.dot: dict[tuple[str, str], float] = defaultdict(float)
-        self.ref_sq = 0.0  # ||base||^2 (or ||m||^2)
-        self.layer_sq: dict[tuple[str, str], float] = defaultdict(float)
-        self.layer_ref_sq: dict[str, float] = defaultdict(float)
-        self.changed_by_two = 0.0
-        self.conflicts = 0.0
-        self.elements = 0
-        self.tensors = 0
-        self.exact = True
+    sq: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    weight_sq: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    dot: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+    ref_sq: float = 0.0
+    layer_sq: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+    layer_ref_sq: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    overlap: float = 0.0
+    conflict: float = 0.0
+
+    def add(self, layer: str, keys: Sequence[str], sums: Sums, sq: Sequence[float]) -> None:
+        """``sums`` of one tensor (scaled to its size); ``sq``: each input's ``||d_i||²``."""
+        ref_sq = sums.base_sq
+        self.ref_sq += ref_sq
+        self.layer_ref_sq[layer] += ref_sq
+        for k, s, w in zip(keys, sq, sums.sq):
+            self.sq[k] += s
+            self.layer_sq[(k, layer)] += s
+            self.weight_sq[k] += w
+        for (i, j), d in zip(pairs(len(keys)), sums.dot):
+            self.dot[(keys[i], keys[j]) if keys[i] <= keys[j] else (keys[j], keys[i])] += d
+        self.overlap += sums.overlap
+        self.conflict += sums.conflict
 
 
 def _layer(name: str) -> str:
@@ -68,77 +100,53 @@ def _layer(name: str) -> str:
     return str(split[1]) if split is not None else "other"
 
 
-def _read(plan: MergePlan, ref: InputRef, rows: tuple[int, int] | None) -> torch.Tensor:
-    return plan.models[ref.model].weights.get(ref.name, rows).float().reshape(-1)
+def _read(read: Read, rows: list[tuple[int, int]] | None) -> torch.Tensor:
+    """The sampled rows of one input, flat."""
+    if rows is None:
+        return read(None).reshape(-1)
+    return torch.cat([read(r).reshape(-1) for r in rows])
 
 
-def _update(
-    acc: _Acc,
-    layer: str,
-    keys: list[str],
-    xs: list[torch.Tensor],
-    ref: torch.Tensor,
-    vectors: list[torch.Tensor],
-    with_base: bool,
-    w: float,
-) -> None:
-    """Add one sampled block; ``w`` = the tensor's elements / its sampled elements, so that
-    every sum estimates the sum over whole tensors (a sampled matrix weighs as much as its
-    size, not as much as its sample)."""
-    ref_sq = w * float(ref.double().square().sum())
-    acc.ref_sq += ref_sq
-    acc.layer_ref_sq[layer] += ref_sq
-    for k, v in zip(keys, vectors):
-        s = w * float(v.double().square().sum())
-        acc.sq[k] += s
-        acc.layer_sq[(k, layer)] += s
-    pairs_of = vectors if with_base else xs
-    for (i, a), (j, b) in combinations(enumerate(pairs_of), 2):
-        pair = (keys[i], keys[j]) if keys[i] <= keys[j] else (keys[j], keys[i])
-        acc.dot[pair] += w * float((a.double() * b.double()).sum())
-    if with_base and len(vectors) > 1:
-        signs = torch.stack([torch.sign(v) for v in vectors])
-        nonzero = (signs != 0).sum(0)
-        several = nonzero >= 2
-        mixed = (signs > 0).any(0) & (signs < 0).any(0)
-        acc.changed_by_two += w * int(several.sum())
-        acc.conflicts += w * int((several & mixed).sum())
-    acc.elements += ref.numel()
+def _about_mean(sums: Sums) -> tuple[Sums, list[float]]:
+    """Weight sums (no base) with ``base_sq = ||m||²`` for the inputs' mean ``m``, and each
+    input's ``||x_i − m||²``, from the Gram matrix ``G``: ``<x_i, m> = Σ_j G_ij / n``."""
+    n = sums.n
+    g = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        g[i][i] = sums.sq[i]
+    for (i, j), d in zip(pairs(n), sums.dot):
+        g[i][j] = g[j][i] = d
+    mean_sq = sum(map(sum, g)) / n**2
+    dist = [g[i][i] - 2 * sum(g[i]) / n + mean_sq for i in range(n)]
+    sums.base_sq = mean_sq
+    return sums, [max(d, 0.0) for d in dist]
 
 
-def task_vector_facts(plan: MergePlan) -> dict[str, Any]:
-    """The facts for ``plan``'s inputs, from a bounded sample of every merged tensor."""
-    acc = _Acc()
-    weight_sq: dict[str, float] = defaultdict(float)  # no base: ||x_i||^2 for the cosine
-    with_base = plan.method.base != "none" and any(j.base is not None for j in plan.jobs)
+def _measure(t: FactTensor, rows: list[tuple[int, int]] | None) -> tuple[Sums, list[float]]:
+    xs = [_read(r, rows) for r in t.inputs]
+    if t.base is not None:
+        sums = task_vector_sums(_read(t.base, rows), xs, 1.0, t.keys)
+        return sums, list(sums.sq)
+    return _about_mean(weight_sums(xs, t.keys))
+
+
+def task_vector_facts(
+    tensors: Sequence[FactTensor], *, with_base: bool, base: str | None
+) -> dict[str, Any]:
+    """The facts over ``tensors`` (with a base: each has one), from a bounded sample of each."""
+    totals = _Totals()
     keys_seen: dict[str, None] = {}
-    for job in plan.jobs:
-        if job.copy_only or not job.inputs or (with_base and job.base is None):
-            continue
-        if not with_base and len(job.inputs) < 2:
-            continue  # passthrough: nothing to compare
-        rows_list = sample_rows(job.info.shape)
-        acc.exact &= rows_list is None
-        acc.tensors += 1
-        keys = [str(r.model) for r in job.inputs]
-        keys_seen.update(dict.fromkeys(keys))
-        blocks: list[tuple[int, int] | None] = list(rows_list) if rows_list else [None]
-        row = math.prod(job.info.shape[1:]) if job.info.shape else 1
-        sampled = sum(e - s for s, e in rows_list) * row if rows_list else job.info.numel
-        w = job.info.numel / sampled
-        for rows in blocks:
-            xs = [_read(plan, r, rows) for r in job.inputs]
-            if with_base:
-                assert job.base is not None
-                ref = _read(plan, job.base, rows)
-                vectors = [x - ref for x in xs]
-            else:
-                ref = torch.stack(xs).mean(0)
-                vectors = [x - ref for x in xs]
-                for k, x in zip(keys, xs):
-                    weight_sq[k] += w * float(x.double().square().sum())
-            _update(acc, _layer(job.name), keys, xs, ref, vectors, with_base, w)
-    return _summarize(plan, acc, list(keys_seen), with_base, weight_sq)
+    elements, exact = 0, True
+    for t in tensors:
+        rows = sample_rows(t.shape)
+        exact &= rows is None
+        keys_seen.update(dict.fromkeys(t.keys))
+        sums, sq = _measure(t, rows)
+        numel = math.prod(t.shape)
+        w = numel / sums.numel  # the sample's sums estimate the whole tensor's
+        elements += int(sums.numel)
+        totals.add(_layer(t.name), t.keys, sums.scaled(w), [w * v for v in sq])
+    return _summarize(totals, list(keys_seen), with_base, base, len(tensors), elements, exact)
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -146,17 +154,23 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def _summarize(
-    plan: MergePlan, acc: _Acc, keys: list[str], with_base: bool, weight_sq: dict[str, float]
+    acc: _Totals,
+    keys: list[str],
+    with_base: bool,
+    base: str | None,
+    tensors: int,
+    elements: int,
+    exact: bool,
 ) -> dict[str, Any]:
     measure = "relative_norm" if with_base else "relative_distance_to_mean"
     inputs = [
         {"model": k, measure: _ratio(math.sqrt(acc.sq[k]), math.sqrt(acc.ref_sq))} for k in keys
     ]
-    pairs = []
+    pair_rows = []
     for a, b in combinations(keys, 2):
         dot = acc.dot.get((a, b) if a <= b else (b, a), 0.0)
-        na, nb = (acc.sq[a], acc.sq[b]) if with_base else (weight_sq[a], weight_sq[b])
-        pairs.append({"a": a, "b": b, "cosine": _ratio(dot, math.sqrt(na * nb))})
+        na, nb = (acc.sq[a], acc.sq[b]) if with_base else (acc.weight_sq[a], acc.weight_sq[b])
+        pair_rows.append({"a": a, "b": b, "cosine": _ratio(dot, math.sqrt(na * nb))})
     layers = sorted(acc.layer_ref_sq, key=lambda s: (s == "other", int(s) if s.isdigit() else 0))
     per_layer = {
         k: [
@@ -165,16 +179,15 @@ def _summarize(
         ]
         for k in keys
     }
-    base = plan.config.base_model
     return {
         "with_base": with_base,
-        "base": str(base) if with_base and base is not None else None,
+        "base": base if with_base else None,
         "measure": measure,
-        "tensors": acc.tensors,
-        "sampled_elements": acc.elements,
-        "exact": acc.exact,
+        "tensors": tensors,
+        "sampled_elements": elements,
+        "exact": exact,
         "inputs": inputs,
-        "pairs": pairs,
-        "sign_conflict": _ratio(acc.conflicts, acc.changed_by_two) if with_base else None,
+        "pairs": pair_rows,
+        "sign_conflict": _ratio(acc.conflict, acc.overlap) if with_base else None,
         "layers": {"labels": layers, measure: per_layer},
     }

@@ -10,13 +10,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from alloy.analysis.inventory import SourceRecord
-from alloy.config.schema import ModelRef
-from alloy.plan.planner import MergePlan
+from alloy.config.schema import MergeConfig, ModelRef
 from alloy.report.blocks import Table
 
 
-def _roles(plan: MergePlan) -> dict[ModelRef, str]:
-    cfg = plan.config
+def _roles(cfg: MergeConfig) -> dict[ModelRef, str]:
     bases = {cfg.base_model} | {s.base_model for s in cfg.slices or ()}
     inputs = {s.model for s in cfg.models or ()} | {
         src.model for s in cfg.slices or () for src in s.sources
@@ -27,13 +25,13 @@ def _roles(plan: MergePlan) -> dict[ModelRef, str]:
     return roles
 
 
-def report_inventory(plan: MergePlan, records: Sequence[SourceRecord]) -> list[dict[str, Any]]:
+def report_inventory(config: MergeConfig, records: Sequence[SourceRecord]) -> list[dict[str, Any]]:
     """The report's rows from the source inventory (`alloy.analysis.inventory`, one record per
     model in config order): reference, role, path, architecture, size, dtypes, hashes, the base
     each model declares and its domain."""
-    roles = _roles(plan)
+    roles = _roles(config)
     rows = []
-    for ref, r in zip(plan.config.all_models(), records, strict=True):
+    for ref, r in zip(config.all_models(), records, strict=True):
         rows.append(
             {
                 "reference": str(ref),
