@@ -8,7 +8,9 @@ last slice's (as in mergekit).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from alloy.arch.infer import Stack, is_output_embedding, split_layer_name
 from alloy.config.params import layer_position
@@ -22,7 +24,7 @@ class SliceSpec:
 
     sources: tuple[InputSource, ...]
     base_index: int | None  # which source is the base, if any
-    parameters: dict
+    parameters: dict[str, Any]
     location: str
 
 
@@ -77,7 +79,7 @@ class LayoutError(Exception):
 
 def output_tensors(
     slices: list[SliceSpec],
-    models: dict[ModelRef, InputModel],
+    models: Mapping[ModelRef, InputModel],
     by_slices: bool,
 ) -> tuple[list[OutSpec], list[int] | None, list[str]]:
     """The output tensors in write order, the source layer of every output layer (for the
@@ -151,7 +153,9 @@ def output_tensors(
     return out, layer_sources, problems
 
 
-def _add_untied_head(names: list[str], sl: SliceSpec, models: dict[ModelRef, InputModel]) -> None:
+def _add_untied_head(
+    names: list[str], sl: SliceSpec, models: Mapping[ModelRef, InputModel]
+) -> None:
     """If the reference model ties its head but another source stores one, the output stores
     it too (the tied models contribute their input embedding)."""
     for s in sl.sources:
@@ -161,7 +165,7 @@ def _add_untied_head(names: list[str], sl: SliceSpec, models: dict[ModelRef, Inp
 
 
 def _whole_model_layout(
-    sl: SliceSpec, models: dict[ModelRef, InputModel], ref: InputModel
+    sl: SliceSpec, models: Mapping[ModelRef, InputModel], ref: InputModel
 ) -> list[OutSpec]:
     """Every tensor of the reference model, plus a head that another input stores. That the
     inputs share these tensors (layer counts, names, shapes) is `alloy.arch.compat`'s check,

@@ -154,7 +154,7 @@ def choose_method(config: MergeConfig, strict: bool, notes: list[str]) -> Method
 
 def resolve_params(
     schema: type[Params],
-    levels: Sequence[dict],
+    levels: Sequence[dict[str, Any]],
     tensor_name: str,
     t: float,
     where: str,

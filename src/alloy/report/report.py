@@ -242,7 +242,7 @@ def read_report(out: Path) -> dict[str, Any]:
     if not path.is_file():
         raise OutputError(f"{out} has no report.json; is it the output directory of a merge?")
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise OutputError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}).") from e
     _check(report, path)
