@@ -26,6 +26,7 @@ from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
 from alloy.errors import AlloyError, IncompatibleModelsError
 from alloy.lora.factorize import check_rank_energy, truncated_svd
 from alloy.lora.write import OutModule, adapter_config, module_tensors, table, write_adapter
+from alloy.plan.loop import read_ahead
 from alloy.plan.models import InputModel, open_all
 from alloy.plan.planner import named_dtype
 from alloy.plan.seeds import tensor_generator
@@ -134,34 +135,10 @@ def extract_lora(
     ft, bm = _open(model, base)
     try:
         _check_names(ft, bm)
-        model_type = str(bm.config.get("model_type", ""))
-        written: list[OutModule] = []
-        reports: list[ExtractedModule] = []
-        conv1d = False
-        for name in bm.weights.names():
-            info = bm.weights.info(name)
-            if not info.dtype.is_floating_point:
-                continue
-            w_base = bm.weights.get(name).to(dev, torch.float32)
-            delta = ft.weights.get(name).to(dev, torch.float32) - w_base
-            change = float(delta.norm() / w_base.norm().clamp_min(1e-30))
-            del w_base
-            if not bool(delta.any()):
-                continue  # unchanged
-            kind = _kind(name, model_type, embeddings) if delta.dim() == 2 else "not extracted: 1-D"
-            if kind.startswith("not extracted"):
-                reports.append(ExtractedModule(name, info.shape, kind, 0, 0.0, 1.0, change))
-                continue
-            m = delta if kind == "linear" else delta.T  # PEFT's [out, in]
-            gen = tensor_generator(seed, name, dev) if randomized else None
-            f = truncated_svd(m, rank=rank, energy=energy, randomized=randomized, generator=gen)
-            del delta, m
-            conv1d |= kind == "conv1d"
-            module = name.removesuffix(".weight")
-            written.append(OutModule(module, kind == "embedding", f.b.cpu(), f.a.cpu()))
-            reports.append(
-                ExtractedModule(name, info.shape, kind, f.rank, f.energy, f.relative_error, change)
-            )
+        written, reports, conv1d = _factorize(
+            ft, bm, rank=rank, energy=energy, randomized=randomized,
+            embeddings=embeddings, device=dev, seed=seed,
+        )  # fmt: skip
         if not written:
             raise AlloyError(
                 f"{ft.ref} and {bm.ref} have no weight that a LoRA can hold changed "
@@ -196,6 +173,54 @@ def extract_lora(
     finally:
         ft.close()
         bm.close()
+
+
+def _factorize(
+    ft: InputModel,
+    bm: InputModel,
+    *,
+    rank: int | None,
+    energy: float | None,
+    randomized: bool,
+    embeddings: bool,
+    device: torch.device,
+    seed: int,
+) -> tuple[list[OutModule], list[ExtractedModule], bool]:
+    """Every float tensor's delta, factorized where a LoRA can hold it: (the modules, the
+    report rows, whether a Conv1D module is among them)."""
+    model_type = str(bm.config.get("model_type", ""))
+    written: list[OutModule] = []
+    reports: list[ExtractedModule] = []
+    conv1d = False
+    floats = [n for n in bm.weights.names() if bm.weights.info(n).dtype.is_floating_point]
+
+    def read(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return bm.weights.get(name), ft.weights.get(name)
+
+    for name, (stored_base, stored_ft) in read_ahead(floats, read):
+        info = bm.weights.info(name)
+        w_base = stored_base.to(device, torch.float32)
+        delta = stored_ft.to(device, torch.float32) - w_base
+        del stored_base, stored_ft
+        change = float(delta.norm() / w_base.norm().clamp_min(1e-30))
+        del w_base
+        if not bool(delta.any()):
+            continue  # unchanged
+        kind = _kind(name, model_type, embeddings) if delta.dim() == 2 else "not extracted: 1-D"
+        if kind.startswith("not extracted"):
+            reports.append(ExtractedModule(name, info.shape, kind, 0, 0.0, 1.0, change))
+            continue
+        m = delta if kind == "linear" else delta.T  # PEFT's [out, in]
+        gen = tensor_generator(seed, name, device) if randomized else None
+        f = truncated_svd(m, rank=rank, energy=energy, randomized=randomized, generator=gen)
+        del delta, m
+        conv1d |= kind == "conv1d"
+        module = name.removesuffix(".weight")
+        written.append(OutModule(module, kind == "embedding", f.b.cpu(), f.a.cpu()))
+        reports.append(
+            ExtractedModule(name, info.shape, kind, f.rank, f.energy, f.relative_error, change)
+        )
+    return written, reports, conv1d
 
 
 def _first_float(m: InputModel) -> torch.dtype:

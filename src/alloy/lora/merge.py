@@ -48,6 +48,7 @@ from alloy.lora.source import lora_delta
 from alloy.lora.write import OutModule, adapter_config, module_tensors, table, write_adapter
 from alloy.methods.registry import MethodSpec, get_method
 from alloy.methods.task_vectors import weight_divisor
+from alloy.plan.loop import read_ahead
 from alloy.plan.planner import named_dtype, resolve_params
 from alloy.plan.seeds import tensor_generator
 
@@ -151,6 +152,7 @@ def _merge(
     written: list[OutModule] = []
     reports: list[ModuleReport] = []
     job = _Job(spec, method, rank, energy, randomized, device, seed, lora_bias)
+    planned: list[_Module] = []
     for name in modules:
         tensor = name + ".weight"  # what parameter filters match, as in a full merge
         t = position(name, counts)
@@ -168,14 +170,17 @@ def _merge(
             else None
             for i in inputs
         ]
-        om, report = job.run(name, by_input, gparams, mparams)
+        planned.append(_Module(name, by_input, gparams, [p for p in mparams if p is not None]))
+    if issues:
+        raise ConfigError(list(issues.values()), cfg.source_file)
+    for mod, factors in read_ahead(planned, job.read):
+        name = mod.name
+        om, report = job.run(name, factors, mod.gparams, mod.mparams)
         if om is None:
             notes.append(f"{name}: the merged delta is zero; the module is left out")
             continue
         written.append(om)
         reports.append(report)
-    if issues:
-        raise ConfigError(list(issues.values()), cfg.source_file)
     if not written:
         raise AlloyError("every merged delta is zero: there is no adapter to write")
 
@@ -201,6 +206,27 @@ def _merge(
 
 
 @dataclass(frozen=True)
+class _Module:
+    """One module to merge: each input's LoRA on it (None: none) and its parameters."""
+
+    name: str
+    by_input: list[tuple[Adapter, LoraModule] | None]
+    gparams: Any
+    mparams: list[Any]
+
+
+@dataclass(frozen=True)
+class _Factors:
+    """One input's LoRA on a module, its factors read (as stored)."""
+
+    adapter: Adapter
+    module: LoraModule
+    a: torch.Tensor
+    b: torch.Tensor
+    bias: torch.Tensor | None  # read only for a merge with ``lora_bias``
+
+
+@dataclass(frozen=True)
 class _Job:
     """How every module is merged."""
 
@@ -213,18 +239,30 @@ class _Job:
     seed: int
     lora_bias: bool
 
+    def read(self, mod: _Module) -> list[_Factors | None]:
+        """The factors of each input's LoRA on ``mod`` (runs on the reading thread)."""
+        out: list[_Factors | None] = []
+        for x in mod.by_input:
+            if x is None:
+                out.append(None)
+                continue
+            a, m = x
+            bias = a.get(m.bias_key) if self.lora_bias and m.bias_key is not None else None
+            out.append(_Factors(a, m, a.get(m.a_key), a.get(m.b_key), bias))
+        return out
+
     def run(
         self,
         name: str,
-        by_input: list[tuple[Adapter, LoraModule] | None],
+        by_input: list[_Factors | None],
         gparams: Any,
         mparams: list[Any],
     ) -> tuple[OutModule | None, ModuleReport]:
         """Merge one module; ``by_input[i]`` is input i's LoRA on it (None: a zero delta)."""
         present = [x for x in by_input if x is not None]
-        a0, m0 = present[0]
+        a0, m0 = present[0].adapter, present[0].module
         shape = ba_shape(a0, m0)
-        ranks = tuple(x[1].rank if x is not None else 0 for x in by_input)
+        ranks = tuple(x.module.rank if x is not None else 0 for x in by_input)
         dev = self.device
         if self.method == "cat":
             om = _cat(name, m0.embedding, by_input, gparams, mparams, self.lora_bias, dev)
@@ -234,14 +272,14 @@ class _Job:
         # merge's, and draws indexed by flat position: DARE drops the entries a model merge drops.
         flip = m0.embedding or a0.fan_in_fan_out
         layout = (shape[1], shape[0]) if flip else shape
-        deltas = [_delta(*x, dev, flip) if x else torch.zeros(layout, device=dev) for x in by_input]
+        deltas = [_delta(x, dev, flip) if x else torch.zeros(layout, device=dev) for x in by_input]
         merged = self._method(name + ".weight", deltas, gparams, mparams)
         del deltas
         if flip:
             merged = merged.T
         bias = None
         if self.lora_bias:
-            b_in = [_bias(*x, dev) if x else torch.zeros(shape[0], device=dev) for x in by_input]
+            b_in = [_bias(x, dev) if x else torch.zeros(shape[0], device=dev) for x in by_input]
             bias = self._method(name + ".bias", b_in, gparams, mparams)
         tensor = name + ".weight"
         svd_gen = tensor_generator(self.seed, tensor + "#svd", dev) if self.randomized else None
@@ -281,21 +319,21 @@ def _out_dtype(name: str | None, adapters: list[Adapter]) -> torch.dtype:
     return torch.float32
 
 
-def _delta(a: Adapter, m: LoraModule, device: torch.device, flip: bool) -> torch.Tensor:
+def _delta(f: _Factors, device: torch.device, flip: bool) -> torch.Tensor:
     """``s · B @ A`` [out, in] (its transpose with ``flip``), float32 on ``device``."""
-    return lora_delta(a.get(m.a_key).to(device), a.get(m.b_key).to(device), m.scale, flip)
+    return lora_delta(f.a.to(device), f.b.to(device), f.module.scale, flip)
 
 
-def _bias(a: Adapter, m: LoraModule, device: torch.device) -> torch.Tensor:
-    if m.bias_key is None:
-        return torch.zeros(a.info(m.b_key).shape[0], device=device)
-    return a.get(m.bias_key).to(device, torch.float32) * m.scale
+def _bias(f: _Factors, device: torch.device) -> torch.Tensor:
+    if f.bias is None:
+        return torch.zeros(f.b.shape[0], device=device)
+    return f.bias.to(device, torch.float32) * f.module.scale
 
 
 def _cat(
     name: str,
     embedding: bool,
-    by_input: list[tuple[Adapter, LoraModule] | None],
+    by_input: list[_Factors | None],
     gparams: Any,
     mparams: list[Any],
     lora_bias: bool,
@@ -310,11 +348,10 @@ def _cat(
     for x, w in zip(by_input, weights):
         if x is None:
             continue
-        a, m = x
-        a_parts.append(a.get(m.a_key).to(device, torch.float32) * (c * w * m.scale))
-        b_parts.append(a.get(m.b_key).to(device, torch.float32))
+        a_parts.append(x.a.to(device, torch.float32) * (c * w * x.module.scale))
+        b_parts.append(x.b.to(device, torch.float32))
         if lora_bias:
-            term = _bias(a, m, device) * (c * w)
+            term = _bias(x, device) * (c * w)
             bias = term if bias is None else bias + term
     return OutModule(name, embedding, torch.cat(b_parts, 1), torch.cat(a_parts, 0), bias)
 

@@ -20,7 +20,7 @@ import math
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
@@ -34,6 +34,7 @@ from alloy.io.sources import TensorSource
 from alloy.io.writer import TensorWriter
 from alloy.kernels import as_array, cpu_kernels_enabled
 from alloy.methods.stream import Chunk, StreamedMerge, TensorContext, kernel_dtypes
+from alloy.plan.loop import read_ahead
 from alloy.plan.planner import InputRef, MergePlan, TensorJob
 from alloy.plan.seeds import tensor_generator, tensor_seed
 
@@ -304,32 +305,25 @@ class Executor:
             yield self._guarded(job, partial(stream.apply, chunk))
 
     def run(self) -> None:
-        units = list(self.units())
         stream: StreamedMerge | None = None
-        with ThreadPoolExecutor(1, thread_name_prefix="alloy-reader") as reader:
-            with _BackgroundWriter(self.writer) as out:
-                ahead: Future[Fetched] | None = (
-                    reader.submit(self._fetch, units[0]) if units else None
-                )
-                for k, unit in enumerate(units):
-                    assert ahead is not None
-                    raw, prepared = ahead.result()
-                    ahead = reader.submit(self._fetch, units[k + 1]) if k + 1 < len(units) else None
-                    job = unit.job
-                    if unit.kind == "copy":
-                        out.put(job.name, raw[0], job.info.dtype)
-                    else:
-                        if unit.index == 0:
-                            stream = prepared or self._stream(job)
-                        assert stream is not None
-                        for merged in self._outputs(unit, raw, stream):
-                            check_finite(job.name, merged, self.kernels)
-                            out.put(job.name, merged, job.info.dtype)
-                            del merged
-                    del raw
-                    if unit.last:
-                        stream = None
-                        if self.on_tensor is not None:
-                            self.on_tensor(job)
-            out.raise_if_failed()
+        fetched = read_ahead(list(self.units()), self._fetch)
+        with closing(fetched), _BackgroundWriter(self.writer) as out:
+            for unit, (raw, prepared) in fetched:
+                job = unit.job
+                if unit.kind == "copy":
+                    out.put(job.name, raw[0], job.info.dtype)
+                else:
+                    if unit.index == 0:
+                        stream = prepared or self._stream(job)
+                    assert stream is not None
+                    for merged in self._outputs(unit, raw, stream):
+                        check_finite(job.name, merged, self.kernels)
+                        out.put(job.name, merged, job.info.dtype)
+                        del merged
+                del raw
+                if unit.last:
+                    stream = None
+                    if self.on_tensor is not None:
+                        self.on_tensor(job)
+        out.raise_if_failed()
         self.writer.finish()
