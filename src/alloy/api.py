@@ -155,12 +155,7 @@ def merge(
     """
     started = time.perf_counter()
     device = _check_device(device)
-    sets = _eval_sets(eval_data, eval_probes)
-    if sets is not None and not copy_tokenizer:
-        raise EvaluationError(
-            "evaluating the merge needs its tokenizer: drop --no-copy-tokenizer, or merge "
-            "first and evaluate with `alloy eval` after adding tokenizer files."
-        )
+    sets = _eval_sets(eval_data, eval_probes, copy_tokenizer)
     run = _Run(
         Path(out), device, random_seed, copy_tokenizer, progress, sets, eval_options, started
     )
@@ -334,10 +329,17 @@ def merge_facts(the_plan: MergePlan, sources: Mapping[ModelRef, TensorSource]) -
     )
 
 
-def _eval_sets(data: Sequence[NamedFile], probes: Sequence[ProbeSpec]) -> EvalSets | None:
+def _eval_sets(
+    data: Sequence[NamedFile], probes: Sequence[ProbeSpec], copy_tokenizer: bool
+) -> EvalSets | None:
     """Parse and check the evaluation files (and that transformers imports) before merging."""
     if not data and not probes:
         return None
+    if not copy_tokenizer:
+        raise EvaluationError(
+            "evaluating the merge needs its tokenizer: drop --no-copy-tokenizer, or merge "
+            "first and evaluate with `alloy eval` after adding tokenizer files."
+        )
     from alloy.evaluate.models import transformers_module
     from alloy.evaluate.run import load_sets
 

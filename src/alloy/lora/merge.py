@@ -143,36 +143,13 @@ def _merge(
     notes: list[str] = []
     check_bases(adapters, allow_different_bases)
     owners, to_save = replacements(adapters, notes)
-    modules = union_modules(adapters)
-    counts = layer_counts(list(modules))
     lora_bias = bool(adapters[0].config.get("lora_bias", False))
     out_dtype = _out_dtype(dtype, adapters)
 
-    issues: dict[tuple[str, str], ConfigIssue] = {}
     written: list[OutModule] = []
     reports: list[ModuleReport] = []
     job = _Job(spec, method, rank, energy, randomized, device, seed, lora_bias)
-    planned: list[_Module] = []
-    for name in modules:
-        tensor = name + ".weight"  # what parameter filters match, as in a full merge
-        t = position(name, counts)
-        top = dict(cfg.parameters)
-        gparams = resolve_params(spec.params, [top], tensor, t, "parameters", issues)
-        mparams = [
-            resolve_params(spec.model_params, [i.parameters, top], tensor, t, i.location, issues)
-            for i in inputs
-        ]
-        if gparams is None or any(p is None for p in mparams):
-            continue
-        by_input = [
-            (i.adapter, i.adapter.modules[name])
-            if i.adapter is not None and name in i.adapter.modules
-            else None
-            for i in inputs
-        ]
-        planned.append(_Module(name, by_input, gparams, [p for p in mparams if p is not None]))
-    if issues:
-        raise ConfigError(list(issues.values()), cfg.source_file)
+    planned = _modules(cfg, spec, inputs, adapters)
     for mod, factors in read_ahead(planned, job.read):
         name = mod.name
         om, report = job.run(name, factors, mod.gparams, mod.mparams)
@@ -203,6 +180,38 @@ def _merge(
         out, tensors, config, readme, force=force, inputs=[a.path for a in adapters]
     )
     return result
+
+
+def _modules(
+    cfg: MergeConfig, spec: MethodSpec, inputs: list[MergeInput], adapters: list[Adapter]
+) -> list[_Module]:
+    """Every module some adapter has, with its parameters resolved as a full merge resolves
+    them for its ``.weight``; the parameter errors of all modules raised together."""
+    modules = union_modules(adapters)
+    counts = layer_counts(list(modules))
+    issues: dict[tuple[str, str], ConfigIssue] = {}
+    planned: list[_Module] = []
+    top = dict(cfg.parameters)
+    for name in modules:
+        tensor = name + ".weight"  # what parameter filters match, as in a full merge
+        t = position(name, counts)
+        gparams = resolve_params(spec.params, [top], tensor, t, "parameters", issues)
+        mparams = [
+            resolve_params(spec.model_params, [i.parameters, top], tensor, t, i.location, issues)
+            for i in inputs
+        ]
+        if gparams is None or any(p is None for p in mparams):
+            continue
+        by_input = [
+            (i.adapter, i.adapter.modules[name])
+            if i.adapter is not None and name in i.adapter.modules
+            else None
+            for i in inputs
+        ]
+        planned.append(_Module(name, by_input, gparams, [p for p in mparams if p is not None]))
+    if issues:
+        raise ConfigError(list(issues.values()), cfg.source_file)
+    return planned
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ memory holds at most two items' inputs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -16,7 +16,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def read_ahead(items: Sequence[T], read: Callable[[T], R]) -> Iterator[tuple[T, R]]:
+def read_ahead(items: Sequence[T], read: Callable[[T], R]) -> Generator[tuple[T, R], None, None]:
     """``(item, read(item))`` for each of ``items``, in order. ``read`` runs on a background
     thread, one item ahead of the caller; its error is raised when its item is reached."""
     if not items:
