@@ -50,7 +50,8 @@ def hf_config(file: GGUFFile, spec: ArchSpec, dtype: torch.dtype) -> dict[str, A
             f"(keys {spec.name}.embedding_length, .block_count, .attention.head_count)."
         )
     cfg.setdefault("num_key_value_heads", cfg["num_attention_heads"])
-    cfg.setdefault("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
+    if "head_dim" in spec.config.values():
+        cfg.setdefault("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
     names = {t.name: t for t in file.tensors}
     if "vocab_size" not in cfg:
         tokens = file.metadata.get("tokenizer.ggml.tokens")
@@ -79,6 +80,8 @@ def arch_metadata(config: dict[str, Any], spec: ArchSpec) -> dict[str, int | flo
     out: dict[str, int | float] = {}
     for key, field in spec.config.items():
         value = config.get(field)
+        if value is None:  # transformers 5 nests rope_theta in rope_parameters
+            value = (config.get("rope_parameters") or {}).get(field)
         if value is None and field == "head_dim":
             heads = config.get("num_attention_heads")
             value = config["hidden_size"] // heads if heads else None
