@@ -18,7 +18,7 @@ TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "
 # byte offsets of the float16 scales inside one block of each K-quant
 K_SCALES = {"Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
 
-HIDDEN, HEADS, KV_HEADS, FFN, VOCAB, LAYERS = 256, 4, 2, 256, 256, 2
+HIDDEN, HEADS, KV_HEADS, FFN, VOCAB, LAYERS = 256, 4, 2, 256, 266, 2  # VOCAB: the tokenizer's
 HEAD_DIM = HIDDEN // HEADS
 
 
@@ -75,12 +75,31 @@ def tensor_shapes(arch: str, tied: bool) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _add_metadata(w: object, meta: dict[str, object]) -> None:
+    for key, value in meta.items():
+        if isinstance(value, str):
+            w.add_string(key, value)  # type: ignore[attr-defined]
+        elif isinstance(value, list):
+            w.add_array(key, value)  # type: ignore[attr-defined]
+        else:
+            w.add_uint32(key, int(value))  # type: ignore[attr-defined, call-overload]
+
+
 def write_model(
-    path: Path, arch: str, *, types: list[str] = TYPES, tied: bool = False, seed: int = 0
+    path: Path,
+    arch: str,
+    *,
+    types: list[str] = TYPES,
+    tied: bool = False,
+    seed: int = 0,
+    tokenizer: str | None = None,
 ) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Write a tiny ``arch`` GGUF to ``path``; return {GGUF name: (type, shape)}."""
+    """Write a tiny ``arch`` GGUF to ``path`` (with a tokenizer of pre-tokenizer ``tokenizer``);
+    return {GGUF name: (type, shape)}."""
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(str(path), arch)
+    if tokenizer is not None:
+        _add_metadata(w, tokenizer_metadata(tokenizer))
     w.add_uint32(f"{arch}.block_count", LAYERS)
     w.add_uint32(f"{arch}.context_length", 128)
     w.add_uint32(f"{arch}.embedding_length", HIDDEN)
@@ -142,13 +161,7 @@ def write_tokenizer_only(path: Path, pre: str) -> dict[str, object]:
     """A GGUF holding only llama metadata and a tokenizer (enough for the tokenizer loaders)."""
     meta = tokenizer_metadata(pre)
     w = gguf.GGUFWriter(str(path), "llama")
-    for key, value in meta.items():
-        if isinstance(value, str):
-            w.add_string(key, value)
-        elif isinstance(value, list):
-            w.add_array(key, value)
-        else:
-            w.add_uint32(key, int(value))  # type: ignore[call-overload]
+    _add_metadata(w, meta)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
