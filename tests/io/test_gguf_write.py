@@ -168,9 +168,14 @@ def test_merge_check_and_inventory_accept_gguf_models(tmp_path: Path) -> None:
         f"  - model: {tmp_path / 'a.gguf'}\n    parameters: {{weight: 0.25}}\n"
         f"  - model: {tmp_path / 'b'}\n    parameters: {{weight: 0.75}}\n"
     )
-    r = CliRunner().invoke(main, ["merge", str(cfg), str(tmp_path / "out")])
+    r = CliRunner().invoke(main, ["merge", str(cfg), str(tmp_path / "out"), "--gguf", "bf16"])
     assert r.exit_code == 0, r.output
-    merged = open_weights(tmp_path / "out")
+    assert "out.BF16.gguf" in r.output
+    merged = open_weights(tmp_path / "out")  # the safetensors: the GGUF is a side file
+    written = GGUFSource(tmp_path / "out" / "out.BF16.gguf")
+    for name in merged.names():  # 1-D tensors are stored F32
+        t = merged.get(name)
+        assert torch.equal(written.get(name).float(), expected(t, "BF16" if t.ndim > 1 else "F32"))
     a, b = GGUFSource(tmp_path / "a.gguf"), GGUFSource(tmp_path / "b" / "b.gguf")
     assert set(merged.names()) == set(a.names())
     for name in a.names():
