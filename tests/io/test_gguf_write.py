@@ -191,3 +191,22 @@ def test_merge_check_and_inventory_accept_gguf_models(tmp_path: Path) -> None:
         r = CliRunner().invoke(main, cmd)
         assert r.exit_code == 0, r.output
     assert np.isfinite(merged.get("model.norm.weight").numpy()).all()
+
+
+def test_eval_and_analyze_accept_gguf_models(tmp_path: Path) -> None:
+    gguf_tiny.write_model(tmp_path / "a.gguf", "llama", types=["Q8_0"], seed=1, tokenizer="gpt2")
+    gguf_tiny.write_model(tmp_path / "b.gguf", "llama", types=["Q5_1"], seed=2, tokenizer="gpt2")
+    convert(tmp_path / "a.gguf", tmp_path / "a-hf")
+    data = tmp_path / "d.txt"
+    data.write_text("Hello the world, the world.\n" * 8)
+    r = CliRunner().invoke(
+        main,
+        ["eval", str(tmp_path / "a.gguf"), str(tmp_path / "a-hf"), "--data", str(data), "--json"],
+    )
+    assert r.exit_code == 0, r.output
+    ev = json.loads(r.output[r.output.index("{") :])
+    values = ev["rows"][0]["values"]  # the GGUF and its conversion are one model
+    assert values[str(tmp_path / "a.gguf")] == pytest.approx(values[str(tmp_path / "a-hf")])
+    assert ev["tokens"]["d"][str(tmp_path / "a.gguf")] == ev["tokens"]["d"][str(tmp_path / "a-hf")]
+    r = CliRunner().invoke(main, ["analyze", str(tmp_path / "a.gguf"), str(tmp_path / "b.gguf")])
+    assert r.exit_code == 0, r.output
