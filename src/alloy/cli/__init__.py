@@ -21,7 +21,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from alloy.cli import analyze, check, demo, eval, lora, merge
+    from alloy.cli import analyze, check, convert, demo, eval, lora, merge
 
     for cmd in (
         merge.merge,
@@ -35,6 +35,7 @@ def _register() -> None:
         eval.report,
         lora.lora,
         demo.demo,
+        convert.convert,
     ):
         main.add_command(cmd)
 

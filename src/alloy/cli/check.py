@@ -35,7 +35,7 @@ def exit_codes(fn: F) -> F:
 
 
 def is_config(args: tuple[str, ...]) -> bool:
-    return len(args) == 1 and Path(args[0]).is_file()
+    return len(args) == 1 and Path(args[0]).is_file() and Path(args[0]).suffix.lower() != ".gguf"
 
 
 def echo_json(data: Any) -> None:

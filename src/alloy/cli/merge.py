@@ -80,6 +80,13 @@ def _mergekit_compat(fn: F) -> F:
     help="Base model of inputs that are bare LoRA adapter directories "
     "(default: their adapter_config.json's base_model_name_or_path).",
 )
+@click.option(
+    "--gguf",
+    "gguf_type",
+    type=click.Choice(["F32", "F16", "BF16", "Q8_0"], case_sensitive=False),
+    default=None,
+    help="Also write the merge as OUT/<name>.<TYPE>.gguf (llama.cpp, Ollama).",
+)
 @click.option("-j", "--num-threads", type=int, default=None, help="torch threads.")
 @click.option("--transformers-cache", type=click.Path(path_type=Path), default=None, hidden=True)
 @click.option("-v", "--verbose", count=True, help="-v for info, -vv for debug.")
@@ -105,6 +112,7 @@ def merge(
     eval_batch_size: int,
     eval_strict: bool,
     lora_base: str | None,
+    gguf_type: str | None,
     num_threads: int | None,
     transformers_cache: Path | None,
     verbose: int,
@@ -150,6 +158,11 @@ def merge(
     )
     if not write_model_card:
         (result.out_dir / "README.md").unlink(missing_ok=True)
+    if gguf_type:
+        from alloy.io.gguf.writer import write_gguf
+
+        name = f"{result.out_dir.name}.{gguf_type.upper()}.gguf"
+        result.files.append(write_gguf(result.out_dir, result.out_dir / name, gguf_type).name)
     merge_seconds = result.report["run"]["merge_seconds"] if result.report else result.seconds
     if not quiet:
         click.echo(

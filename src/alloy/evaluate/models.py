@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from alloy.errors import EvaluationError
+from alloy.io.gguf.view import find_gguf, gguf_view
 from alloy.plan.planner import DTYPES
 
 DEFAULT_MAX_LENGTH = 2048
@@ -91,6 +92,9 @@ def _dtype_kwargs(transformers: Any, dtype: torch.dtype | str) -> dict[str, Any]
 def load(label: str, path: Path, options: EvalOptions) -> LoadedModel:
     """Load ``path`` as a causal LM in eval mode on ``options.device``, with its tokenizer."""
     transformers = transformers_module()
+    gguf_file = find_gguf(path)  # a GGUF model: its view's config and tokenizer, its weights
+    gguf_kwargs = {} if gguf_file is None else {"gguf_file": gguf_file.name}
+    path = path if gguf_file is None else gguf_view(gguf_file)
     if not (path / "config.json").is_file():
         raise EvaluationError(f"{label}: {path} has no config.json; give a model directory.")
     if options.dtype != "auto":
@@ -108,7 +112,7 @@ def load(label: str, path: Path, options: EvalOptions) -> LoadedModel:
         ) from e
     try:
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            str(path), **common, **_dtype_kwargs(transformers, dtype)
+            str(path), **common, **gguf_kwargs, **_dtype_kwargs(transformers, dtype)
         )
     except Exception as e:
         raise EvaluationError(

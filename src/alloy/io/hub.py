@@ -14,6 +14,7 @@ from pathlib import Path
 
 from alloy.config.schema import ModelRef
 from alloy.errors import ModelNotFoundError
+from alloy.io.gguf.view import find_gguf, gguf_view
 
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
@@ -59,6 +60,9 @@ def resolve_model(ref: ModelRef, config_dir: Path | None = None) -> Path:
     if config_dir is not None and not Path(ref.path).is_absolute():
         candidates.append(config_dir / ref.path)
     for c in candidates:
+        gguf = find_gguf(c)  # a .gguf file, or a directory holding one: its model view
+        if gguf is not None:
+            return gguf_view(gguf)
         if c.is_dir():
             if ref.revision:
                 raise ModelNotFoundError(
@@ -68,7 +72,8 @@ def resolve_model(ref: ModelRef, config_dir: Path | None = None) -> Path:
             return c.resolve()
         if c.is_file():
             raise ModelNotFoundError(
-                f"{ref}: {c} is a file; give the directory that holds config.json and the weights."
+                f"{ref}: {c} is a file; give the directory that holds config.json and the "
+                "weights, or a .gguf file."
             )
     if _REPO_ID.match(ref.path):
         found = _from_cache(ref.path, ref.revision) or _download(ref.path, ref.revision)

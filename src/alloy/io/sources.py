@@ -16,11 +16,14 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from alloy.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from alloy.io.gguf import GGUFSource
 
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -307,8 +310,13 @@ WEIGHT_FORMATS = (
 )
 
 
-def open_weights(root: Path) -> SafetensorsCheckpoint | TorchBinCheckpoint:
-    """Open the weights of a Hugging Face model directory."""
+def open_weights(root: Path) -> SafetensorsCheckpoint | TorchBinCheckpoint | GGUFSource:
+    """Open the weights of a Hugging Face model directory (or of a GGUF file's view)."""
+    from alloy.io.gguf import GGUFSource, find_gguf
+
+    gguf = find_gguf(root)
+    if gguf is not None:
+        return GGUFSource(gguf)
     for index_name, single_name, cls in WEIGHT_FORMATS:
         index_path = root / index_name
         if index_path.is_file():

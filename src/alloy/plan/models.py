@@ -16,6 +16,7 @@ from typing import Any
 from alloy.arch.infer import ArchInfo, infer
 from alloy.config.schema import ModelRef
 from alloy.errors import AlloyError, ConfigError, ConfigIssue, ModelNotFoundError
+from alloy.io.gguf import GGUFSource
 from alloy.io.hub import resolve_model
 from alloy.io.sources import (
     SafetensorsCheckpoint,
@@ -32,7 +33,7 @@ from alloy.lora.source import LoraSource
 class InputModel:
     ref: ModelRef
     path: Path  # the (base) checkpoint directory: config.json, tokenizer
-    weights: SafetensorsCheckpoint | TorchBinCheckpoint | LoraSource
+    weights: SafetensorsCheckpoint | TorchBinCheckpoint | GGUFSource | LoraSource
     config: dict[str, Any]
     arch: ArchInfo
     adapter: Path | None = None  # the LoRA adapter applied on the fly, if any
