@@ -12,7 +12,7 @@ from alloy.kernels.fused.codec import BLOCK, _as_uint32, _collect, _get
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
-def gram(xs):  # type: ignore[no-untyped-def]
+def gram(xs):
     """``G[i, j] = Σ x_i·x_j`` (float64, block by block): norms and dot products of the inputs,
     for SLERP's angle and for the weights' geometry. The sums are vectorised (reassociated) in
     loops that only read, so their order is the same on every run of a machine."""
@@ -43,7 +43,7 @@ def gram(xs):  # type: ignore[no-untyped-def]
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc"}, inline="always")
-def _sum_squares(v, L):  # type: ignore[no-untyped-def]
+def _sum_squares(v, L):
     """Σ v[t]² for t < L in float64 (a read-only loop: vectorised the same way every run)."""
     acc = 0.0
     for t in range(L):
@@ -52,7 +52,7 @@ def _sum_squares(v, L):  # type: ignore[no-untyped-def]
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
-def task_vector_pass(xs, base, lo, hi, glo, ghi, dk, sums, counts, where, wmag, unsure, udelta):  # type: ignore[no-untyped-def]
+def task_vector_pass(xs, base, lo, hi, glo, ghi, dk, sums, counts, where, wmag, unsure, udelta):
     """One pass of `alloy.analysis.stats` over a chunk of task vectors ``δ_i = x_i − base``:
     every additive statistic, the counts of the top-k searches, and the sign conflicts.
 

@@ -15,7 +15,7 @@ MODE_DARE = 3  # keep each entry with probability p (DARE)
 
 
 @njit(nogil=True, cache=True)
-def linear_apply(xs, weights, divisor, out):  # type: ignore[no-untyped-def]
+def linear_apply(xs, weights, divisor, out):
     """``out = (Σ_i w_i·x_i) / divisor``, summed in input order from ``w_0·x_0`` (no division
     when ``divisor`` is 1)."""
     m = out.shape[0]
@@ -40,7 +40,7 @@ def linear_apply(xs, weights, divisor, out):  # type: ignore[no-untyped-def]
 
 
 @njit(inline="always")
-def _weighted(mode, x, j0, b, first, w, s, tau, cut, tau_top, cut_top, key, threshold, v):  # type: ignore[no-untyped-def]
+def _weighted(mode, x, j0, b, first, w, s, tau, cut, tau_top, cut_top, key, threshold, v):
     """``v = w·(s·δ)·keep`` for one input over a block, δ = x − b. ``keep`` is 0 or 1 and is
     multiplied in, not branched on: at density 0.5 a branch on the data would be mispredicted
     half the time. One loop per sparsifier, so each vectorizes."""
@@ -69,7 +69,7 @@ def _weighted(mode, x, j0, b, first, w, s, tau, cut, tau_top, cut_top, key, thre
 
 
 @njit(nogil=True, cache=True)
-def gta_apply(  # type: ignore[no-untyped-def]
+def gta_apply(
     xs,
     base,
     start,
@@ -164,7 +164,7 @@ def gta_apply(  # type: ignore[no-untyped-def]
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
-def pair_dots(a, b):  # type: ignore[no-untyped-def]
+def pair_dots(a, b):
     """(Σ a², Σ b², Σ a·b) in float64, for SLERP's angle: one read-only loop, vectorised
     (reassociated) the same way on every run of a machine."""
     aa = 0.0
@@ -180,8 +180,8 @@ def pair_dots(a, b):  # type: ignore[no-untyped-def]
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
-def bracket(x, base, start, lo, hi, glo, ghi, sums, where, wmag):  # type: ignore[no-untyped-def]
-    """One chunk of a top-k count (`alloy.methods.select`) on ``|x − base|``.
+def bracket(x, base, start, lo, hi, glo, ghi, sums, where, wmag):
+    """One chunk of a top-k count (`alloy.methods.streamed.select`) on ``|x − base|``.
 
     Returns, per bracket ``[lo[k], hi[k]]``, the number of values above it and their sum, then
     Σ of all values, then per disjoint group ``[glo[g], ghi[g]]`` (the brackets, overlapping
@@ -229,7 +229,7 @@ def bracket(x, base, start, lo, hi, glo, ghi, sums, where, wmag):  # type: ignor
 
 
 @njit(nogil=True, cache=True)
-def count_nonfinite(x):  # type: ignore[no-untyped-def]
+def count_nonfinite(x):
     """How many of ``x`` (float32, or bfloat16 bits) are NaN or ±inf: all exponent bits set."""
     m = x.shape[0]
     bad = 0
