@@ -15,8 +15,8 @@ Without a base, the sums are those of the weights themselves: ``Σ W_i²`` and `
 Sums add across tensors, so a layer, a module kind or the whole model aggregates by adding:
 its cosine is that of the concatenated vectors, its conflict rate that of all its coordinates.
 Tensors are processed in pieces of `CHUNK` entries; the top-k cuts are TIES' own
-(`alloy.methods.streamed.select`, lowest indices first among equal magnitudes), and the sums come from
-one fused pass (`alloy.kernels.fused.analysis.task_vector_pass`).
+(`alloy.methods.streamed.select`, lowest indices first among equal magnitudes), and the sums
+come from one fused pass (`alloy.kernels.fused.analysis.task_vector_pass`).
 """
 
 from __future__ import annotations
@@ -166,9 +166,10 @@ def task_vector_sums(
     """Sums of the task vectors ``models[i] − base`` of one tensor (any float dtypes, one
     shape), exact. Each task vector's top-k cuts (10%, 50%, ``density``: TIES' kept sets) are
     bracketed by a sample (`alloy.methods.streamed.select`); one fused pass
-    (`alloy.kernels.fused.analysis.task_vector_pass`) then sums everything, counts the brackets, and
-    counts the sign conflicts wherever the keeps are already certain; the few entries inside a
-    bracket are settled once the cuts are known. A bracket that missed costs another pass."""
+    (`alloy.kernels.fused.analysis.task_vector_pass`) then sums everything, counts the
+    brackets, and counts the sign conflicts wherever the keeps are already certain; the few
+    entries inside a bracket are settled once the cuts are known. A bracket that missed costs
+    another pass."""
     n = len(models)
     flat = _kernel_ready([*models, base])
     arrays = [as_array(t) for t in flat]

@@ -50,7 +50,7 @@ def _della(
         if p.density < 1:  # δ̂_i, in place; the 1/p rescale is MagPrune's own
             magprune(d, p.density, p.epsilon, rescale=params.rescale, key=input_key(root, i), out=d)
     weights = [p.weight for p in model_params]
-    return combine(base, deltas, [1.0] * len(deltas), weights, params, elect=elect)
+    return combine(base, deltas, [1.0] * len(model_params), weights, params, elect=elect)
 
 
 @method(

@@ -107,4 +107,4 @@ def task_arithmetic(
     """``base + λ·Σ w_i·δ_i`` (divided by ``Σ w_i`` when ``normalize``)."""
     base, deltas = task_vectors(inputs, base, model_params, "task_arithmetic")  # δ_i
     weights = [p.weight for p in model_params]
-    return combine(base, deltas, [1.0] * len(deltas), weights, params, elect=False)
+    return combine(base, deltas, [1.0] * len(model_params), weights, params, elect=False)

@@ -4,7 +4,8 @@ has the formulas and the table of methods)::
     δ_i = x_i − base                    task_vectors
     δ̂_i = sparsify(δ_i)                 in each method's module (ties, dare, breadcrumbs, della)
     W_i = w_i·s_i·δ̂_i                   weigh (s_i: the sparsifier's rescale, 1 without)
-    Δ   = disjoint_mean(W) | mean(W)    TIES elect and disjoint mean, or the plain sum
+    γ   = elect_sign(W)                 TIES elect (ties, dare_ties, breadcrumbs_ties, della)
+    Δ   = disjoint_mean(W, γ) | mean(W) the agreeing entries' mean, or the plain sum
     merged = base + λ·Δ                 add_to_base
 
 These functions are the methods' definitions; the streamed accelerator
@@ -49,36 +50,36 @@ def task_vectors(
     base: torch.Tensor | None,
     model_params: Sequence[Any],
     method: str,
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(base, ``δ_i = x_i − base`` for each input), refusing a missing base or a parameter
-    count that does not match the inputs."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(base, ``δ_i = x_i − base`` stacked: [n, *shape]), refusing a missing base or a parameter
+    count that does not match the inputs. The sparsifiers and `weigh` then work on the rows in
+    place, so the method holds one float32 copy per input."""
     if base is None:
         raise MergeComputationError(f"{method} merges task vectors and needs a base model")
     if len(inputs) != len(model_params):
         raise MergeComputationError(
             f"{method}: {len(inputs)} inputs but {len(model_params)} sets of model parameters"
         )
-    return base, [x - base for x in inputs]
+    deltas = base.new_empty((len(inputs), *base.shape))  # [n, *shape]
+    for i, x in enumerate(inputs):
+        torch.sub(x, base, out=deltas[i])
+    return base, deltas
 
 
-def weigh(
-    deltas: Sequence[torch.Tensor], weights: Sequence[float], scales: Sequence[float]
-) -> torch.Tensor:
-    """``W_i = w_i·(s_i·δ̂_i)``, stacked: [n, *shape]. Scales ``δ̂_i`` in place."""
-    weighted = deltas[0].new_empty((len(deltas), *deltas[0].shape))  # [n, *shape]
+def weigh(deltas: torch.Tensor, weights: Sequence[float], scales: Sequence[float]) -> torch.Tensor:
+    """``W_i = w_i·(s_i·δ̂_i)`` for the stacked ``δ̂`` [n, *shape], in place."""
     for i, delta in enumerate(deltas):
         if scales[i] != 1.0:
             delta.mul_(torch.tensor(scales[i], dtype=torch.float32))
-        torch.mul(delta, weights[i], out=weighted[i])
-    return weighted
+        delta.mul_(weights[i])
+    return deltas
 
 
 def disjoint_mean(
-    weighted: torch.Tensor, weights: Sequence[float], normalize: bool
+    weighted: torch.Tensor, sign: torch.Tensor, weights: Sequence[float], normalize: bool
 ) -> torch.Tensor:
-    """TIES elect and disjoint merge: ``γ = sgn(Σ W_i)``, ``a_i = [sgn W_i = γ]``, and
+    """TIES's disjoint merge: with ``a_i = [sgn W_i = γ]`` for the elected sign ``γ``,
     ``Σ a_i·W_i`` (divided by ``Σ a_i·w_i`` when ``normalize``; by 1 where none agrees)."""
-    sign = elect_sign(weighted)  # γ
     agree = agrees_with(weighted, sign)  # a_i
     mixed = (weighted * agree).sum(dim=0)  # Σ a_i·W_i
     if not normalize:
@@ -97,18 +98,21 @@ def mean(weighted: torch.Tensor, weights: Sequence[float], normalize: bool) -> t
 
 def combine(
     base: torch.Tensor,
-    deltas: Sequence[torch.Tensor],
+    deltas: torch.Tensor,
     scales: Sequence[float],
     weights: Sequence[float],
     params: Any,
     elect: bool,
 ) -> torch.Tensor:
-    """``base + λ·Δ`` from the sparsified task vectors ``δ̂_i`` (scaled in place)."""
-    if not deltas:
+    """``base + λ·Δ`` from the stacked sparsified task vectors ``δ̂`` (weighed in place)."""
+    if len(deltas) == 0:
         return base.clone()
-    weighted = weigh(deltas, weights, scales)
-    mix = disjoint_mean if elect else mean
-    mixed = mix(weighted, weights, bool(params.normalize))
+    weighted = weigh(deltas, weights, scales)  # W_i
+    normalize = bool(params.normalize)
+    if elect:
+        mixed = disjoint_mean(weighted, elect_sign(weighted), weights, normalize)
+    else:
+        mixed = mean(weighted, weights, normalize)
     del weighted
     return add_to_base(base, mixed, params.lambda_)
 

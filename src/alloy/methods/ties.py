@@ -19,10 +19,16 @@ from collections.abc import Sequence
 import torch
 
 from alloy.methods.registry import method
-from alloy.methods.sparsify import magnitude_keep_count, top_magnitude_mask
+from alloy.methods.sparsify import elect_sign, magnitude_keep_count, top_magnitude_mask
 from alloy.methods.streamed.task_vectors import family_accelerator
 from alloy.methods.task_arithmetic import TaskModelParams, TiesParams
-from alloy.methods.task_vectors import combine, l1_rescale, task_vectors
+from alloy.methods.task_vectors import (
+    add_to_base,
+    disjoint_mean,
+    l1_rescale,
+    task_vectors,
+    weigh,
+)
 
 TIES_PAPER = (
     "Yadav et al. 2023, TIES-Merging: Resolving Interference When Merging Models (arXiv 2306.01708)"
@@ -61,6 +67,11 @@ def ties(
 ) -> torch.Tensor:
     """Trim, elect, disjoint mean (see the module docstring)."""
     base, deltas = task_vectors(inputs, base, model_params, "ties")  # δ_i
+    if not model_params:
+        return base.clone()
     scales = [trim(d, p.density, params.rescale) for d, p in zip(deltas, model_params)]  # δ̂_i
     weights = [p.weight for p in model_params]
-    return combine(base, deltas, scales, weights, params, elect=True)  # elect, disjoint mean
+    weighted = weigh(deltas, weights, scales)  # W_i = w_i·δ̂_i
+    sign = elect_sign(weighted)  # γ
+    merged = disjoint_mean(weighted, sign, weights, params.normalize)  # Δ
+    return add_to_base(base, merged, params.lambda_)  # base + λ·Δ

@@ -32,7 +32,13 @@ from alloy.methods.streamed.stream import (
     kernel_dtypes,
     kernel_out_dtype,
 )
-from alloy.methods.task_vectors import L1_EPS, combine, input_key, weight_divisor
+from alloy.methods.task_vectors import (
+    L1_EPS,
+    combine,
+    input_key,
+    task_vectors,
+    weight_divisor,
+)
 
 Sparsifier = Literal["none", "magnitude", "dare", "breadcrumbs"]
 
@@ -129,13 +135,9 @@ class TaskVectorStream:
         return self.ctx.kernels and kernel_dtypes([*chunk.raw_inputs, chunk.raw_base])
 
     def _apply_torch(self, chunk: Chunk) -> torch.Tensor:
-        base = chunk.base
-        assert base is not None
-        deltas = []
-        for i, x in enumerate(chunk.inputs):
-            delta = x - base  # δ_i
-            self._sparsify(i, delta, chunk)  # δ̂_i
-            deltas.append(delta)
+        base, deltas = task_vectors(chunk.inputs, chunk.base, self.model_params, self.family.method)
+        for i, delta in enumerate(deltas):  # δ_i, a view of the stack
+            self._sparsify(i, delta, chunk)  # δ̂_i, in place
         return combine(base, deltas, self.scales, self.weights, self.params, self.family.elect)
 
     def _sparsify(self, i: int, delta: torch.Tensor, chunk: Chunk) -> None:
