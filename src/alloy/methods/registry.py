@@ -8,7 +8,8 @@ A method is a pure tensor function (no I/O, no dtype or device policy, no config
   For methods whose ``base`` policy is ``"none"`` a base model listed among the models is an
   ordinary input here.
 - ``base``: the base tensor (float32), or ``None`` when the method takes no base or none was given.
-- ``params``: an instance of the method's frozen global-parameter model (one value per tensor).
+- ``params``: an instance of the method's frozen global-parameter model (one value per tensor);
+  the schemas bound every value (`alloy.methods.bounds`), so a bad one fails at plan time.
 - ``model_params``: one instance of the method's frozen per-model parameter model per input.
 - ``generator``: a ``torch.Generator`` seeded from (seed, output tensor name) for random
   methods, ``None`` for deterministic ones.
