@@ -53,7 +53,7 @@ class Family:
 
 
 class TaskVectorStream:
-    """The pipeline over row chunks: `alloy.methods.stream.StreamedMerge`."""
+    """The pipeline over row chunks: `alloy.methods.streamed.stream.StreamedMerge`."""
 
     def __init__(
         self, ctx: TensorContext, params: Any, model_params: Sequence[Any], family: Family
@@ -68,9 +68,7 @@ class TaskVectorStream:
         self.selectors: dict[int, StreamingTopK] = {}
         self.cuts: list[tuple[Cut, Cut | None] | None] = [None] * len(self.model_params)
         for i, p in enumerate(self.model_params):
-            if family.sparsify == "none":
-                continue
-            if p.density >= 1:
+            if family.sparsify == "none" or p.density >= 1:
                 continue  # every sparsifier keeps everything at density 1
             if family.sparsify == "magnitude":
                 self.selectors[i] = StreamingTopK(n, [magnitude_keep_count(n, p.density)])
