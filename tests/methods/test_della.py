@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 from checkpoints import ModelSet
+from pydantic import ValidationError
 
-from alloy.errors import MergeComputationError
 from alloy.kernels.random import uniform
 from alloy.methods import get_method
 from alloy.methods.sparsify import magprune
@@ -159,7 +159,7 @@ def test_della_elects_signs_on_the_pruned_vectors() -> None:
     base = torch.randn(5, 6, generator=g)
     xs = [base + torch.randn(5, 6, generator=g) for _ in range(2)]
     pruned = [
-        base + magprune(x - base, 0.5, 0.2, rescale=True, key=input_key(8, i), method="della")
+        base + magprune(x - base, 0.5, 0.2, rescale=True, key=input_key(8, i))
         for i, x in enumerate(xs)
     ]
     mps = [
@@ -177,8 +177,13 @@ def test_epsilon_outside_the_unit_interval_is_rejected(density: float, eps: floa
     schema = get_method("della").model_params
     with pytest.raises(ValueError, match="epsilon"):
         schema.model_validate({"weight": 1.0, "density": density, "epsilon": eps})
-    with pytest.raises(MergeComputationError, match="epsilon"):
-        magprune(t(1, 2, 3), density, eps, rescale=True, key=0)
+    with pytest.raises(ValidationError, match="epsilon"):  # before anything is pruned
+        merge(
+            "della",
+            [t(1, 2, 3)],
+            t(0, 0, 0),
+            model_params=[{"weight": 1.0, "density": density, "epsilon": eps}],
+        )
     if eps >= 0:  # mergekit rejects the same (it accepts a negative epsilon)
         with pytest.raises(ValueError, match="psilon"):
             mergekit_prune(t(1, 2, 3), density, eps, seed=0)

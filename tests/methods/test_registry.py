@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import math
 from typing import Any
 
 import pytest
@@ -9,6 +11,7 @@ import torch
 from pydantic_core import PydanticUndefined
 
 from alloy.methods import all_methods, get_method
+from alloy.methods.registry import method
 
 from .helpers import merge
 
@@ -122,7 +125,7 @@ def test_registration(name: str) -> None:
     assert defaults(spec.model_params) == per_model
     assert spec.param_names() == list(globals_)
     assert (spec.base, spec.min_models, spec.max_models) == (base, lo, hi)
-    assert (spec.chunked(), spec.randomized) == (chunked, randomized)
+    assert (spec.feeding != "whole", spec.randomized) == (chunked, randomized)
     assert spec.paper and spec.summary
 
 
@@ -148,7 +151,8 @@ def test_params_are_frozen_and_reject_unknown_keys() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in sorted(ALL) if ALL[n][5] and not ALL[n][6] and not get_method(n).reduces]
+    "name",
+    [n for n in sorted(ALL) if ALL[n][5] and not ALL[n][6] and get_method(n).feeding == "rows"],
 )
 def test_elementwise_methods_can_be_fed_row_chunks(name: str) -> None:
     g = torch.Generator().manual_seed(0)
@@ -196,6 +200,43 @@ def test_parameter_names_and_defaults_match_mergekit(name: str) -> None:
 
 
 def test_every_method_has_a_memory_factor_for_alloy_plan() -> None:
-    from alloy.plan.estimate import _OVERHEAD
+    # `overhead` is a required argument of the registration, so every method states its own
+    assert {s.name for s in all_methods() if math.isfinite(s.overhead) and s.overhead >= 0} == {
+        s.name for s in all_methods()
+    }
+    assert "overhead" not in {
+        n for n, p in inspect.signature(method).parameters.items() if p.default is not p.empty
+    }
 
-    assert set(_OVERHEAD) == {s.name for s in all_methods()}
+
+def test_the_feeding_is_consistent_with_the_accelerator_and_embedding_function() -> None:
+    for spec in all_methods():
+        if spec.feeding == "rows_after_passes":  # only an accelerator makes reduction passes
+            assert spec.accelerator is not None, spec.name
+        if spec.embedding_fn is not None:
+            assert spec.feeding == "whole", spec.name
+
+
+def test_registration_refuses_passes_without_an_accelerator() -> None:
+    def fn(*args: Any) -> torch.Tensor:
+        raise AssertionError
+
+    with pytest.raises(ValueError, match="accelerator"):
+        method(
+            "x_passes",
+            base="none",
+            paper="-",
+            summary="-",
+            overhead=1.0,
+            feeding="rows_after_passes",
+        )(fn)
+    with pytest.raises(ValueError, match="whole"):
+        method(
+            "x_embedding",
+            base="none",
+            paper="-",
+            summary="-",
+            overhead=1.0,
+            feeding="rows",
+            embedding_fn=fn,
+        )(fn)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from alloy.errors import MergeComputationError
 
@@ -154,7 +155,7 @@ def test_ties_density_zero_gives_the_base() -> None:
 
 
 def test_negative_density_raises() -> None:
-    with pytest.raises(MergeComputationError, match="density"):
+    with pytest.raises(ValidationError, match="density"):  # the schema rejects it, at plan time
         merge("ties", [t(1, 2)], t(0, 0), model_params=mp((1, -0.5)))
 
 

@@ -15,8 +15,8 @@ Without a base, the sums are those of the weights themselves: ``Σ W_i²`` and `
 Sums add across tensors, so a layer, a module kind or the whole model aggregates by adding:
 its cosine is that of the concatenated vectors, its conflict rate that of all its coordinates.
 Tensors are processed in pieces of `CHUNK` entries; the top-k cuts are TIES' own
-(`alloy.methods.select`, lowest indices first among equal magnitudes), and the sums come from
-one fused pass (`alloy.kernels.cpu.task_vector_pass`).
+(`alloy.methods.streamed.select`, lowest indices first among equal magnitudes), and the sums
+come from one fused pass (`alloy.kernels.fused.analysis.task_vector_pass`).
 """
 
 from __future__ import annotations
@@ -32,10 +32,16 @@ import torch
 
 from alloy.errors import CheckpointError
 from alloy.kernels import as_array
-from alloy.methods.select import Bracket, Cut, StreamingTopK, add_group_counts, bracket_groups
 from alloy.methods.sparsify import magnitude_keep_count
-from alloy.methods.stream import kernel_dtypes
-from alloy.methods.task_vectors import sample_magnitudes
+from alloy.methods.streamed.select import (
+    Bracket,
+    Cut,
+    StreamingTopK,
+    add_group_counts,
+    bracket_groups,
+)
+from alloy.methods.streamed.stream import kernel_dtypes
+from alloy.methods.streamed.task_vectors import sample_magnitudes
 
 CHUNK = 1 << 20  # entries per piece of a tensor
 CONCENTRATION = (0.1, 0.5)  # top shares whose energy is measured
@@ -138,11 +144,11 @@ def _kernel_ready(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 
 def weight_sums(models: list[torch.Tensor], labels: Sequence[str] | None = None) -> Sums:
     """Sums of the weights themselves (no base): norms and pairwise dot products."""
-    from alloy.kernels import cpu
+    from alloy.kernels.fused.analysis import gram
 
     n = len(models)
     out = Sums(n, float(models[0].numel()), 1)
-    g = cpu.gram(tuple(as_array(t) for t in _kernel_ready(models)))
+    g = gram(tuple(as_array(t) for t in _kernel_ready(models)))
     out.sq = [float(g[i, i]) for i in range(n)]
     out.dot = [float(g[i, j]) for i, j in pairs(n)]
     for i, v in enumerate(out.sq):
@@ -159,10 +165,11 @@ def task_vector_sums(
 ) -> Sums:
     """Sums of the task vectors ``models[i] − base`` of one tensor (any float dtypes, one
     shape), exact. Each task vector's top-k cuts (10%, 50%, ``density``: TIES' kept sets) are
-    bracketed by a sample (`alloy.methods.select`); one fused pass
-    (`alloy.kernels.cpu.task_vector_pass`) then sums everything, counts the brackets, and
-    counts the sign conflicts wherever the keeps are already certain; the few entries inside a
-    bracket are settled once the cuts are known. A bracket that missed costs another pass."""
+    bracketed by a sample (`alloy.methods.streamed.select`); one fused pass
+    (`alloy.kernels.fused.analysis.task_vector_pass`) then sums everything, counts the
+    brackets, and counts the sign conflicts wherever the keeps are already certain; the few
+    entries inside a bracket are settled once the cuts are known. A bracket that missed costs
+    another pass."""
     n = len(models)
     flat = _kernel_ready([*models, base])
     arrays = [as_array(t) for t in flat]
@@ -197,15 +204,13 @@ def _one_pass(
 ) -> Sums:
     """The fused pass over every piece with the selectors' current brackets: the counts go to
     the selectors (and their cuts are made), the sums to the result."""
-    from alloy.kernels import cpu
+    from alloy.kernels.fused.analysis import pass_totals, task_vector_pass
 
     n, nk = len(selectors), len(ks)
     total = arrays[n].shape[0]
     out = Sums(n, float(total), 1)
     lo, hi, glo, ghi, groups = _brackets(selectors, nk, dk)
-    npairs = len(pairs(n))
-    sums = np.zeros(1 + n + npairs + n * nk, np.float64)
-    counts = np.zeros(2 * n + n * nk + 2, np.int64)
+    totals = pass_totals(n, nk)
     width = max(e - s for s, e in pieces)
     ng = max(nk, 1)  # the kernel's rows per input: one per group (pages touched only as filled)
     where = np.empty((n, ng, width + 1), np.int32)
@@ -215,7 +220,7 @@ def _one_pass(
     settle: list[tuple[np.ndarray, np.ndarray]] = []
     open_ = [sel.open_brackets() for sel in selectors]
     for s, e in pieces:
-        found, nu = cpu.task_vector_pass(
+        found, nu = task_vector_pass(
             tuple(a[s:e] for a in arrays[:n]),
             arrays[n][s:e],
             lo,
@@ -223,8 +228,8 @@ def _one_pass(
             glo,
             ghi,
             dk,
-            sums,
-            counts,
+            totals.sums,
+            totals.counts,
             where,
             wmag,
             unsure,
@@ -236,26 +241,26 @@ def _one_pass(
             add_group_counts(sel, groups[i], where[i], wmag[i], found[i], s)
     for i, sel in enumerate(selectors):
         for k, _, _ in open_[i]:
-            above = int(counts[2 * n + i * nk + k])
-            above_sq = float(sums[1 + n + npairs + i * nk + k])
+            above = int(totals.above[i, k])
+            above_sq = float(totals.above_sq[i, k])
             empty = np.empty(0, np.float32)
             sel.add_counts(k, above, 0.0, None, empty, empty.astype(np.int64), above_sq=above_sq)
         if open_[i]:
             sel.end_count()
     for i in range(n):
-        if counts[n + i]:
+        if totals.nonfinite[i]:
             raise CheckpointError(
-                f"the task vector of {_label(labels, i)} has {int(counts[n + i])} NaN/Inf "
+                f"the task vector of {_label(labels, i)} has {int(totals.nonfinite[i])} NaN/Inf "
                 f"entries (or the base has); check the checkpoints"
             )
-    out.base_sq = float(sums[0])
-    out.sq = [float(v) for v in sums[1 : 1 + n]]
-    out.dot = [float(v) for v in sums[1 + n : 1 + n + npairs]]
-    out.changed = [float(v) for v in counts[:n]]
+    out.base_sq = float(totals.base_sq[0])
+    out.sq = [float(v) for v in totals.sq]
+    out.dot = [float(v) for v in totals.dot]
+    out.changed = [float(v) for v in totals.changed]
     if n >= 2 and all(sel.done for sel in selectors):
         overlap, conflict = _settle(settle, [sel.cuts[dk] for sel in selectors])
-        out.overlap = float(counts[-2] + overlap)
-        out.conflict = float(counts[-1] + conflict)
+        out.overlap = float(totals.overlap[0] + overlap)
+        out.conflict = float(totals.conflict[0] + conflict)
     return out
 
 
@@ -263,7 +268,7 @@ def _brackets(
     selectors: list[StreamingTopK], nk: int, dk: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[list[list[Bracket]]]]:
     """The kernel's brackets [input, rank], their disjoint groups, and each input's groups'
-    open brackets (`alloy.methods.select.bracket_groups`). A rank whose cut is known is given as the cut itself (everything: ``hi = −inf``;
+    open brackets (`alloy.methods.streamed.select.bracket_groups`). A rank whose cut is known is given as the cut itself (everything: ``hi = −inf``;
     nothing: ``lo = hi = +inf``; else ``lo = hi = tau``, so only values equal to tau stay
     uncertain) and is not searched."""
     n = len(selectors)

@@ -1,8 +1,10 @@
-"""Compute kernels: counter-based random draws (`random`), fused CPU loops (`cpu`, numba) and an
-SVD that falls back to float64 where LAPACK does not converge (`linalg`).
+"""Compute kernels: counter-based random draws (`random`), fused CPU loops (`fused`, numba: the
+merge kernels and the analysis kernels) and an SVD that falls back to float64 where LAPACK
+does not converge (`linalg`).
 
-The fused kernels are a fast path for CPU merges; every method also has a torch implementation
-that runs on any device and is the reference the kernels are tested against. Set
+The fused kernels are a fast path for CPU merges (through the accelerators,
+`alloy.methods.streamed`); every method's definition is its torch function, which runs on any
+device and is the reference the kernels are tested against. Set
 ``ALLOY_KERNELS=0`` to use the torch implementations on the CPU too.
 """
 

@@ -16,13 +16,17 @@ import torch
 
 log = logging.getLogger("alloy")
 
+# torch.linalg re-exports it from torch._C without declaring it in its stubs
+LinAlgError: type[RuntimeError] = getattr(torch.linalg, "LinAlgError")  # noqa: B009
+
 
 def svd(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``torch.linalg.svd(a, full_matrices=False)``; when it does not converge in float32 (or
     bfloat16/float16), computed again in float64 and returned in ``a``'s dtype."""
     try:
-        return torch.linalg.svd(a, full_matrices=False)
-    except torch.linalg.LinAlgError:
+        u, s, vh = torch.linalg.svd(a, full_matrices=False)
+        return u, s, vh
+    except LinAlgError:
         if a.dtype == torch.float64:
             raise
         log.debug(

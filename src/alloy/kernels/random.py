@@ -5,15 +5,15 @@ SplitMix64 (Steele, Lea & Flood 2014, "Fast splittable pseudorandom number gener
 as a counter-based generator: the ``j``-th draw of a stream with key ``k`` is
 ``mix(k + (j + 1)·γ)``. A draw depends only on the key and the element's flat index, never on
 how the tensor is cut into chunks, on the order tensors are merged in, or on the device: the
-numba kernels (`alloy.kernels.cpu`) and this torch version give the same bits.
+numba kernels (`alloy.kernels.fused`) and this torch version give the same bits.
 
-The key of one input of one tensor is derived from (seed, output tensor name, input index), so
-a merge is reproducible and each input's mask is independent of the others'.
+A tensor's streams are rooted at a key derived from (seed, output tensor name)
+(`alloy.plan.seeds.tensor_seed`), and each input's stream at a key mixed from that root and
+the input's index (`alloy.methods.task_vectors.input_key`), so a merge is reproducible and
+each input's mask is independent of the others'.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import torch
 
@@ -22,12 +22,6 @@ MIX1 = 0xBF58476D1CE4E5B9
 MIX2 = 0x94D049BB133111EB
 MASK64 = (1 << 64) - 1
 TWO32 = 1 << 32
-
-
-def input_key(seed: int, tensor: str, index: int) -> int:
-    """The 64-bit key of input ``index``'s draws for output tensor ``tensor``."""
-    digest = hashlib.sha256(f"alloy\0{seed}\0{tensor}\0{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
 
 
 def keep_threshold(p: float) -> int:

@@ -1,6 +1,9 @@
 """The built-in merge methods: importing this module runs their `@method` registrations."""
 
 from alloy.methods import (  # noqa: F401
+    breadcrumbs,
+    dare,
+    della,
     karcher,
     linear,
     model_stock,
@@ -9,7 +12,7 @@ from alloy.methods import (  # noqa: F401
     sce,
     selective,
     slerp,
-    sparse_task_arithmetic,
     spectral,
     task_arithmetic,
+    ties,
 )

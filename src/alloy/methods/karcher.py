@@ -19,13 +19,20 @@ import math
 from collections.abc import Sequence
 
 import torch
+from pydantic import Field
 
+from alloy.methods.bounds import NonNegative
 from alloy.methods.registry import NoParams, Params, method
+
+# Karcher iterations allowed at most: mergekit's default is 10, convergence takes a few dozen.
+MAX_ITER = 1000
 
 
 class KarcherParams(Params):
-    max_iter: int = 10  # fixed-point iterations at most
-    tol: float = 1e-5  # stop when the tangent step is shorter; smaller norms and angles ignored
+    # fixed-point iterations at most (bounded: each is a pass over the tensor)
+    max_iter: int = Field(default=10, ge=0, le=MAX_ITER)
+    # stop when the tangent step is shorter; smaller norms and angles are ignored
+    tol: NonNegative = 1e-5
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -41,6 +48,7 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
     "(Comm. Pure Appl. Math. 30); mergekit's karcher",
     summary="Riemannian mean of the inputs' directions on the unit sphere, scaled by their "
     "mean norm (equal weights).",
+    overhead=1.0,
 )
 def karcher(
     inputs: Sequence[torch.Tensor],

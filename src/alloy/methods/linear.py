@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
-import numpy as np
 import torch
 
 from alloy.errors import MergeComputationError
-from alloy.kernels import as_array
+from alloy.methods.bounds import Scale
 from alloy.methods.registry import Params, method
-from alloy.methods.stream import Chunk, TensorContext, kernel_dtypes, kernel_out_dtype, run_whole
 
 
 class LinearParams(Params):
@@ -27,7 +24,7 @@ class LinearParams(Params):
 
 
 class LinearModelParams(Params):
-    weight: float
+    weight: Scale
 
 
 def weight_sum(weights: Sequence[float], method: str) -> float:
@@ -42,48 +39,18 @@ def weight_sum(weights: Sequence[float], method: str) -> float:
     return total
 
 
-def combine(
-    chunk: Chunk, ctx: TensorContext, weights: Sequence[float], divisor: float
+def weighted_sum(
+    inputs: Sequence[torch.Tensor], weights: Sequence[float], divisor: float
 ) -> torch.Tensor:
-    """``Σ_i w_i·x_i / divisor`` over the chunk's inputs, summed in input order (the fused CPU
-    kernel when it applies, else torch on the chunk's device)."""
-    if ctx.kernels and kernel_dtypes(chunk.raw_inputs):
-        from alloy.kernels.cpu import linear_apply
-
-        out = torch.empty(chunk.numel, dtype=kernel_out_dtype(ctx))
-        linear_apply(
-            tuple(as_array(x) for x in chunk.raw_inputs),
-            np.array(weights, np.float32),
-            np.float32(divisor),
-            as_array(out),
-        )
-        return out.view(chunk.raw_inputs[0].shape)
-    inputs = chunk.inputs
+    """``Σ_i w_i·x_i / divisor``, summed in input order, each product rounded (no fused
+    multiply-add): the order the fused CPU kernel keeps."""
     merged = torch.mul(inputs[0], weights[0])
     for x, w in zip(inputs[1:], weights[1:], strict=True):
-        merged.add_(torch.mul(x, w))  # Σ w_i·x_i, each product rounded (no fused multiply-add)
+        merged.add_(torch.mul(x, w))
     return merged.div_(divisor) if divisor != 1.0 else merged
 
 
-class LinearStream:
-    """`linear` over row chunks: elementwise, no reduction pass."""
-
-    def __init__(self, ctx: TensorContext, params: LinearParams, model_params: Sequence[Any]):
-        self.ctx = ctx
-        self.weights = [p.weight for p in model_params]
-        # Deliberate: a zero weight sum is an error here; mergekit divides by it (inf/NaN).
-        self.divisor = weight_sum(self.weights, "linear") if params.normalize else 1.0
-
-    def next_pass(self) -> bool:
-        return False
-
-    def observe(self, chunk: Chunk) -> None:  # pragma: no cover - no reduction pass
-        raise AssertionError("linear makes no reduction pass")
-
-    def apply(self, chunk: Chunk) -> torch.Tensor:
-        if not chunk.raw_inputs:
-            raise MergeComputationError("linear needs at least one input tensor")
-        return combine(chunk, self.ctx, self.weights, self.divisor)
+from alloy.methods.streamed.linear import LinearStream  # noqa: E402
 
 
 @method(
@@ -94,7 +61,9 @@ class LinearStream:
     min_models=1,
     paper="Wortsman et al. 2022, Model soups (arXiv 2203.05482)",
     summary="Weighted average Σ w_i·x_i (divided by Σ w_i when normalize is true).",
-    streamed=LinearStream,
+    feeding="rows",
+    accelerator=LinearStream,
+    overhead=1.0,
 )
 def linear(
     inputs: Sequence[torch.Tensor],
@@ -106,4 +75,7 @@ def linear(
     """``Σ w_i·x_i``, divided by ``Σ w_i`` if ``normalize``. A base model is an ordinary input."""
     if not inputs:
         raise MergeComputationError("linear needs at least one input tensor")
-    return run_whole(LinearStream, inputs, None, params, model_params, generator)
+    weights = [p.weight for p in model_params]
+    # Deliberate: a zero weight sum is an error here; mergekit divides by it (inf/NaN).
+    divisor = weight_sum(weights, "linear") if params.normalize else 1.0
+    return weighted_sum(inputs, weights, divisor)

@@ -58,6 +58,7 @@ def interpolation_ratio(offsets: Sequence[torch.Tensor], filter_wise: bool) -> t
     "(arXiv 2403.19522)",
     summary="Average of the fine-tunes pulled toward the base by a ratio set by the angle "
     "between their offsets.",
+    overhead=1.5,
 )
 def model_stock(
     inputs: Sequence[torch.Tensor],

@@ -13,11 +13,12 @@ from collections.abc import Sequence
 import torch
 
 from alloy.errors import MergeComputationError
+from alloy.methods.bounds import Scale
 from alloy.methods.registry import NoParams, Params, method
 
 
 class PassthroughModelParams(Params):
-    scale: float | None = None  # None: copy unchanged
+    scale: Scale | None = None  # None: copy unchanged
 
 
 @method(
@@ -28,7 +29,8 @@ class PassthroughModelParams(Params):
     max_models=1,
     paper="none (copies a tensor; the basis of layer-stacking frankenmerges)",
     summary="Copies the single input tensor, multiplied by `scale` when given.",
-    elementwise=True,
+    feeding="rows",
+    overhead=0.0,
 )
 def passthrough(
     inputs: Sequence[torch.Tensor],

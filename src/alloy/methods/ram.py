@@ -20,19 +20,20 @@ from collections.abc import Sequence
 import torch
 
 from alloy.errors import MergeComputationError
+from alloy.methods.bounds import NonNegative, Scale
 from alloy.methods.registry import NoParams, Params, method
 
 _PAPER = "Reinforced Agent Merging (arXiv 2601.13572), mergekit's ram / ramplus_tl"
 
 
 class RamParams(Params):
-    epsilon: float = 1e-5  # |τ| above this counts as a change
+    epsilon: NonNegative = 1e-5  # |τ| above this counts as a change
 
 
 class RamPlusParams(Params):
-    r: float = 0.1  # strength of the boost of unique changes
-    alpha: float = 0.2  # the shared/unique ratio is clipped to [0, alpha]
-    epsilon: float = 1e-5
+    r: Scale = 0.1  # strength of the boost of unique changes
+    alpha: NonNegative = 0.2  # the shared/unique ratio is clipped to [0, alpha]
+    epsilon: NonNegative = 1e-5
 
 
 def _changes(
@@ -54,7 +55,8 @@ def _changes(
     min_models=1,
     paper=_PAPER,
     summary="Keep each entry changed by one model, average entries changed by several.",
-    elementwise=True,
+    feeding="rows",
+    overhead=1.5,
 )
 def ram(
     inputs: Sequence[torch.Tensor],
@@ -84,6 +86,7 @@ def ram(
     paper=_PAPER,
     summary="RAM, with each model's unique changes boosted by its shared/unique ratio in the "
     "tensor.",
+    overhead=2.5,
 )
 def ramplus_tl(
     inputs: Sequence[torch.Tensor],

@@ -8,22 +8,37 @@ A method is a pure tensor function (no I/O, no dtype or device policy, no config
   For methods whose ``base`` policy is ``"none"`` a base model listed among the models is an
   ordinary input here.
 - ``base``: the base tensor (float32), or ``None`` when the method takes no base or none was given.
-- ``params``: an instance of the method's frozen global-parameter model (one value per tensor).
+- ``params``: an instance of the method's frozen global-parameter model (one value per tensor);
+  the schemas bound every value (`alloy.methods.bounds`), so a bad one fails at plan time.
 - ``model_params``: one instance of the method's frozen per-model parameter model per input.
 - ``generator``: a ``torch.Generator`` seeded from (seed, output tensor name) for random
   methods, ``None`` for deterministic ones.
 
-The executor casts to float32, checks the result is finite and casts to the output dtype.
+The function works on whole tensors and is the method's definition: the paper's steps, in
+torch, on any device. The executor reads inputs in their stored dtype and converts them to
+float32 on the compute device before calling it, then checks the result is finite and casts it
+to the output dtype.
+
+``feeding`` is the one thing the executor asks about how to feed a method (`alloy.plan.executor`
+decides the units from it, and the memory estimate asks the executor):
+
+- ``"whole"``: ``fn`` on each whole tensor;
+- ``"rows"``: the output at an index depends only on the inputs at that index, so the tensor
+  may come in row chunks, each merged on its own;
+- ``"rows_after_passes"``: row chunks, after reduction passes over the whole tensor (TIES's
+  top-k thresholds, SLERP's angle); only an ``accelerator`` can make those passes.
+
+An ``accelerator`` (`alloy.methods.streamed`) computes the same merge over row chunks in bounded
+memory, with the fused CPU kernels where they apply; the executor uses it instead of ``fn`` when
+there is one, and the tests check that both give the same result.
 
 A method may register a second function, ``embedding_fn`` with the same contract, for token
-embeddings and output heads (``embed_tokens``, ``lm_head``, ...): the executor calls it instead of
-``fn`` on those tensors. The SVD methods use it to fall back to task arithmetic there, as their
-papers do; every other method treats embeddings like any other tensor.
+embeddings and output heads (``embed_tokens``, ``lm_head``, ...): ``fn_for`` picks it on those
+tensors. The SVD methods use it to fall back to task arithmetic there, as their papers do; every
+other method treats embeddings like any other tensor. Such a method is fed ``"whole"``.
 
-A method may also register a ``streamed`` factory (`alloy.methods.stream`): the same merge
-computed over row chunks, after reduction passes when it needs whole-tensor statistics
-(``reduces``). The executor then streams the tensor through it in bounded memory, and ``fn``
-is that factory run on one chunk (`alloy.methods.stream.run_whole`).
+``overhead`` is the number of float32 working copies of one unit per input the method holds at
+its peak, beyond the inputs themselves (for the memory estimate).
 """
 
 from __future__ import annotations
@@ -38,9 +53,10 @@ from pydantic import BaseModel, ConfigDict
 from alloy.errors import UnknownMethodError
 
 if TYPE_CHECKING:
-    from alloy.methods.stream import StreamFactory
+    from alloy.methods.streamed.stream import StreamFactory
 
 BasePolicy = Literal["none", "required", "optional"]
+Feeding = Literal["whole", "rows", "rows_after_passes"]
 
 
 class Params(BaseModel):
@@ -77,29 +93,17 @@ class MethodSpec:
     max_models: int | None
     paper: str
     summary: str
-    # The output at an index depends only on the inputs at that index, so the executor may
-    # feed the method row chunks of a tensor instead of whole tensors.
-    elementwise: bool = False
+    overhead: float
+    feeding: Feeding = "whole"
     randomized: bool = False
     # Called instead of `fn` on token embeddings and output heads (None: `fn` everywhere).
     embedding_fn: MergeFn | None = None
-    # The merge over row chunks (alloy.methods.stream); `reduces`: it makes reduction passes
-    # over the whole tensor before applying, so the executor holds the tensor's inputs.
-    streamed: StreamFactory | None = None
-    reduces: bool = False
+    # The same merge over row chunks (alloy.methods.streamed), used by the executor.
+    accelerator: StreamFactory | None = None
 
     def fn_for(self, embedding: bool) -> MergeFn:
         """The function that merges a tensor (``embedding``: a token embedding or head)."""
         return self.embedding_fn if embedding and self.embedding_fn is not None else self.fn
-
-    def streams(self, embedding: bool) -> bool:
-        """Whether a tensor (``embedding``: a token embedding or head) is merged by the streamed
-        merge: there is one, and no embedding function replaces it."""
-        return self.streamed is not None and not (embedding and self.embedding_fn is not None)
-
-    def chunked(self, embedding: bool = False) -> bool:
-        """Whether the executor feeds this method row chunks (elementwise, or streamed)."""
-        return self.elementwise or self.streams(embedding)
 
     def param_names(self) -> list[str]:
         """Global parameter names as written in YAML (aliases, e.g. ``lambda``)."""
@@ -122,17 +126,21 @@ def method(
     max_models: int | None = None,
     paper: str,
     summary: str,
-    elementwise: bool = False,
+    overhead: float,
+    feeding: Feeding = "whole",
     randomized: bool = False,
     embedding_fn: MergeFn | None = None,
-    streamed: StreamFactory | None = None,
-    reduces: bool = False,
+    accelerator: StreamFactory | None = None,
 ) -> Callable[[MergeFn], MergeFn]:
     """Register a merge method. See the module docstring for the function's contract."""
 
     def register(fn: MergeFn) -> MergeFn:
         if name in _REGISTRY:
             raise ValueError(f"merge method {name!r} is registered twice")
+        if feeding == "rows_after_passes" and accelerator is None:
+            raise ValueError(f"{name}: only an accelerator makes reduction passes")
+        if embedding_fn is not None and feeding != "whole":
+            raise ValueError(f"{name}: a method with an embedding function is fed whole tensors")
         _REGISTRY[name] = MethodSpec(
             name=name,
             fn=fn,
@@ -143,11 +151,11 @@ def method(
             max_models=max_models,
             paper=paper,
             summary=summary,
-            elementwise=elementwise,
+            feeding=feeding,
             randomized=randomized,
             embedding_fn=embedding_fn,
-            streamed=streamed,
-            reduces=reduces,
+            accelerator=accelerator,
+            overhead=overhead,
         )
         return fn
 

@@ -19,13 +19,14 @@ from collections.abc import Sequence
 import torch
 
 from alloy.errors import MergeComputationError
+from alloy.methods.bounds import Fraction
 from alloy.methods.registry import NoParams, Params, method
 from alloy.methods.sparsify import agrees_with, elect_sign, top_magnitude_mask
 
 
 class SceParams(Params):
     int8_mask: bool = False  # accepted for mergekit configs; it only saves memory there
-    select_topk: float = 1.0  # share of the (non-zero-variance) positions kept
+    select_topk: Fraction = 1.0  # share of the (non-zero-variance) positions kept
 
 
 def variance_mask(task_vectors: torch.Tensor, select_topk: float) -> torch.Tensor:
@@ -47,6 +48,7 @@ def variance_mask(task_vectors: torch.Tensor, select_topk: float) -> torch.Tenso
     paper="Wan et al. 2024, FuseChat: Knowledge Fusion of Chat Models (SCE, arXiv 2408.07990)",
     summary="Keep the positions where task vectors vary most, weight each task vector by its "
     "mean square, elect signs, average the agreeing entries.",
+    overhead=2.5,
 )
 def sce(
     inputs: Sequence[torch.Tensor],

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from alloy.errors import MergeComputationError
+from alloy.methods.bounds import NonNegative
 from alloy.methods.registry import NoParams, Params, method
 
 _NEARSWAP_EPS = 1e-6
@@ -30,7 +31,7 @@ _KL_BLOCK = 4 * 1024 * 1024
 
 
 class NearSwapParams(Params):
-    t: float  # distance below which the other model's value is taken whole
+    t: NonNegative  # distance below which the other model's value is taken whole
 
 
 def _base_and_other(
@@ -52,7 +53,8 @@ def _base_and_other(
     max_models=1,
     paper="alchemonaut 2024, NearSwap (huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001)",
     summary="Move the base toward the other model where the two are within t of each other.",
-    elementwise=True,
+    feeding="rows",
+    overhead=1.0,
 )
 def nearswap(
     inputs: Sequence[torch.Tensor],
@@ -96,6 +98,7 @@ def quantile_floor(values: torch.Tensor, q: float) -> torch.Tensor:
     paper="Arcee AI 2025, Arcee Fusion (mergekit's arcee_fusion, arcee.ai)",
     summary="Take the other model's changes whose size times row divergence is an outlier "
     "(above median + 1.5 IQR).",
+    overhead=3.0,
 )
 def arcee_fusion(
     inputs: Sequence[torch.Tensor],

@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
 from alloy.errors import MergeComputationError
-from alloy.kernels import as_array
-from alloy.methods.linear import combine
+from alloy.methods.bounds import Fraction, NonNegative, Scale
+from alloy.methods.linear import weighted_sum
 from alloy.methods.registry import NoParams, Params, method
-from alloy.methods.stream import Chunk, TensorContext, kernel_dtypes, run_whole
+from alloy.methods.streamed.slerp import SlerpStream
 
 # |cos θ| above this: the tensors are nearly colinear, sin θ ≈ 0, interpolate linearly.
 DOT_THRESHOLD = 0.9995
@@ -39,7 +38,7 @@ NORM_EPS = 1e-8
 
 
 class SlerpParams(Params):
-    t: float  # 0 gives the base, 1 the other model
+    t: Fraction  # 0 gives the base, 1 the other model
 
 
 class NuSlerpParams(Params):
@@ -48,16 +47,16 @@ class NuSlerpParams(Params):
 
 
 class NuSlerpModelParams(Params):
-    weight: float
+    weight: Scale
 
 
 class MultiSlerpParams(Params):
     normalize_weights: bool = True  # divide the weights by their sum
-    eps: float = 1e-8  # added to norms before dividing by them
+    eps: NonNegative = 1e-8  # added to norms before dividing by them
 
 
 class MultiSlerpModelParams(Params):
-    weight: float
+    weight: Scale
 
 
 def slerp_coefficients(t: float, aa: float, bb: float, ab: float) -> tuple[float, float]:
@@ -74,50 +73,6 @@ def slerp_coefficients(t: float, aa: float, bb: float, ab: float) -> tuple[float
     return math.sin((1 - t) * theta) / sin_theta, math.sin(t * theta) / sin_theta
 
 
-class SlerpStream:
-    """SLERP over row chunks: one pass sums ‖v0‖², ‖v1‖², ⟨v0, v1⟩ (in float64), then each
-    chunk is ``s0·v0 + s1·v1``, the coefficients on the unnormalised tensors."""
-
-    def __init__(self, ctx: TensorContext, params: SlerpParams, model_params: Sequence[Any]):
-        self.ctx, self.t = ctx, params.t
-        self.sums = [0.0, 0.0, 0.0]
-        self.coefficients: tuple[float, float] | None = None
-        self._passes = 0
-
-    def next_pass(self) -> bool:
-        self._passes += 1
-        if self._passes == 1:
-            return True
-        self.coefficients = slerp_coefficients(self.t, *self.sums)
-        return False
-
-    def _pair(self, chunk: Chunk) -> list[torch.Tensor]:
-        if chunk.raw_base is None or len(chunk.raw_inputs) != 1:
-            raise MergeComputationError(
-                f"slerp interpolates between a base and exactly one other model; got "
-                f"{'a' if chunk.raw_base is not None else 'no'} base and "
-                f"{len(chunk.raw_inputs)} other input(s)"
-            )
-        return [chunk.raw_base, chunk.raw_inputs[0]]
-
-    def observe(self, chunk: Chunk) -> None:
-        pair = self._pair(chunk)
-        if self.ctx.kernels and kernel_dtypes(pair):
-            from alloy.kernels.cpu import pair_dots
-
-            parts = [float(v) for v in pair_dots(as_array(pair[0]), as_array(pair[1]))]
-        else:
-            a, b = chunk.base.reshape(-1), chunk.inputs[0].reshape(-1)  # type: ignore[union-attr]
-            parts = [float(torch.dot(a, a)), float(torch.dot(b, b)), float(torch.dot(a, b))]
-        self.sums = [s + p for s, p in zip(self.sums, parts)]
-
-    def apply(self, chunk: Chunk) -> torch.Tensor:
-        pair = self._pair(chunk)
-        assert self.coefficients is not None
-        both = Chunk(pair, None, chunk.start, chunk.index, chunk.device)
-        return combine(both, self.ctx, self.coefficients, 1.0)
-
-
 @method(
     "slerp",
     params=SlerpParams,
@@ -126,8 +81,9 @@ class SlerpStream:
     max_models=1,
     paper="Shoemake 1985, Animating rotation with quaternion curves (SIGGRAPH '85)",
     summary="Spherical interpolation from the base (t=0) to the other model (t=1).",
-    streamed=SlerpStream,
-    reduces=True,
+    feeding="rows_after_passes",
+    accelerator=SlerpStream,
+    overhead=2.0,
 )
 def slerp(
     inputs: Sequence[torch.Tensor],
@@ -137,7 +93,22 @@ def slerp(
     generator: torch.Generator | None,
 ) -> torch.Tensor:
     """``slerp(t, base, x)`` for the one non-base input ``x``."""
-    return run_whole(SlerpStream, inputs, base, params, model_params, generator)
+    v0, v1 = slerp_pair(inputs, base)
+    a, b = v0.reshape(-1), v1.reshape(-1)
+    dots = float(torch.dot(a, a)), float(torch.dot(b, b)), float(torch.dot(a, b))
+    return weighted_sum([v0, v1], slerp_coefficients(params.t, *dots), 1.0)
+
+
+def slerp_pair(
+    inputs: Sequence[torch.Tensor], base: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(base, the other model), refusing anything but a base and one other input."""
+    if base is None or len(inputs) != 1:
+        raise MergeComputationError(
+            f"slerp interpolates between a base and exactly one other model; got "
+            f"{'a' if base is not None else 'no'} base and {len(inputs)} other input(s)"
+        )
+    return base, inputs[0]
 
 
 # NuSLERP: norms are clamped below at this before dividing; |sin θ| ≤ this means colinear.
@@ -182,6 +153,7 @@ def nuslerp_tensors(
     "or flattened, of task vectors around an optional base",
     summary="SLERP between two models with t = w2/(w1+w2), per row or flattened; of task "
     "vectors when a base is given.",
+    overhead=2.0,
 )
 def nuslerp(
     inputs: Sequence[torch.Tensor],
@@ -212,6 +184,7 @@ def nuslerp(
     min_models=1,
     paper="C. Goddard 2024, Multi-SLERP (goddard.blog/posts/multislerp-wow-what-a-cool-idea)",
     summary="Weighted spherical mean of the inputs (of task vectors when a base is given).",
+    overhead=2.0,
 )
 def multislerp(
     inputs: Sequence[torch.Tensor],

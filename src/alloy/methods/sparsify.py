@@ -11,30 +11,18 @@
 - Sign election (TIES "elect"): per coordinate, the sign of the summed weighted task vectors;
   an entry takes part in the merge only if its sign agrees (zeros never agree).
 
-The streamed pipeline (`alloy.methods.task_vectors`) applies trimming through thresholds found
-by `alloy.methods.select` and DARE's drop through counter-based draws; this module holds the
-rules they share (how many entries are kept, parameter checks), MagPrune, and sign election.
+The whole-tensor methods (`alloy.methods.ties`, ``dare``, ``breadcrumbs``, ``della``) trim with
+`top_magnitude_mask`; the streamed accelerator (`alloy.methods.streamed.task_vectors`) finds the
+same entries through thresholds (`alloy.methods.streamed.select`). This module holds the rules
+both share (how many entries are kept), MagPrune, and sign election.
 All functions are pure: they neither modify their arguments nor touch the global RNG.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from alloy.errors import MergeComputationError
 from alloy.kernels.random import uniform
-
-
-def check_density(density: float, method: str) -> None:
-    """Reject a density that is negative or NaN; values above 1 mean "keep everything"."""
-    # Deliberate: an error; mergekit keeps nothing (trim) or crashes in torch.bernoulli (DARE).
-    if math.isnan(density) or density < 0:
-        raise MergeComputationError(
-            f"{method}: density must be a fraction in [0, 1] (the share of each task vector "
-            f"kept), got {density!r}; fix the model's `density` parameter"
-        )
 
 
 def magnitude_keep_count(numel: int, density: float) -> int:
@@ -71,15 +59,6 @@ def top_magnitude_mask(delta: torch.Tensor, k: int) -> torch.Tensor:
     return keep.reshape(delta.shape)
 
 
-def check_fraction(value: float, name: str, method: str) -> None:
-    """Reject a fraction outside [0, 1] (or NaN)."""
-    if not 0 <= value <= 1:  # also NaN
-        raise MergeComputationError(
-            f"{method}: {name} must be a fraction in [0, 1], got {value!r}; fix the "
-            f"model's `{name}` parameter"
-        )
-
-
 def outlier_counts(numel: int, density: float, gamma: float) -> tuple[int, int]:
     """Breadcrumbs: (entries dropped from the top, entries kept) of a tensor of ``numel``.
 
@@ -103,7 +82,6 @@ def magprune(
     rescale: bool,
     key: int,
     start: int = 0,
-    method: str = "della",
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """DELLA's MagPrune: keep ``δ_j`` with probability ``p_j``, divide survivors by ``p_j``.
@@ -113,18 +91,14 @@ def magprune(
     0.5 for a one-entry row), and ``p_j = density − ε + 2ε·r_j``. Entry ``j`` is kept when the
     draw of stream ``key`` at its flat index (``start`` + its index in ``delta``) is below
     ``p_j`` (`alloy.kernels.random`). Written into ``out`` when given (it may be ``delta``
-    itself: each block is ranked before it is overwritten).
+    itself: each block is ranked before it is overwritten). The parameters are validated by
+    the schema (`alloy.methods.task_arithmetic.DellaModelParams`): ``density ± epsilon`` inside
+    (0, 1) when 0 < density < 1.
     """
-    check_density(density, method)
     if density >= 1:
         return delta if out is None else out.copy_(delta)
     if density == 0 or delta.numel() == 0:
         return torch.zeros_like(delta) if out is None else out.zero_()
-    if not (epsilon >= 0 and density - epsilon > 0 and density + epsilon < 1):
-        raise MergeComputationError(
-            f"{method}: epsilon must be >= 0 with density ± epsilon inside (0, 1); got "
-            f"density {density} and epsilon {epsilon}"
-        )
     width = delta.shape[-1] if delta.dim() > 0 else 1
     rows = delta.reshape(-1, width)  # [rows, n], a view
     target = torch.empty_like(rows) if out is None else out.view(-1, width)

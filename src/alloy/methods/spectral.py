@@ -41,6 +41,7 @@ from pydantic import Field
 
 from alloy.errors import MergeComputationError
 from alloy.kernels.linalg import svd
+from alloy.methods.bounds import Scale
 from alloy.methods.registry import NoParams, Params, method
 
 _TSV = (
@@ -54,7 +55,7 @@ _ISO = (
 
 
 class SpectralParams(Params):
-    alpha: float = 1.0  # scale of the merged task matrix
+    alpha: Scale = 1.0  # scale of the merged task matrix
 
 
 class TsvParams(SpectralParams):
@@ -145,6 +146,7 @@ def _flat(
     summary="Per weight matrix, keep each task vector's top singular directions and "
     "orthogonalize the combined bases before summing (TSV-M).",
     embedding_fn=mean_task_vector,
+    overhead=3.5,
 )
 def tsv(
     inputs: Sequence[torch.Tensor],
@@ -186,6 +188,7 @@ def tsv(
     summary="Per weight matrix, sum the task vectors and flatten the singular-value spectrum "
     "to its mean (Iso-C).",
     embedding_fn=mean_task_vector,
+    overhead=3.0,
 )
 def iso_c(
     inputs: Sequence[torch.Tensor],
@@ -220,6 +223,7 @@ def subspace_sizes(rank: int, n: int, common_space_fraction: float) -> tuple[int
     summary="Iso-C on the common subspace of the summed task vectors, completed with each "
     "task's own directions outside it (Iso-CTS).",
     embedding_fn=mean_task_vector,
+    overhead=4.0,
 )
 def iso_cts(
     inputs: Sequence[torch.Tensor],

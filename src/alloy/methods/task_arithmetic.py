@@ -18,16 +18,22 @@ arithmetic"), differing in how a task vector is sparsified and whether signs are
 | dare_ties       | DARE drop       | yes   | False     | True    |
 | dare_linear     | DARE drop       | no    | False     | True    |
 
-Breadcrumbs and DELLA (``sparse_task_arithmetic.py``) run the same pipeline with their own
-sparsifiers. The pipeline itself, streamed in row chunks, is in ``task_vectors.py``.
+TIES is in ``ties.py``, DARE in ``dare.py``; Breadcrumbs and DELLA (``breadcrumbs.py``,
+``della.py``) run the same steps with their own sparsifiers. The shared steps are in
+``task_vectors.py``; the streamed accelerator in ``streamed/task_vectors.py``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
-from alloy.methods.registry import Params
-from alloy.methods.task_vectors import register_family
+from alloy.methods.bounds import Density, Fraction, NonNegative, Scale
+from alloy.methods.registry import Params, method
+from alloy.methods.streamed.task_vectors import family_accelerator
+from alloy.methods.task_vectors import combine, task_vectors
 
 
 class TaskArithmeticParams(Params):
@@ -39,7 +45,7 @@ class TaskArithmeticParams(Params):
     int8_mask: bool = False  # accepted for mergekit configs; it only saves memory there
     normalize: bool = False  # divide by the (agreeing) weights' sum
     rescale: bool = False  # rescale what sparsification kept (DARE: 1/density)
-    lambda_: float = Field(default=1.0, alias="lambda")  # scale of the merged task vector
+    lambda_: Scale = Field(default=1.0, alias="lambda")  # scale of the merged task vector
 
 
 class TiesParams(TaskArithmeticParams):
@@ -55,16 +61,16 @@ class DareLinearParams(TaskArithmeticParams):
 
 
 class TaskModelParams(Params):
-    weight: float
-    density: float = 1.0  # fraction of the task vector kept (unused by task_arithmetic)
+    weight: Scale
+    density: Density = 1.0  # fraction of the task vector kept (unused by task_arithmetic)
 
 
 class BreadcrumbsModelParams(TaskModelParams):
-    gamma: float = 0.01  # share of the largest |δ| dropped as outliers
+    gamma: Fraction = 0.01  # share of the largest |δ| dropped as outliers
 
 
 class DellaModelParams(TaskModelParams):
-    epsilon: float = 0.15  # keep probabilities span density ± epsilon
+    epsilon: NonNegative = 0.15  # keep probabilities span density ± epsilon
 
     @field_validator("epsilon")
     @classmethod
@@ -80,47 +86,25 @@ class DellaModelParams(TaskModelParams):
         return epsilon
 
 
-_TIES = (
-    "Yadav et al. 2023, TIES-Merging: Resolving Interference When Merging Models (arXiv 2306.01708)"
-)
-_DARE = "Yu et al. 2023, Language Models are Super Mario (DARE, arXiv 2311.03099)"
-
-register_family(
+@method(
     "task_arithmetic",
-    TaskArithmeticParams,
-    TaskModelParams,
-    sparsify="none",
-    elect=False,
+    params=TaskArithmeticParams,
+    model_params=TaskModelParams,
+    base="required",
     paper="Ilharco et al. 2022, Editing Models with Task Arithmetic (arXiv 2212.04089)",
     summary="base + λ·Σ w_i·(x_i − base): adds weighted task vectors to the base.",
+    feeding="rows",
+    accelerator=family_accelerator("none", elect=False, method="task_arithmetic"),
+    overhead=2.0,
 )
-register_family(
-    "ties",
-    TiesParams,
-    TaskModelParams,
-    sparsify="magnitude",
-    elect=True,
-    paper=_TIES,
-    summary="Trim each task vector to its top-density magnitudes, elect signs, "
-    "average the agreeing entries.",
-)
-register_family(
-    "dare_ties",
-    DareTiesParams,
-    TaskModelParams,
-    sparsify="dare",
-    elect=True,
-    paper=f"{_DARE}, with TIES sign election (arXiv 2306.01708)",
-    summary="Randomly drop task-vector entries (keep with probability density, rescale by "
-    "1/density), elect signs, sum the agreeing entries.",
-)
-register_family(
-    "dare_linear",
-    DareLinearParams,
-    TaskModelParams,
-    sparsify="dare",
-    elect=False,
-    paper=_DARE,
-    summary="Randomly drop task-vector entries (keep with probability density, rescale by "
-    "1/density), then add the weighted sum to the base.",
-)
+def task_arithmetic(
+    inputs: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    params: TaskArithmeticParams,
+    model_params: Sequence[TaskModelParams],
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """``base + λ·Σ w_i·δ_i`` (divided by ``Σ w_i`` when ``normalize``)."""
+    base, deltas = task_vectors(inputs, base, model_params, "task_arithmetic")  # δ_i
+    weights = [p.weight for p in model_params]
+    return combine(base, deltas, [1.0] * len(model_params), weights, params, elect=False)

@@ -1,66 +1,31 @@
-"""The task-vector pipeline shared by task arithmetic, TIES, DARE, Breadcrumbs and DELLA, streamed.
+"""The steps shared by the task-vector methods, on whole tensors (`alloy.methods.task_arithmetic`
+has the formulas and the table of methods)::
 
-Per tensor (``alloy.methods.task_arithmetic`` has the formulas and the table of methods)::
+    δ_i = x_i − base                    task_vectors
+    δ̂_i = sparsify(δ_i)                 in each method's module (ties, dare, breadcrumbs, della)
+    W_i = w_i·s_i·δ̂_i                   weigh (s_i: the sparsifier's rescale, 1 without)
+    γ   = elect_sign(W)                 TIES elect (ties, dare_ties, breadcrumbs_ties, della)
+    Δ   = disjoint_mean(W, γ) | mean(W) the agreeing entries' mean, or the plain sum
+    merged = base + λ·Δ                 add_to_base
 
-    δ_i = x_i − base;  δ̂_i = sparsify(δ_i);  W_i = w_i·δ̂_i
-    elect:  γ = sgn(Σ W_i);  Δ = Σ_{sgn W_i = γ} W_i / Σ_{sgn W_i = γ} w_i
-    else:   Δ = Σ W_i / Σ w_i
-    merged = base + λ·Δ                    (the divisions only when normalize)
-
-Everything after the sparsifier is elementwise, and so are DARE's and DELLA's random drops
-(their draws are a function of the element's flat index, `alloy.kernels.random`). TIES and
-Breadcrumbs keep magnitude ranks of the whole tensor: their thresholds come first, from a
-sampling pass and a counting pass (`alloy.methods.select`), after which they are elementwise
-too. So every method of the family streams in row chunks, and on the CPU one fused kernel
-(`alloy.kernels.cpu.gta_apply`) does the whole per-element pipeline.
+These functions are the methods' definitions; the streamed accelerator
+(`alloy.methods.streamed.task_vectors`) calls `weigh` and `combine` on each row chunk, so both
+paths compute the same operations in the same order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import partial
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 
 from alloy.errors import MergeComputationError
-from alloy.kernels import as_array
-from alloy.kernels.random import draws32, keep_threshold, mix64
-from alloy.methods.registry import Params, method
-from alloy.methods.select import Cut, StreamingTopK, add_group_counts, bracket_groups
-from alloy.methods.sparsify import (
-    agrees_with,
-    check_density,
-    check_fraction,
-    elect_sign,
-    magnitude_keep_count,
-    magprune,
-    outlier_counts,
-)
-from alloy.methods.stream import (
-    Chunk,
-    StreamFactory,
-    TensorContext,
-    kernel_dtypes,
-    kernel_out_dtype,
-    run_whole,
-)
-
-Sparsifier = Literal["none", "magnitude", "dare", "breadcrumbs", "della"]
+from alloy.kernels.random import mix64
+from alloy.methods.sparsify import agrees_with, elect_sign
 
 # Below this L1 norm a task vector counts as zero and is not rescaled (mergekit's tolerance).
 L1_EPS = 1e-7
-
-
-@dataclass(frozen=True)
-class Family:
-    """How one method of the family sparsifies and combines."""
-
-    sparsify: Sparsifier
-    elect: bool
-    method: str
 
 
 def weight_divisor(weights: Sequence[float]) -> float:
@@ -74,315 +39,93 @@ def input_key(tensor_key: int, index: int) -> int:
     return mix64((tensor_key + (index + 1) * 0x9E3779B97F4A7C15) & ((1 << 64) - 1))
 
 
-class TaskVectorStream:
-    """The pipeline over row chunks: `alloy.methods.stream.StreamedMerge`."""
-
-    def __init__(
-        self, ctx: TensorContext, params: Any, model_params: Sequence[Any], family: Family
-    ) -> None:
-        self.ctx, self.params, self.family = ctx, params, family
-        self.model_params = list(model_params)
-        self.weights = [float(p.weight) for p in self.model_params]
-        n, method = ctx.numel, family.method
-        self.scales = [1.0] * len(self.model_params)
-        self.keys = [input_key(ctx.key, i) for i in range(len(self.model_params))]
-        self.thresholds = [1 << 32] * len(self.model_params)  # DARE: keep if draw < threshold
-        self.selectors: dict[int, StreamingTopK] = {}
-        self.cuts: list[tuple[Cut, Cut | None] | None] = [None] * len(self.model_params)
-        for i, p in enumerate(self.model_params):
-            if family.sparsify == "none":
-                continue
-            check_density(p.density, method)
-            if p.density >= 1:
-                continue  # every sparsifier keeps everything at density 1
-            if family.sparsify == "magnitude":
-                self.selectors[i] = StreamingTopK(n, [magnitude_keep_count(n, p.density)])
-            elif family.sparsify == "breadcrumbs":
-                check_fraction(p.gamma, "gamma", method)
-                # Deliberate: a gamma rounding to no entry drops no outlier (mergekit 0.1.4 and
-                # older zeroed the whole task vector there: idx[n_bot:-0] is empty).
-                top, kept = outlier_counts(n, p.density, p.gamma)
-                self.selectors[i] = StreamingTopK(n, [top + kept, top])
-            elif family.sparsify == "dare":
-                # Deliberate: drawn from a stream keyed by (seed, tensor, input), not the global
-                # RNG as mergekit does; the unbiased 1/p rescale, not mergekit's L1 matching.
-                self.thresholds[i] = keep_threshold(p.density)
-                if params.rescale and p.density > 0:
-                    self.scales[i] = 1.0 / p.density
-        self._stage = "start"
-
-    # -- reduction passes: the magnitude cuts ---------------------------------------------------
-    def next_pass(self) -> bool:
-        if self._stage == "start":
-            self._stage = "sample" if self.selectors else "apply"
-        elif self._stage == "sample":
-            for sel in self.selectors.values():
-                sel.end_sampling()
-            self._stage = "count"
-        elif self._stage == "count":
-            for sel in self.selectors.values():
-                if not sel.done:
-                    sel.end_count()
-        if self._stage == "count" and all(s.done for s in self.selectors.values()):
-            self._finish_cuts()
-            self._stage = "apply"
-        return self._stage != "apply"
-
-    def _finish_cuts(self) -> None:
-        for i, sel in self.selectors.items():
-            cuts = sel.cuts
-            keep, top = cuts[0], (cuts[1] if len(cuts) > 1 and cuts[1].k > 0 else None)
-            self.cuts[i] = (keep, top)
-            if self.params.rescale:  # match the L1 norm of what was kept to the task vector's
-                kept = keep.kept_sum - (top.kept_sum if top is not None else 0.0)
-                if keep.total_sum >= L1_EPS and kept >= L1_EPS:
-                    self.scales[i] = keep.total_sum / kept
-
-    def observe(self, chunk: Chunk) -> None:
-        base = _require_base(chunk, self.family.method)
-        for i, sel in self.selectors.items():
-            x = chunk.raw_inputs[i]
-            if self._stage == "sample":
-                sample_magnitudes(sel, x, base, chunk.start)
-            elif self._kernel_ready(chunk):
-                count_brackets(sel, x, base, chunk.start, self.params.rescale)
-            else:
-                sel.count((chunk.inputs[i] - chunk.base).abs(), chunk.start)  # type: ignore[operator]
-
-    # -- the elementwise pipeline ---------------------------------------------------------------
-    def apply(self, chunk: Chunk) -> torch.Tensor:
-        _require_base(chunk, self.family.method)
-        if not self.model_params:
-            return chunk.base.clone()  # type: ignore[union-attr]
-        if self._kernel_ready(chunk):
-            return self._apply_kernel(chunk)
-        return self._apply_torch(chunk)
-
-    def _kernel_ready(self, chunk: Chunk) -> bool:
-        return (
-            self.ctx.kernels
-            and self.family.sparsify != "della"
-            and kernel_dtypes([*chunk.raw_inputs, chunk.raw_base])
-        )
-
-    def _apply_torch(self, chunk: Chunk) -> torch.Tensor:
-        base = chunk.base
-        assert base is not None
-        p = self.params
-        weighted = base.new_empty((len(chunk.inputs), *base.shape))  # W_i, [n, *shape]
-        for i, x in enumerate(chunk.inputs):
-            delta = x - base  # δ_i
-            self._sparsify(i, delta, chunk)
-            if self.scales[i] != 1.0:
-                delta.mul_(torch.tensor(self.scales[i], dtype=torch.float32))
-            torch.mul(delta, self.weights[i], out=weighted[i])  # W_i = w_i · δ̂_i
-            del delta
-        divisor: torch.Tensor | float
-        if self.family.elect:
-            sign = elect_sign(weighted)  # γ
-            agree = agrees_with(weighted, sign)  # a_i
-            mixed = (weighted * agree).sum(dim=0)  # Σ a_i·W_i
-            w = torch.tensor(self.weights, dtype=base.dtype, device=base.device)
-            divisor = (w.view(-1, *([1] * base.dim())) * agree).sum(dim=0)  # Σ a_i·w_i
-            divisor[divisor == 0] = 1  # no agreeing model: the (zero) sum stays zero
-        else:
-            mixed = weighted.sum(dim=0)  # Σ W_i
-            divisor = weight_divisor(self.weights)
-        del weighted
-        if p.normalize:
-            mixed = mixed / divisor
-        return base + p.lambda_ * mixed
-
-    def _sparsify(self, i: int, delta: torch.Tensor, chunk: Chunk) -> None:
-        """δ_i ← sparsify(δ_i), in place, for the chunk's elements."""
-        sparsify, p = self.family.sparsify, self.model_params[i]
-        if sparsify == "none" or p.density >= 1:
-            return
-        if sparsify == "dare":
-            draws = draws32(self.keys[i], chunk.start, delta.numel(), delta.device)
-            delta.mul_((draws < self.thresholds[i]).view(delta.shape))
-        elif sparsify == "della":
-            magprune(
-                delta,
-                p.density,
-                p.epsilon,
-                rescale=self.params.rescale,
-                key=self.keys[i],
-                start=chunk.start,
-                method=self.family.method,
-                out=delta,
-            )
-        else:
-            cuts = self.cuts[i]
-            assert cuts is not None
-            keep, top = cuts
-            magnitude = delta.abs()
-            mask = keep.mask(magnitude, chunk.start)
-            if top is not None:
-                mask &= ~top.mask(magnitude, chunk.start)
-            delta.mul_(mask)
-
-    def _apply_kernel(self, chunk: Chunk) -> torch.Tensor:
-        from alloy.kernels import cpu
-
-        n = len(self.model_params)
-        mode = {
-            "none": cpu.MODE_NONE,
-            "magnitude": cpu.MODE_TOP,
-            "breadcrumbs": cpu.MODE_WINDOW,
-            "dare": cpu.MODE_DARE,
-        }[self.family.sparsify]
-        tau = np.full(n, -np.inf, np.float32)  # no cut: keep all
-        cut = np.full(n, -1, np.int64)
-        tau_top = np.full(n, np.inf, np.float32)  # no top cut: exclude none
-        cut_top = np.full(n, -1, np.int64)
-        for i, cuts in enumerate(self.cuts):
-            if cuts is not None:
-                keep, top = cuts
-                tau[i], cut[i] = keep.tau, keep.cutoff
-                if top is not None:
-                    tau_top[i], cut_top[i] = top.tau, top.cutoff
-        out = torch.empty(chunk.numel, dtype=kernel_out_dtype(self.ctx))
-        cpu.gta_apply(
-            tuple(as_array(x) for x in chunk.raw_inputs),
-            as_array(chunk.raw_base),  # type: ignore[arg-type]
-            chunk.start,
-            mode,
-            np.array(self.weights, np.float32),
-            np.array(self.scales, np.float32),
-            tau,
-            cut,
-            tau_top,
-            cut_top,
-            np.array(self.keys, np.uint64),
-            np.array(self.thresholds, np.uint64),
-            self.family.elect,
-            bool(self.params.normalize),
-            np.float32(weight_divisor(self.weights)),
-            np.float32(self.params.lambda_),
-            as_array(out),
-        )
-        return out.view(chunk.raw_inputs[0].shape)
+def tensor_key(generator: torch.Generator | None) -> int:
+    """The root of a tensor's random streams: the seed of the generator the executor derives
+    from (seed, tensor name), as it derives a streamed tensor's key."""
+    return generator.initial_seed() if generator is not None else 0
 
 
-def count_brackets(
-    sel: StreamingTopK, x: torch.Tensor, base: torch.Tensor, start: int, sums: bool
-) -> None:
-    """One count pass of ``sel`` over a chunk of ``|x − base|`` (raw CPU tensors), every open
-    bracket at once, with the fused kernel."""
-    from alloy.kernels import cpu
-
-    open_ = sel.open_brackets()
-    if not open_:
-        return
-    xa, ba = as_array(x), as_array(base)
-    lo = np.array([b[1] for b in open_], np.float32)
-    hi = np.array([b[2] for b in open_], np.float32)
-    glo, ghi, groups = bracket_groups(open_)
-    # a row per group, one longer than the chunk (pages are touched only as they fill)
-    where = np.empty((len(groups), xa.shape[0] + 1), np.int64)
-    wmag = np.empty((len(groups), xa.shape[0] + 1), np.float32)
-    above, above_sum, total, found = cpu.bracket(xa, ba, start, lo, hi, glo, ghi, sums, where, wmag)
-    empty = np.empty(0, np.float32)
-    for k, (search, _, _) in enumerate(open_):
-        total_k = float(total) if k == 0 else None
-        sel.add_counts(search, int(above[k]), float(above_sum[k]), total_k, empty, empty)
-    add_group_counts(sel, groups, where, wmag, found)
-
-
-def sample_magnitudes(sel: StreamingTopK, x: torch.Tensor, base: torch.Tensor, start: int) -> None:
-    """The sampling pass of ``sel`` over a chunk of ``|x − base|`` (raw CPU tensors)."""
-    part = sel.sample_slice(start)
-    sel.add_sample(np.abs(_floats(x, part) - _floats(base, part)))
-
-
-def _floats(t: torch.Tensor, part: slice) -> np.ndarray:
-    """Elements ``part`` of the flattened CPU tensor ``t`` as float32 numpy (bfloat16 widened)."""
-    flat = t.reshape(-1)[part]
-    if flat.dtype == torch.bfloat16:
-        bits = flat.view(torch.int16).numpy().view(np.uint16).astype(np.uint32) << 16
-        return bits.view(np.float32)
-    return flat.to(torch.float32).numpy()
-
-
-def _require_base(chunk: Chunk, method: str) -> torch.Tensor:
-    if chunk.raw_base is None:
-        raise MergeComputationError(f"{method} merges task vectors and needs a base model")
-    return chunk.raw_base
-
-
-def factory(sparsify: Sparsifier, elect: bool, method: str) -> StreamFactory:
-    """The streamed merge of one method of the family."""
-    return partial(TaskVectorStream, family=Family(sparsify, elect, method))
-
-
-def register_family(
-    name: str,
-    params: type[Params],
-    model_params: type[Params],
-    *,
-    sparsify: Sparsifier,
-    elect: bool,
-    paper: str,
-    summary: str,
-) -> None:
-    """Register one method of the family: the pipeline with ``sparsify`` and, if ``elect``,
-    TIES sign election. It streams in row chunks (after reduction passes for the magnitude
-    sparsifiers, whose thresholds need the whole tensor), except DELLA, whose per-row ranks need
-    whole rows of the last dimension, which a 1-D tensor cut in row chunks would not have."""
-
-    def merge(
-        inputs: Sequence[torch.Tensor],
-        base: torch.Tensor | None,
-        params: Any,
-        model_params: Sequence[Any],
-        generator: torch.Generator | None,
-    ) -> torch.Tensor:
-        return merge_task_vectors(
-            inputs,
-            base,
-            params,
-            model_params,
-            generator,
-            sparsify=sparsify,
-            elect=elect,
-            method=name,
-        )
-
-    merge.__name__ = merge.__qualname__ = name
-    merge.__doc__ = summary
-    method(
-        name,
-        params=params,
-        model_params=model_params,
-        base="required",
-        min_models=1,
-        paper=paper,
-        summary=summary,
-        randomized=sparsify in ("dare", "della"),
-        streamed=None if sparsify == "della" else factory(sparsify, elect, name),
-        reduces=sparsify in ("magnitude", "breadcrumbs"),
-    )(merge)
-
-
-def merge_task_vectors(
+def task_vectors(
     inputs: Sequence[torch.Tensor],
     base: torch.Tensor | None,
-    params: Any,
     model_params: Sequence[Any],
-    generator: torch.Generator | None,
-    *,
-    sparsify: Sparsifier,
-    elect: bool,
     method: str,
-) -> torch.Tensor:
-    """The pipeline on whole tensors (one chunk); random streams keyed by ``generator``."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(base, ``δ_i = x_i − base`` stacked: [n, *shape]), refusing a missing base or a parameter
+    count that does not match the inputs. The sparsifiers and `weigh` then work on the rows in
+    place, so the method holds one float32 copy per input."""
     if base is None:
         raise MergeComputationError(f"{method} merges task vectors and needs a base model")
     if len(inputs) != len(model_params):
         raise MergeComputationError(
             f"{method}: {len(inputs)} inputs but {len(model_params)} sets of model parameters"
         )
-    return run_whole(
-        factory(sparsify, elect, method), inputs, base, params, model_params, generator
-    )
+    deltas = base.new_empty((len(inputs), *base.shape))  # [n, *shape]
+    for i, x in enumerate(inputs):
+        torch.sub(x, base, out=deltas[i])
+    return base, deltas
+
+
+def weigh(deltas: torch.Tensor, weights: Sequence[float], scales: Sequence[float]) -> torch.Tensor:
+    """``W_i = w_i·(s_i·δ̂_i)`` for the stacked ``δ̂`` [n, *shape], in place."""
+    for i, delta in enumerate(deltas):
+        if scales[i] != 1.0:
+            delta.mul_(torch.tensor(scales[i], dtype=torch.float32))
+        delta.mul_(weights[i])
+    return deltas
+
+
+def disjoint_mean(
+    weighted: torch.Tensor, sign: torch.Tensor, weights: Sequence[float], normalize: bool
+) -> torch.Tensor:
+    """TIES's disjoint merge: with ``a_i = [sgn W_i = γ]`` for the elected sign ``γ``,
+    ``Σ a_i·W_i`` (divided by ``Σ a_i·w_i`` when ``normalize``; by 1 where none agrees)."""
+    agree = agrees_with(weighted, sign)  # a_i
+    mixed = (weighted * agree).sum(dim=0)  # Σ a_i·W_i
+    if not normalize:
+        return mixed
+    w = torch.tensor(weights, dtype=weighted.dtype, device=weighted.device)
+    divisor = (w.view(-1, *([1] * (weighted.dim() - 1))) * agree).sum(dim=0)  # Σ a_i·w_i
+    divisor[divisor == 0] = 1  # no agreeing model: the (zero) sum stays zero
+    return mixed / divisor
+
+
+def mean(weighted: torch.Tensor, weights: Sequence[float], normalize: bool) -> torch.Tensor:
+    """``Σ W_i``, divided by ``Σ w_i`` when ``normalize`` (by 1 when that sum is about zero)."""
+    mixed = weighted.sum(dim=0)  # Σ W_i
+    return mixed / weight_divisor(weights) if normalize else mixed
+
+
+def combine(
+    base: torch.Tensor,
+    deltas: torch.Tensor,
+    scales: Sequence[float],
+    weights: Sequence[float],
+    params: Any,
+    elect: bool,
+) -> torch.Tensor:
+    """``base + λ·Δ`` from the stacked sparsified task vectors ``δ̂`` (weighed in place)."""
+    if len(deltas) == 0:
+        return base.clone()
+    weighted = weigh(deltas, weights, scales)  # W_i
+    normalize = bool(params.normalize)
+    if elect:
+        mixed = disjoint_mean(weighted, elect_sign(weighted), weights, normalize)
+    else:
+        mixed = mean(weighted, weights, normalize)
+    del weighted
+    return add_to_base(base, mixed, params.lambda_)
+
+
+def add_to_base(base: torch.Tensor, mixed: torch.Tensor, lambda_: float) -> torch.Tensor:
+    """``merged = base + λ·Δ``."""
+    return base + lambda_ * mixed
+
+
+def l1_rescale(delta: torch.Tensor, keep: torch.Tensor) -> float:
+    """The factor matching the L1 norm of the kept entries to the whole task vector's (1 when
+    either is below `L1_EPS`): mergekit's ``rescale`` for magnitude sparsifiers."""
+    magnitude = delta.abs()
+    total = float(magnitude.double().sum())
+    kept = float(magnitude[keep].double().sum())
+    return total / kept if total >= L1_EPS and kept >= L1_EPS else 1.0

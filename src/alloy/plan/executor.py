@@ -1,17 +1,19 @@
 """The streaming loop: for each planned tensor, read its inputs, merge, check, write.
 
-Every tensor goes through a `StreamedMerge` (`alloy.methods.stream`). Methods that stream
-(registered with a factory) and elementwise functions get the tensor in row chunks whose size
-depends only on its shape, so memory is bounded by the chunk budget, not by the largest tensor,
-and results do not depend on the machine. A method with reduction passes gets the whole
-tensor's inputs held in their stored dtype (up to `HOLD_BYTES`; beyond, each pass reads the
-chunks again), sliced into the same chunks; other methods get the whole tensor at once.
+Every tensor goes through a `StreamedMerge` (`alloy.methods.streamed.stream`): the method's
+accelerator when it has one, else its function (`_FnStream`). How a tensor is fed follows the
+method's one ``feeding`` field, decided here only (`job_units`, which the memory estimate asks
+too): ``rows`` methods get the tensor in row chunks whose size depends only on its shape, so
+memory is bounded by the chunk budget, not by the largest tensor, and results do not depend
+on the machine; ``rows_after_passes`` methods get the whole tensor's inputs held in their
+stored dtype (up to `HOLD_BYTES`; beyond, each pass reads the chunks again), sliced into the
+same chunks; ``whole`` methods get the whole tensor at once.
 
 Reading runs one unit ahead on a background thread, which also makes the next tensor's
 reduction passes (thresholds, angles) while this thread applies the current one; finished
 chunks wait (at most two) to be written on a third. Reading, reducing, applying and writing
-overlap. Inputs are read in their
-stored dtype; the method converts (the fused CPU kernels convert inside their loops).
+overlap. Inputs are read in their stored dtype; the method converts (the fused CPU kernels
+convert inside their loops).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from alloy.errors import CheckpointError, MergeComputationError, ModelNotFoundEr
 from alloy.io.sources import TensorSource
 from alloy.io.writer import TensorWriter
 from alloy.kernels import as_array, cpu_kernels_enabled
-from alloy.methods.stream import Chunk, StreamedMerge, TensorContext, kernel_dtypes
+from alloy.methods.streamed.stream import Chunk, StreamedMerge, TensorContext, kernel_dtypes
 from alloy.plan.loop import read_ahead
 from alloy.plan.planner import InputRef, MergePlan, TensorJob
 from alloy.plan.seeds import tensor_generator, tensor_seed
@@ -64,7 +66,7 @@ def check_finite(name: str, tensor: torch.Tensor, kernels: bool = False) -> None
     is checked by one pass of the fused kernel; otherwise a single reduction decides the
     common case and the elementwise test runs only when the sum is not finite."""
     if kernels and tensor.device.type == "cpu" and kernel_dtypes([tensor]):
-        from alloy.kernels.cpu import count_nonfinite
+        from alloy.kernels.fused.merge import count_nonfinite
 
         bad = int(count_nonfinite(as_array(tensor)))
         if bad == 0:
@@ -155,8 +157,8 @@ class Fetched(NamedTuple):
 
 
 class _FnStream:
-    """A method's plain function as a streamed merge without reduction passes: called on each
-    chunk (elementwise methods) or once on the whole tensor."""
+    """A method's function as a streamed merge without reduction passes: called on each chunk
+    (``rows`` feeding) or once on the whole tensor."""
 
     def __init__(self, executor: Executor, job: TensorJob) -> None:
         self.fn = executor.plan.method.fn_for(job.embedding)
@@ -177,6 +179,32 @@ class _FnStream:
             else None
         )
         return self.fn(chunk.inputs, chunk.base, job.params, job.model_params, gen)
+
+
+def job_units(plan: MergePlan, job: TensorJob) -> list[Unit]:
+    """The executor's reads for one job, from the method's ``feeding`` alone: a copy, the
+    whole tensor held (``whole``, and ``rows_after_passes`` up to `HOLD_BYTES`; beyond, ``lazy``:
+    read again for every pass), or its row chunks (``rows``)."""
+    feeding = plan.method.feeding
+    if job.copy_only:
+        return [Unit(job, "copy")]
+    if feeding == "whole":
+        return [Unit(job, "held")]
+    if feeding == "rows_after_passes":
+        raw = sum(plan.input_info(r).nbytes for r in job.all_inputs)
+        return [Unit(job, "held" if raw <= HOLD_BYTES else "lazy")]
+    chunks = row_spans(job.info.shape)
+    return [Unit(job, "chunk", rows, k, k == len(chunks) - 1) for k, rows in enumerate(chunks)]
+
+
+def unit_spans(plan: MergePlan, unit: Unit) -> list[tuple[int, int] | None]:
+    """The row ranges a unit is merged in (None: the whole tensor): a chunk's own rows; the row
+    chunks of a tensor held or re-read for reduction passes; the whole tensor otherwise."""
+    if unit.kind == "chunk":
+        return [unit.rows]
+    if unit.kind == "copy" or plan.method.feeding == "whole":
+        return [None]
+    return row_spans(unit.job.info.shape)
 
 
 class Executor:
@@ -210,21 +238,8 @@ class Executor:
         self.kernels = self.device.type == "cpu" and cpu_kernels_enabled()
 
     def units(self) -> Iterator[Unit]:
-        method = self.plan.method
         for i in (i for shard in self.plan.shards for i in shard):
-            job = self.plan.jobs[i]
-            if job.copy_only:
-                yield Unit(job, "copy")
-                continue
-            streamed = self.plan.method.streams(job.embedding)
-            if (streamed and method.reduces) or not (streamed or method.elementwise):
-                raw = sum(self.plan.input_info(r).nbytes for r in job.all_inputs)
-                whole = not streamed or raw <= HOLD_BYTES
-                yield Unit(job, "held" if whole else "lazy")
-                continue
-            chunks = row_spans(job.info.shape)
-            for k, rows in enumerate(chunks):
-                yield Unit(job, "chunk", rows, k, k == len(chunks) - 1)
+            yield from job_units(self.plan, self.plan.jobs[i])
 
     def _read(self, ref: InputRef, rows: tuple[int, int] | None) -> torch.Tensor:
         try:
@@ -252,8 +267,8 @@ class Executor:
         return Fetched(raw, stream)
 
     def _stream(self, job: TensorJob) -> StreamedMerge:
-        factory = self.plan.method.streamed
-        if factory is None or not self.plan.method.streams(job.embedding):
+        factory = self.plan.method.accelerator
+        if factory is None:
             return _FnStream(self, job)
         ctx = TensorContext(
             shape=job.info.shape,
@@ -274,8 +289,7 @@ class Executor:
     def _held_chunks(self, unit: Unit, raw: list[torch.Tensor]) -> Iterator[Chunk]:
         """The chunks of a ``held`` (sliced from memory) or ``lazy`` (read again) tensor."""
         job = unit.job
-        spans = row_spans(job.info.shape) if self.plan.method.streams(job.embedding) else [None]
-        for k, rows in enumerate(spans):
+        for k, rows in enumerate(unit_spans(self.plan, unit)):
             if unit.kind == "lazy":
                 part = [self._read(r, rows) for r in job.all_inputs]
             else:

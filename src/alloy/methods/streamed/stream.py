@@ -12,8 +12,8 @@ whole::
     for chunk in chunks:                 # in order; the outputs are the tensor's rows
         write(stream.apply(chunk))
 
-The same factory gives the method's whole-tensor function (`run_whole`, one chunk), so each
-method has one implementation.
+A factory is an accelerator: the method's definition is its whole-tensor function (``fn`` in
+the registry), and the tests check that the factory gives the same result chunk by chunk.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from typing import Any, Protocol
 
 import torch
 
-from alloy.kernels import cpu_kernels_enabled
-
 
 @dataclass(frozen=True)
 class TensorContext:
@@ -37,7 +35,7 @@ class TensorContext:
     key: int  # root of the tensor's random streams (from the seed and the tensor name)
     device: torch.device
     out_dtype: torch.dtype  # apply() may return this dtype directly (else float32)
-    kernels: bool  # use the fused CPU kernels (alloy.kernels.cpu)
+    kernels: bool  # use the fused CPU kernels (alloy.kernels.fused)
 
     @property
     def numel(self) -> int:
@@ -117,31 +115,3 @@ class StreamFactory(Protocol):
     def __call__(
         self, ctx: TensorContext, params: Any, model_params: Sequence[Any]
     ) -> StreamedMerge: ...
-
-
-def run_whole(
-    factory: StreamFactory,
-    inputs: Sequence[torch.Tensor],
-    base: torch.Tensor | None,
-    params: Any,
-    model_params: Sequence[Any],
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """A streamed merge over a whole tensor (one chunk): the method's plain function.
-
-    The random streams are keyed by the generator's seed, which the executor derives from
-    (seed, tensor name) as it derives a streamed tensor's key, so both paths draw alike.
-    """
-    ref = base if base is not None else inputs[0]
-    ctx = TensorContext(
-        shape=tuple(ref.shape),
-        key=generator.initial_seed() if generator is not None else 0,
-        device=ref.device,
-        out_dtype=torch.float32,
-        kernels=ref.device.type == "cpu" and cpu_kernels_enabled(),
-    )
-    stream = factory(ctx, params, model_params)
-    chunk = Chunk(inputs, base, 0, 0, ref.device)
-    while stream.next_pass():
-        stream.observe(chunk)
-    return stream.apply(chunk).to(torch.float32).reshape(ref.shape)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from alloy.errors import MergeComputationError
-from alloy.methods import select
-from alloy.methods.select import StreamingTopK
+from alloy.methods.streamed import select
+from alloy.methods.streamed.select import StreamingTopK
 
 
 def naive_top_k(values: torch.Tensor, k: int) -> torch.Tensor:

@@ -7,7 +7,8 @@ the whole tensor needs it in memory at once and is single-threaded. Here instead
 
 1. **Sample** (one pass): every ``step``-th element by flat index (so the sample does not depend
    on how the tensor is chunked). From the sorted sample, a bracket ``[lo, hi]`` that holds the
-   k-th largest value with overwhelming probability (±6 binomial standard deviations).
+   k-th largest value with overwhelming probability (±`BRACKET_SIGMAS` = 5 binomial standard
+   deviations of the sample rank).
 2. **Count** (one pass): how many values lie above ``hi``, and the values inside the bracket
    with their flat indices (about 2% of the tensor). If the k-th largest is among them, one
    small ``kthvalue`` gives it exactly. If not (a misleading sample), the count says on which
@@ -32,7 +33,8 @@ import torch
 
 from alloy.errors import MergeComputationError
 
-# Elements sampled per tensor (at least; large tensors sample one element in 256).
+# Elements sampled per tensor (at least; tensors of SAMPLE_MIN·SAMPLE_EVERY elements or more
+# sample one element in SAMPLE_EVERY).
 SAMPLE_MIN = 1 << 16
 SAMPLE_EVERY = 64
 # Half-width of the bracket, in binomial standard deviations of the sample rank.

@@ -1,24 +1,21 @@
-"""Streamed merges: chunked equals whole, and the fused CPU kernels equal the torch code.
+"""The accelerators equal the methods: chunked equals whole, with and without the kernels.
 
-Every streamed method is computed three ways on the same inputs: its torch implementation on
-the whole tensor (the reference), and row chunk by row chunk with and without the numba
-kernels. TIES and Breadcrumbs on bf16 inputs have many magnitudes tied at their thresholds, so
-the chunks must agree on which tied entries are kept.
+Every method with an accelerator is computed three ways on the same inputs: its function on
+the whole tensor (the definition, pure torch), and its accelerator row chunk by row chunk with
+and without the numba kernels. TIES and Breadcrumbs on bf16 inputs have many magnitudes tied
+at their thresholds, so the chunks must agree on which tied entries are kept; DARE's draws are
+keyed by the same (tensor, input) streams in both paths.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
-from alloy.kernels import as_array, cpu
-from alloy.kernels.random import GOLDEN, MASK64, draws32, mix64
-from alloy.methods import get_method
-from alloy.methods.stream import Chunk, TensorContext
+from alloy.methods import all_methods, get_method
+from alloy.methods.streamed.stream import Chunk, TensorContext
 
 SHAPE = (41, 13)
 STREAMED: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {
@@ -81,8 +78,8 @@ def streamed(
         spec.model_params.model_validate({})
     ] * len(xs)
     ctx = TensorContext(SHAPE, 1234, torch.device("cpu"), out_dtype, kernels)
-    assert spec.streamed is not None
-    stream = spec.streamed(ctx, gp, mp)
+    assert spec.accelerator is not None
+    stream = spec.accelerator(ctx, gp, mp)
     spans = [(r, min(SHAPE[0], r + rows)) for r in range(0, SHAPE[0], rows)]
 
     def chunks() -> list[Chunk]:
@@ -104,7 +101,7 @@ def streamed(
 
 
 def reference(name: str, xs: list[torch.Tensor], base: torch.Tensor | None) -> torch.Tensor:
-    """The method's own function, on whole float32 tensors, with the kernels off."""
+    """The method's own function, on whole float32 tensors."""
     spec = get_method(name)
     params, mps = STREAMED[name]
     gp = spec.params.model_validate(params)
@@ -116,15 +113,14 @@ def reference(name: str, xs: list[torch.Tensor], base: torch.Tensor | None) -> t
     return spec.fn(f32, None if base is None else base.float(), gp, mp, gen)
 
 
-@pytest.fixture
-def no_kernels_for_fn(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ALLOY_KERNELS", "0")
+def test_every_accelerator_is_tested() -> None:
+    assert {s.name for s in all_methods() if s.accelerator is not None} == set(STREAMED)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("name", sorted(STREAMED))
 def test_chunks_with_and_without_kernels_equal_the_whole_tensor(
-    name: str, dtype: torch.dtype, no_kernels_for_fn: None
+    name: str, dtype: torch.dtype
 ) -> None:
     xs, base = inputs(name, dtype)
     whole = reference(name, xs, base)
@@ -144,55 +140,6 @@ def test_the_kernels_round_to_bfloat16_as_torch_does(name: str) -> None:
     as_float = streamed(name, xs, base, rows=5, kernels=True, out_dtype=torch.float32)
     assert out.dtype == torch.bfloat16
     assert torch.equal(out, as_float.to(torch.bfloat16))
-
-
-def test_bfloat16_rounding_of_special_values() -> None:
-    values = torch.tensor(
-        [1.0, -2.5, 1 + 2**-8, 1 + 3 * 2**-8, 3.0e38, -math.inf, math.inf, 1e-40, -0.0, math.nan]
-    )
-    out = torch.empty(len(values), dtype=torch.bfloat16)
-    cpu.linear_apply((as_array(values),), np.array([1.0], np.float32), np.float32(1), as_array(out))
-    expected = values.to(torch.bfloat16)
-    assert torch.equal(out[:-1], expected[:-1])  # ties to even, overflow to inf, subnormals
-    assert torch.isnan(out[-1])
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_count_nonfinite(dtype: torch.dtype) -> None:
-    x = torch.linspace(-3, 3, 1000).to(dtype)
-    assert cpu.count_nonfinite(as_array(x)) == 0
-    x[3], x[500], x[999] = math.nan, math.inf, -math.inf
-    assert cpu.count_nonfinite(as_array(x)) == 3
-
-
-def test_random_draws_are_splitmix64_in_every_implementation() -> None:
-    key = 0xDEADBEEF12345678
-    expected = [mix64((key + (j + 1) * GOLDEN) & MASK64) >> 32 for j in range(100, 140)]
-    assert draws32(key, 100, 40).tolist() == expected
-    # the kernel's draws, seen through DARE's keep decisions: density p keeps j iff draw < p·2^32
-    ones = torch.ones(40)
-    out = torch.empty(40)
-    threshold = 1 << 31
-    cpu.gta_apply(
-        (as_array(ones),),
-        as_array(torch.zeros(40)),
-        100,
-        cpu.MODE_DARE,
-        np.ones(1, np.float32),
-        np.ones(1, np.float32),
-        np.zeros(1, np.float32),
-        np.zeros(1, np.int64),
-        np.zeros(1, np.float32),
-        np.zeros(1, np.int64),
-        np.array([key], np.uint64),
-        np.array([threshold], np.uint64),
-        False,
-        False,
-        np.float32(1),
-        np.float32(1),
-        as_array(out),
-    )
-    assert out.tolist() == [1.0 if d < threshold else 0.0 for d in expected]
 
 
 def test_dare_masks_do_not_depend_on_chunking_or_other_tensors() -> None:
