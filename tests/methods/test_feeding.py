@@ -35,44 +35,38 @@ def test_units_follow_the_feeding(
     llama_models: ModelSet, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = alloy.plan(config(llama_models, name))
-    try:
-        merged = [j for j in plan.jobs if not j.copy_only]
-        assert {executor.job_units(plan, j)[0].kind for j in merged} == KINDS[name]
-        # small tensors fit one chunk; with a tiny chunk budget a rows method gets several
-        # chunk units and a rows_after_passes method keeps one held unit sliced into spans
-        monkeypatch.setattr(executor, "CHUNK_ELEMENTS", 64)
-        job = max(merged, key=lambda j: j.info.numel)
-        units = executor.job_units(plan, job)
-        spans = executor.unit_spans(plan, units[0])
-        feeding = plan.method.feeding
-        if feeding == "rows":
-            assert len(units) > 1 and all(u.kind == "chunk" for u in units)
-            assert [u.last for u in units] == [False] * (len(units) - 1) + [True]
-        elif feeding == "rows_after_passes":
-            assert [u.kind for u in units] == ["held"] and len(spans) > 1
-        else:
-            assert [u.kind for u in units] == ["held"] and spans == [None]
-    finally:
-        plan.close()
+    merged = [j for j in plan.jobs if not j.copy_only]
+    assert {executor.job_units(plan, j)[0].kind for j in merged} == KINDS[name]
+    # small tensors fit one chunk; with a tiny chunk budget a rows method gets several
+    # chunk units and a rows_after_passes method keeps one held unit sliced into spans
+    monkeypatch.setattr(executor, "CHUNK_ELEMENTS", 64)
+    job = max(merged, key=lambda j: j.info.numel)
+    units = executor.job_units(plan, job)
+    spans = executor.unit_spans(plan, units[0])
+    feeding = plan.method.feeding
+    if feeding == "rows":
+        assert len(units) > 1 and all(u.kind == "chunk" for u in units)
+        assert [u.last for u in units] == [False] * (len(units) - 1) + [True]
+    elif feeding == "rows_after_passes":
+        assert [u.kind for u in units] == ["held"] and len(spans) > 1
+    else:
+        assert [u.kind for u in units] == ["held"] and spans == [None]
 
 
 def test_the_estimate_asks_the_executor(
     llama_models: ModelSet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = alloy.plan(config(llama_models, "linear"))
-    try:
-        whole = estimate.estimate_memory(plan).working_set_bytes
-        asked: list[str] = []
-        job_units = executor.job_units
+    whole = estimate.estimate_memory(plan).working_set_bytes
+    asked: list[str] = []
+    job_units = executor.job_units
 
-        def spy(plan_: Any, job: Any) -> list[executor.Unit]:
-            asked.append(job.name)
-            return job_units(plan_, job)
+    def spy(plan_: Any, job: Any) -> list[executor.Unit]:
+        asked.append(job.name)
+        return job_units(plan_, job)
 
-        monkeypatch.setattr(estimate, "job_units", spy)
-        monkeypatch.setattr(executor, "CHUNK_ELEMENTS", 64)  # row chunks of 64 elements
-        chunked = estimate.estimate_memory(plan).working_set_bytes
-        assert sorted(asked) == sorted(j.name for j in plan.jobs)
-        assert chunked < whole  # one chunk of the largest tensor instead of all of it
-    finally:
-        plan.close()
+    monkeypatch.setattr(estimate, "job_units", spy)
+    monkeypatch.setattr(executor, "CHUNK_ELEMENTS", 64)  # row chunks of 64 elements
+    chunked = estimate.estimate_memory(plan).working_set_bytes
+    assert sorted(asked) == sorted(j.name for j in plan.jobs)
+    assert chunked < whole  # one chunk of the largest tensor instead of all of it
