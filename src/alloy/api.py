@@ -9,13 +9,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from alloy.analysis.inventory import SourceRecord, record, write_sources
 from alloy.config.load import load_config
 from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
 from alloy.config.schema import MergeConfig, ModelRef
-from alloy.errors import AlloyError, EvaluationError, OutputError
+from alloy.devices import check_device
+from alloy.errors import AlloyError, EvaluationError, OutputError, UsageError
 from alloy.io.output import commit_output, discard, prepare_output
 from alloy.io.sharding import parse_size
 from alloy.io.writer import ShardedSafetensorsWriter
@@ -59,9 +58,9 @@ def _lora_base(value: str | None) -> ModelRef | None:
     try:
         ref = parse_model_ref(value)
     except ModelRefSyntaxError as e:
-        raise AlloyError(f"lora_base (--lora-base) {value!r}: {e}") from e
+        raise UsageError(f"lora_base (--lora-base) {value!r}: {e}") from e
     if ref.lora is not None:
-        raise AlloyError(
+        raise UsageError(
             f"lora_base (--lora-base) {value!r} must name a base model, not BASE+ADAPTER"
         )
     return ref
@@ -86,16 +85,6 @@ def plan(
         allow_crimes=allow_crimes,
         lora_base=_lora_base(lora_base),
     )
-
-
-def _check_device(device: str) -> str:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise AlloyError("--device cuda was asked for, but torch sees no CUDA device.")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise AlloyError("--device mps was asked for, but torch sees no MPS device.")
-    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
-        raise AlloyError(f"unknown device {device!r}: use cpu, cuda or mps.")
-    return device
 
 
 def merge(
@@ -128,7 +117,7 @@ def merge(
     report says why) and `EvaluationError` is raised.
     """
     started = time.perf_counter()
-    device = _check_device(device)
+    device = check_device(device)
     sets = _eval_sets(eval_data, eval_probes)
     if sets is not None and not copy_tokenizer:
         raise EvaluationError(

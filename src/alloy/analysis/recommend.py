@@ -46,7 +46,8 @@ from alloy.analysis.inventory import parse_refs
 from alloy.arch.compat import VOCAB_HINT
 from alloy.arch.differences import CompatReport
 from alloy.arch.tokenizer import tokenizer_info
-from alloy.config.schema import ModelRef, canonical_dtype
+from alloy.config.dtypes import canonical_dtype
+from alloy.config.schema import ModelRef
 from alloy.errors import AlloyError
 from alloy.io.hub import resolve_model
 

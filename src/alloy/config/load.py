@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from alloy.config.dtypes import canonical_dtype
 from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
 from alloy.config.schema import (
     Conditional,
@@ -22,7 +23,6 @@ from alloy.config.schema import (
     OutputSlice,
     ParamMap,
     ParamSetting,
-    canonical_dtype,
 )
 from alloy.errors import ConfigError, ConfigIssue, UnknownMethodError, closest
 

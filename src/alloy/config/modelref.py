@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from alloy.config.schema import ModelRef
+from alloy.errors import ModelRefSyntaxError
 
-
-class ModelRefSyntaxError(ValueError):
-    pass
+__all__ = ["ModelRefSyntaxError", "parse_model_ref"]
 
 
 def _parse_part(text: str) -> tuple[str, str | None]:

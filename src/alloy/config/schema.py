@@ -90,22 +90,3 @@ class MergeConfig:
         if isinstance(self.tokenizer_source, ModelRef):
             seen[self.tokenizer_source] = None
         return list(seen)
-
-
-DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "float": "float32",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float64": "float64",
-}
-
-
-def canonical_dtype(name: str) -> str | None:
-    """``torch.bfloat16`` / ``bf16`` / ``bfloat16`` -> ``bfloat16``; None if unknown."""
-    key = name.strip().lower().removeprefix("torch.")
-    return DTYPES.get(key)

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
+from alloy.config.dtypes import DTYPES
 from alloy.errors import EvaluationError
-from alloy.plan.planner import DTYPES
 
 DEFAULT_MAX_LENGTH = 2048
 BIG_MODEL_BYTES = 64 * 1024 * 1024

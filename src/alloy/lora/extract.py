@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from alloy.api import _check_device
 from alloy.arch.infer import is_input_embedding
+from alloy.config.dtypes import named_dtype
 from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
+from alloy.devices import check_device
 from alloy.errors import AlloyError, IncompatibleModelsError
 from alloy.lora.factorize import check_rank_energy, truncated_svd
 from alloy.lora.write import OutModule, adapter_config, module_tensors, table, write_adapter
 from alloy.plan.models import InputModel, open_all
-from alloy.plan.planner import named_dtype
 from alloy.plan.seeds import tensor_generator
 
 # transformers' Conv1D (weight [in, out]) by model_type: the module leaf names that use it
@@ -130,7 +130,7 @@ def extract_lora(
     """Write to ``out`` a LoRA adapter that turns ``base`` into (approximately) ``model``."""
     check_rank_energy(rank, energy, randomized)
     out_named = named_dtype(dtype) if dtype else None
-    dev = torch.device(_check_device(device))
+    dev = torch.device(check_device(device))
     ft, bm = _open(model, base)
     try:
         _check_names(ft, bm)

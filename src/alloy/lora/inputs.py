@@ -24,7 +24,7 @@ from alloy.config.params import layer_position
 from alloy.config.schema import MergeConfig, ModelRef
 from alloy.errors import AlloyError, ConfigError, ConfigIssue, IncompatibleModelsError
 from alloy.io.hub import resolve_model
-from alloy.lora.adapter import Adapter, LoraModule, is_adapter_dir, open_adapter
+from alloy.io.lora.adapter import Adapter, LoraModule, is_adapter_dir, open_adapter
 from alloy.methods.registry import MethodSpec, get_method
 
 BASE_FIELDS = ("base_model_name_or_path", "revision")

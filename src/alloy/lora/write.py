@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import save_file
 
 from alloy.errors import OutputError
+from alloy.io.lora.adapter import CONFIG_NAME, PEFT_PREFIX
 from alloy.io.output import commit_output, discard, prepare_output
-from alloy.lora.adapter import CONFIG_NAME, PEFT_PREFIX
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 A model reference ``base+adapter``, or a bare PEFT adapter directory (its base read from
 ``adapter_config.json``'s ``base_model_name_or_path``, or given by ``lora_base``), opens as the
-base checkpoint with the adapter applied on the fly (`alloy.lora.source.LoraSource`).
+base checkpoint with the adapter applied on the fly (`alloy.io.lora.source.LoraSource`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alloy.arch.infer import ArchInfo, infer
+from alloy.arch.infer import ArchInfo, infer, is_output_embedding, known
 from alloy.config.schema import ModelRef
-from alloy.errors import AlloyError, ConfigError, ConfigIssue, ModelNotFoundError
+from alloy.errors import AlloyError, ConfigError, ConfigIssue, ModelNotFoundError, several
 from alloy.io.hub import resolve_model
+from alloy.io.lora.adapter import is_adapter_dir, open_adapter
+from alloy.io.lora.source import LoraSource
 from alloy.io.sources import SafetensorsCheckpoint, TorchBinCheckpoint, open_weights, read_json
-from alloy.lora.adapter import is_adapter_dir, open_adapter
-from alloy.lora.source import LoraSource
 
 
 @dataclass
@@ -106,7 +106,12 @@ class _Opener:
             base = self._plain(ModelRef(str(base_path)), base_path)
             adapter = open_adapter(adapter_path)
             try:
-                source = LoraSource(base.weights, adapter)
+                source = LoraSource(
+                    base.weights,
+                    adapter,
+                    model_prefixes=known().model_prefixes,
+                    is_output_embedding=is_output_embedding,
+                )
             except BaseException:
                 adapter.close()
                 raise
@@ -161,7 +166,7 @@ def open_all(refs: list[ModelRef], config_dir: Path | None = None) -> dict[Model
     opened, errors = open_models(refs, config_dir)
     if errors:
         close_all(opened)
-        raise errors[0] if len(errors) == 1 else AlloyError("\n".join(f"- {e}" for e in errors))
+        raise several(errors)
     return opened
 
 

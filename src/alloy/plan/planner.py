@@ -8,25 +8,19 @@ reads no tensor data: `alloy plan` prints the result with a memory estimate.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 
 from alloy.arch.compat import check_models, resolve_tensor, tensor_difference
 from alloy.arch.differences import CompatReport, Difference
 from alloy.arch.infer import is_embedding, is_output_embedding, remap_config_layers
-from alloy.config.params import resolve
+from alloy.config.dtypes import DTYPES
+from alloy.config.params import resolve_params
 from alloy.config.schema import MergeConfig, ModelRef
-from alloy.errors import (
-    AlloyError,
-    ConfigError,
-    ConfigIssue,
-    IncompatibleModelsError,
-)
+from alloy.errors import ConfigError, ConfigIssue, IncompatibleModelsError, several
 from alloy.io.sharding import plan_shards
 from alloy.io.sources import TensorInfo
 from alloy.io.writer import OutTensor
@@ -35,16 +29,6 @@ from alloy.plan.layout import SliceSpec, normalize_slices, output_tensors
 from alloy.plan.models import InputModel, close_all, open_models
 
 log = logging.getLogger("alloy")
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def named_dtype(name: str) -> torch.dtype:
-    """The torch dtype called ``name`` (a key of `DTYPES`); an error naming the choices."""
-    if name not in DTYPES:
-        raise AlloyError(f"unknown dtype {name!r}: use {', '.join(DTYPES)}")
-    return DTYPES[name]
-
 
 MAX_LISTED = 8
 
@@ -132,39 +116,6 @@ def choose_method(config: MergeConfig, strict: bool, notes: list[str]) -> Method
     return get_method(fallback)
 
 
-def resolve_params(
-    schema: type[Params],
-    levels: Sequence[dict],
-    tensor_name: str,
-    t: float,
-    where: str,
-    issues: dict[tuple[str, str], ConfigIssue],
-    defaults: dict[str, Any] | None = None,
-) -> Params | None:
-    """``schema`` validated from the values ``levels`` give ``tensor_name`` at layer position
-    ``t`` (mergekit's precedence, filters and gradients); None with the errors added to
-    ``issues`` (one per place and message)."""
-    values: dict[str, Any] = {}
-    for pname in schema.model_fields:
-        alias = schema.model_fields[pname].alias or pname
-        v, _ = resolve(alias, levels, tensor_name, t)
-        if v is None and defaults and alias in defaults:
-            v = defaults[alias]
-        if v is not None:
-            values[alias] = v
-    try:
-        return schema.model_validate(values)
-    except ValidationError as e:
-        for err in e.errors():
-            field_name = ".".join(str(x) for x in err["loc"])
-            if err["type"] == "missing":
-                msg = f"missing required parameter {field_name!r} (first needed for {tensor_name})"
-            else:
-                msg = f"parameter {field_name!r}: {err['msg']} (for {tensor_name})"
-            issues.setdefault((where, msg.split(" (")[0]), ConfigIssue(msg, where))
-        return None
-
-
 def build_plan(
     config: MergeConfig,
     *,
@@ -178,9 +129,7 @@ def build_plan(
     config_dir = Path(config.source_file).parent if config.source_file else None
     models, open_errors = open_models(config.all_models(), config_dir, lora_base)
     if open_errors:
-        if len(open_errors) == 1:
-            raise open_errors[0]
-        raise AlloyError("\n".join(f"- {e}" for e in open_errors))
+        raise several(open_errors)
     try:
         return _plan(config, method, models, notes, out_shard_size, allow_crimes)
     except BaseException:
