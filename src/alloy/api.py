@@ -266,7 +266,8 @@ def evaluate_merge(
 ) -> Evaluation:
     """Evaluate ``merged`` and its ``sources`` (paths, or (label, path); by default the
     sources recorded in ``merged``'s report.json) on the data sets (perplexity) and probes."""
-    from alloy.evaluate.run import evaluate_models, load_sets, sources_from_report
+    from alloy.api_tools import sources_from_report
+    from alloy.evaluate.run import evaluate_models, load_sets
 
     merged = Path(merged)
     if sources is None:
@@ -301,3 +302,13 @@ def _progress_bar(the_plan: MergePlan, enabled: bool) -> Any:
     )
     bar.n_tensors = 0
     return bar
+
+
+# The entry points besides merging (check, inventory, analyze, recommend, the LoRA commands)
+# are defined in `alloy.api_tools` and are part of this API.
+from alloy.api_tools import analyze as analyze  # noqa: E402
+from alloy.api_tools import check as check  # noqa: E402
+from alloy.api_tools import inventory as inventory  # noqa: E402
+from alloy.api_tools import lora_extract as lora_extract  # noqa: E402
+from alloy.api_tools import lora_merge as lora_merge  # noqa: E402
+from alloy.api_tools import recommend as recommend  # noqa: E402

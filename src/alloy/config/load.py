@@ -426,7 +426,7 @@ def parse_config(data: Any, *, source: str | None = None, text: str | None = Non
         doc.error(("chat_template",), "chat_template must be a name or a Jinja template string")
         chat_template = None
     elif chat_template is not None:
-        from alloy.report.chat_templates import template_text
+        from alloy.config.chat_templates import template_text
 
         try:
             template_text(chat_template)

@@ -11,10 +11,10 @@ from typing import Any
 import yaml
 
 from alloy._version import __version__
+from alloy.config.chat_templates import template_text
 from alloy.config.schema import ModelRef
 from alloy.plan.models import InputModel
 from alloy.plan.planner import MergePlan
-from alloy.report.chat_templates import template_text
 
 TOKENIZER_FILES = (
     "tokenizer_config.json",
