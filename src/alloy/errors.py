@@ -25,8 +25,9 @@ classes (`several`), so ``except ModelNotFoundError`` still catches a list of mi
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,23 @@ class DeviceError(AlloyError):
     """The device asked for (``--device``) is unknown, or torch sees no such device."""
 
 
+def _enclosing(path: str) -> list[str]:
+    """``a[0].b.c`` -> ``a[0].b.c``, ``a[0].b``, ``a[0]``, ``a``."""
+    out = [path]
+    while path:
+        path = re.sub(r"(\.[^.\[\]]+|\[\d+\])$", "", path) if re.search(r"[.\[]", path) else ""
+        if path:
+            out.append(path)
+    return out
+
+
+def _with_line(issue: ConfigIssue, lines: Mapping[str, int]) -> ConfigIssue:
+    if issue.line is not None:
+        return issue
+    line = next((lines[p] for p in _enclosing(issue.path) if p in lines), None)
+    return replace(issue, line=line)
+
+
 @dataclass(frozen=True)
 class ConfigIssue:
     """One problem in a config file."""
@@ -71,10 +89,18 @@ class ConfigIssue:
 
 
 class ConfigError(AlloyError):
-    """The config has one or more problems; all of them are listed."""
+    """The config has one or more problems; all of them are listed, each with its line.
 
-    def __init__(self, issues: Sequence[ConfigIssue], source: str | None = None) -> None:
-        self.issues = list(issues)
+    ``lines`` (a parsed config's ``MergeConfig.lines``) gives the line of an issue found after
+    parsing: that of its location, or of the nearest enclosing one."""
+
+    def __init__(
+        self,
+        issues: Sequence[ConfigIssue],
+        source: str | None = None,
+        lines: Mapping[str, int] | None = None,
+    ) -> None:
+        self.issues = [_with_line(i, lines) for i in issues] if lines else list(issues)
         self.source = source
         n = len(self.issues)
         head = f"{n} problem{'s' if n != 1 else ''} in the merge config" + (

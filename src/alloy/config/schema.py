@@ -6,6 +6,7 @@ raw dictionaries.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -33,7 +34,6 @@ class ModelRef:
     path: str
     revision: str | None = None
     lora: ModelRef | None = None
-    override_architecture: str | None = None
 
     def __str__(self) -> str:
         s = self.path + (f"@{self.revision}" if self.revision else "")
@@ -74,6 +74,9 @@ class MergeConfig:
     name: str | None
     raw: dict[str, Any]  # the document as written, for the model card and mergekit_config.yml
     source_file: str | None = None
+    # the line of every key and item, by location ("models[1].parameters.weight"): problems
+    # found after parsing (by the planner) name their line too
+    lines: Mapping[str, int] = field(default_factory=dict)
 
     def all_models(self) -> list[ModelRef]:
         """Every model the config references, in order of first appearance (deterministic)."""

@@ -111,7 +111,8 @@ def choose_method(config: MergeConfig, strict: bool, notes: list[str]) -> Method
         f"{fallback} ({'a base model is given' if base else 'no base model is given'})"
     )
     if strict:
-        raise ConfigError([ConfigIssue(msg + "; --strict makes this an error", "merge_method")])
+        issue = ConfigIssue(msg + "; --strict makes this an error", "merge_method")
+        raise ConfigError([issue], config.source_file, config.lines)
     notes.append(msg)
     return get_method(fallback)
 
@@ -181,7 +182,7 @@ def _plan(
             )
         slices.append(SliceSpec(sl.sources, base_index, sl.parameters, sl.location))
     if issues:
-        raise ConfigError(list(issues.values()), config.source_file)
+        raise ConfigError(list(issues.values()), config.source_file, config.lines)
     report = compatibility(config, slices, models)
     report.enforce(allow_crimes, notes)
 
@@ -252,7 +253,7 @@ def _plan(
             )
         )
     if issues:
-        raise ConfigError(list(issues.values()), config.source_file)
+        raise ConfigError(list(issues.values()), config.source_file, config.lines)
     if mismatched:
         report.differences[:0] = mismatched
         raise IncompatibleModelsError(report.error_message(allow_crimes), report=report)
