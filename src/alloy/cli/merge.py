@@ -129,8 +129,9 @@ def merge(
             assistant_only=assistant_only,
             progress=progress,
         )
-    if check_count(num_threads, "num_threads", "--num-threads"):
-        torch.set_num_threads(num_threads)
+    threads = check_count(num_threads, "num_threads", "--num-threads")
+    if threads is not None:
+        torch.set_num_threads(threads)
     if transformers_cache is not None:
         os.environ["HF_HUB_CACHE"] = str(transformers_cache)
     result = run_merge(
