@@ -61,7 +61,7 @@ def test_several_problems_of_two_kinds_are_caught_as_either() -> None:
 
 def test_devices() -> None:
     assert check_device("cpu") == "cpu"
-    with pytest.raises(DeviceError, match=r"unknown device \(`--device`\) 'tpu'"):
+    with pytest.raises(DeviceError, match=r"unknown device 'tpu' \(`--device`\)"):
         check_device("tpu")
     with pytest.raises(DeviceError, match="cuda, cuda:N"):
         check_device("cuda:x")
@@ -81,3 +81,20 @@ def test_counts() -> None:
             UsageError, match=rf"workers \(`--workers`\) must be at least 1, got {bad}"
         ):
             check_count(bad, "workers", "--workers")
+
+
+def test_the_root_is_never_raised_itself() -> None:
+    import ast
+    from pathlib import Path
+
+    src = Path(errors.__file__).parent
+    raised = [
+        f"{p.relative_to(src)}:{node.lineno}"
+        for p in sorted(src.rglob("*.py"))
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Raise)
+        and isinstance(node.exc, ast.Call)
+        and isinstance(node.exc.func, ast.Name)
+        and node.exc.func.id == "AlloyError"
+    ]
+    assert raised == []

@@ -27,7 +27,7 @@ def check_device(device: str, option: str = "--device") -> str:
         return device
     index = _CUDA_INDEX.fullmatch(device)
     if device != "cuda" and index is None:
-        raise DeviceError(f"unknown {where}: use cpu, cuda, cuda:N or mps.")
+        raise DeviceError(f"unknown device {device!r} (`{option}`): use cpu, cuda, cuda:N or mps.")
     if not torch.cuda.is_available():
         raise DeviceError(f"{where} was asked for, but torch sees no CUDA device; use cpu.")
     count = torch.cuda.device_count()

@@ -24,7 +24,7 @@ from alloy.arch.infer import is_input_embedding
 from alloy.config.dtypes import named_dtype
 from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
 from alloy.devices import check_device
-from alloy.errors import AlloyError, IncompatibleModelsError
+from alloy.errors import IncompatibleModelsError, UsageError
 from alloy.lora.factorize import check_rank_energy, truncated_svd
 from alloy.lora.write import OutModule, adapter_config, module_tensors, table, write_adapter
 from alloy.plan.models import InputModel, open_all
@@ -90,7 +90,7 @@ def _open(model: str, base: str) -> tuple[InputModel, InputModel]:
     try:
         refs = [parse_model_ref(model), parse_model_ref(base)]
     except ModelRefSyntaxError as e:
-        raise AlloyError(str(e)) from e
+        raise UsageError(str(e)) from e
     models = open_all(refs)
     return models[refs[0]], models[refs[1]]
 
@@ -163,7 +163,7 @@ def extract_lora(
                 ExtractedModule(name, info.shape, kind, f.rank, f.energy, f.relative_error, change)
             )
         if not written:
-            raise AlloyError(
+            raise IncompatibleModelsError(
                 f"{ft.ref} and {bm.ref} have no weight that a LoRA can hold changed "
                 "(they are identical, or differ only in 1-D tensors / embeddings)"
             )

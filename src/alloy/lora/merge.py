@@ -31,7 +31,7 @@ from alloy.config.dtypes import named_dtype
 from alloy.config.params import resolve_params
 from alloy.config.schema import MergeConfig
 from alloy.devices import check_device
-from alloy.errors import AlloyError, ConfigError, ConfigIssue
+from alloy.errors import ConfigError, ConfigIssue, MergeComputationError
 from alloy.io.lora.adapter import Adapter, LoraModule
 from alloy.io.lora.source import lora_delta
 from alloy.lora.factorize import check_rank_energy, truncated_svd
@@ -178,7 +178,7 @@ def _merge(
     if issues:
         raise ConfigError(list(issues.values()), cfg.source_file)
     if not written:
-        raise AlloyError("every merged delta is zero: there is no adapter to write")
+        raise MergeComputationError("every merged delta is zero: there is no adapter to write")
 
     lead = adapters[0]
     tensors = module_tensors(written, out_dtype)
