@@ -16,17 +16,15 @@ import yaml
 
 from alloy.config.chat_templates import template_text
 from alloy.config.dtypes import canonical_dtype
-from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
 from alloy.config.schema import (
-    Conditional,
     InputSource,
     MergeConfig,
     ModelRef,
     OutputSlice,
     ParamMap,
-    ParamSetting,
 )
-from alloy.errors import ConfigError, ConfigIssue, UnknownMethodError, closest
+from alloy.config.values import Path_, check_keys, read_layer_range, read_model, read_params
+from alloy.errors import ConfigError, ConfigIssue, UnknownMethodError
 
 TOP_KEYS = (
     "merge_method",
@@ -46,8 +44,6 @@ MODEL_KEYS = ("model", "parameters")
 SLICE_KEYS = ("sources", "base_model", "parameters", "residual_weight")
 SOURCE_KEYS = ("model", "layer_range", "parameters")
 TOKENIZER_KEYS = ("source", "tokens", "pad_to_multiple_of")
-
-Path_ = tuple[str | int, ...]
 
 
 def _fmt_path(path: Path_) -> str:
@@ -108,136 +104,6 @@ class _Doc:
         self.issues.append(ConfigIssue(message, _fmt_path(path), self.line(path)))
 
 
-def _check_keys(doc: _Doc, value: Mapping[str, Any], allowed: tuple[str, ...], path: Path_) -> None:
-    for key in value:
-        if key not in allowed:
-            near = closest(str(key), allowed)
-            hint = f"; did you mean {near!r}?" if near else ""
-            doc.error(
-                (*path, str(key)),
-                f"unknown key {key!r}{hint} (valid here: {', '.join(allowed)})",
-            )
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _param_setting(doc: _Doc, value: Any, path: Path_) -> ParamSetting | None:
-    if isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, dict):
-        # A single {filter, value} mapping: mergekit accepts it in the schema and then crashes;
-        # Alloy reads it as a one-entry list.
-        value = [value]
-    if isinstance(value, list):
-        if not value:
-            doc.error(path, "an empty list is not a parameter value")
-            return None
-        if all(isinstance(v, dict) for v in value):
-            conds: list[Conditional] = []
-            for i, item in enumerate(value):
-                ipath = (*path, i)
-                _check_keys(doc, item, ("filter", "value"), ipath)
-                if "value" not in item:
-                    doc.error(ipath, "a filtered parameter needs a `value`")
-                    continue
-                inner = item["value"]
-                if isinstance(inner, list):
-                    if not inner or isinstance(inner[0], (dict, list)):
-                        doc.error((*ipath, "value"), "must be a scalar or a list of numbers")
-                        continue
-                    inner = tuple(inner)
-                elif not isinstance(inner, (bool, int, float, str)):
-                    doc.error((*ipath, "value"), "must be a scalar or a list of numbers")
-                    continue
-                flt = item.get("filter")
-                if flt is not None and not isinstance(flt, str):
-                    flt = str(flt)
-                conds.append(Conditional(value=inner, filter=flt))
-            return tuple(conds)
-        if any(isinstance(v, (dict, list)) for v in value):
-            doc.error(
-                path,
-                "a list must hold either numbers (a gradient) or {filter, value} entries, "
-                "not a mix",
-            )
-            return None
-        return tuple(value)
-    doc.error(path, f"unsupported parameter value of type {type(value).__name__}")
-    return None
-
-
-def _params(
-    doc: _Doc,
-    value: Any,
-    path: Path_,
-    *,
-    allowed: tuple[str, ...] | None,
-    globals_: tuple[str, ...],
-    method: str,
-    per_model: bool,
-) -> ParamMap:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        doc.error(path, "`parameters` must be a mapping of parameter names to values")
-        return {}
-    out: ParamMap = {}
-    for key, v in value.items():
-        kpath = (*path, str(key))
-        if allowed is not None and key not in allowed:
-            near = closest(str(key), allowed)
-            hint = f"; did you mean {near!r}?" if near else ""
-            doc.error(
-                kpath,
-                f"{method} has no parameter {key!r}{hint} "
-                f"(its parameters: {', '.join(allowed) or 'none'})",
-            )
-            continue
-        if per_model and key in globals_:
-            doc.error(
-                kpath,
-                f"{key!r} is one value per tensor for {method}: set it under the top-level or "
-                "slice `parameters`, not per model (mergekit silently ignores it there)",
-            )
-            continue
-        setting = _param_setting(doc, v, kpath)
-        if setting is not None:
-            out[str(key)] = setting
-    return out
-
-
-def _model(doc: _Doc, value: Any, path: Path_) -> ModelRef | None:
-    if value is None or value == "":
-        doc.error(path, "a model reference is required here")
-        return None
-    try:
-        return parse_model_ref(value)
-    except ModelRefSyntaxError as e:
-        doc.error(path, str(e))
-        return None
-
-
-def _layer_range(doc: _Doc, value: Any, path: Path_) -> tuple[int, int] | None:
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
-        doc.error(path, "layer_range must be two integers [start, end) (end excluded)")
-        return None
-    start, end = value
-    if start < 0 or end <= start:
-        doc.error(
-            path,
-            f"layer_range [{start}, {end}] is empty or negative: ranges are half-open "
-            f"[start, end), so [{start}, {start + 1}] is the single layer {start}",
-        )
-        return None
-    return (start, end)
-
-
 def _method_param_names(method: str, n_models: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(all parameter names, global-only names) accepted for ``method`` in this config."""
     from alloy.methods.registry import get_method
@@ -262,7 +128,7 @@ class _Method:
     globals_: tuple[str, ...]
 
     def params(self, doc: _Doc, value: Any, path: Path_, per_model: bool) -> ParamMap:
-        return _params(
+        return read_params(
             doc,
             value,
             path,
@@ -316,8 +182,8 @@ def _models(doc: _Doc, raw: Mapping[str, Any], method: _Method) -> tuple[InputSo
         if not isinstance(item, dict):
             doc.error(path, "each entry must be a mapping with `model:`")
             continue
-        _check_keys(doc, item, MODEL_KEYS, path)
-        m = _model(doc, item.get("model"), (*path, "model"))
+        check_keys(doc, item, MODEL_KEYS, path)
+        m = read_model(doc, item.get("model"), (*path, "model"))
         p = method.params(doc, item.get("parameters"), (*path, "parameters"), True)
         if m is not None:
             built.append(InputSource(m, None, p, _fmt_path(path)))
@@ -328,13 +194,13 @@ def _slice_source(doc: _Doc, s: Any, spath: Path_, method: _Method) -> InputSour
     if not isinstance(s, dict):
         doc.error(spath, "each source must be a mapping with `model:`")
         return None
-    _check_keys(doc, s, SOURCE_KEYS, spath)
-    m = _model(doc, s.get("model"), (*spath, "model"))
+    check_keys(doc, s, SOURCE_KEYS, spath)
+    m = read_model(doc, s.get("model"), (*spath, "model"))
     if "layer_range" not in s:
         doc.error(spath, "a slice source needs `layer_range: [start, end)`")
         lr = None
     else:
-        lr = _layer_range(doc, s["layer_range"], (*spath, "layer_range"))
+        lr = read_layer_range(doc, s["layer_range"], (*spath, "layer_range"))
     p = method.params(doc, s.get("parameters"), (*spath, "parameters"), True)
     return InputSource(m, lr, p, _fmt_path(spath)) if m is not None and lr is not None else None
 
@@ -343,7 +209,7 @@ def _slice(doc: _Doc, item: Any, path: Path_, method: _Method) -> OutputSlice | 
     if not isinstance(item, dict):
         doc.error(path, "each slice must be a mapping with `sources:`")
         return None
-    _check_keys(doc, item, SLICE_KEYS, path)
+    check_keys(doc, item, SLICE_KEYS, path)
     srcs = item.get("sources")
     if not isinstance(srcs, list) or not srcs:
         doc.error((*path, "sources"), "a slice needs a non-empty `sources:` list")
@@ -356,7 +222,9 @@ def _slice(doc: _Doc, item: Any, path: Path_, method: _Method) -> OutputSlice | 
             (*path, "sources"),
             f"all sources of a slice must span the same number of layers (got {sorted(lengths)})",
         )
-    sbase = _model(doc, item["base_model"], (*path, "base_model")) if "base_model" in item else None
+    sbase = (
+        read_model(doc, item["base_model"], (*path, "base_model")) if "base_model" in item else None
+    )
     sp = method.params(doc, item.get("parameters"), (*path, "parameters"), False)
     return OutputSlice(tuple(sources), sbase, sp, _fmt_path(path))
 
@@ -404,7 +272,7 @@ def _tokenizer_value(doc: _Doc, raw: Mapping[str, Any]) -> tuple[Any, Path_]:
         doc.error(("tokenizer",), "give `tokenizer_source` or `tokenizer`, not both")
     tokenizer = raw.get("tokenizer")
     if isinstance(tokenizer, dict):
-        _check_keys(doc, tokenizer, TOKENIZER_KEYS, ("tokenizer",))
+        check_keys(doc, tokenizer, TOKENIZER_KEYS, ("tokenizer",))
         for key in ("tokens", "pad_to_multiple_of"):
             if key in tokenizer:
                 doc.error(
@@ -429,7 +297,7 @@ def _tokenizer(doc: _Doc, raw: Mapping[str, Any]) -> ModelRef | str | None:
             "`base` or a model whose tokenizer the merged model should carry",
         )
         return None
-    return "base" if value == "base" else _model(doc, value, path)
+    return "base" if value == "base" else read_model(doc, value, path)
 
 
 def _chat_template(doc: _Doc, raw: Mapping[str, Any]) -> str | None:
@@ -481,10 +349,10 @@ def parse_config(data: Any, *, source: str | None = None, text: str | None = Non
             [ConfigIssue("the config must be a YAML mapping with `merge_method`", "", 1)],
             source,
         )
-    _check_keys(doc, raw, TOP_KEYS, ())
+    check_keys(doc, raw, TOP_KEYS, ())
     method = _method_params(doc, raw)
     _layout(doc, raw)
-    base = _model(doc, raw["base_model"], ("base_model",)) if "base_model" in raw else None
+    base = read_model(doc, raw["base_model"], ("base_model",)) if "base_model" in raw else None
     models, slices = _models(doc, raw, method), _slices(doc, raw, method)
     top_params = method.params(doc, raw.get("parameters"), ("parameters",), False)
     dtypes = _dtypes(doc, raw)
