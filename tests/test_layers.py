@@ -12,7 +12,8 @@ any package of a lower layer, and another package of its own layer unless that m
     arch, io, config                         architecture knowledge, reading and writing
                                              (LoRA adapters as sources in io/lora), the config
     methods                                  the merge methods and their registry
-    kernels, devices, errors, _version       the bottom
+    kernels, devices, errors, tabulate,      the bottom
+    _version
 
 Imports under ``if TYPE_CHECKING:`` are not edges: they run no code (``errors.py`` names the
 `CompatReport` type that `IncompatibleModelsError.report` holds).
@@ -34,7 +35,7 @@ LAYERS: list[set[str]] = [
     {"plan"},
     {"arch", "io", "config"},
     {"methods"},
-    {"kernels", "devices", "errors", "_version"},
+    {"kernels", "devices", "errors", "tabulate", "_version"},
 ]
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 
