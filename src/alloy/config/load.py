@@ -386,5 +386,9 @@ def load_config(config: str | Path | Mapping[str, Any]) -> MergeConfig:
     path = Path(config)
     if not path.is_file():
         raise ConfigError([ConfigIssue(f"config file {path} does not exist", "")], None)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        issue = ConfigIssue(f"cannot read the config file {path}: {e}", "")
+        raise ConfigError([issue], str(path)) from e
     return parse_config(None, source=str(path), text=text)
