@@ -107,3 +107,65 @@ def test_ctrl_c_says_nothing_was_written_only_for_atomic_outputs(
     r = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo")])
     assert r.exit_code == 130 and "interrupted" in r.output
     assert "nothing was written" not in r.output  # the demo leaves what it finished
+
+
+def _refused(r: object, *words: str) -> None:
+    """A clear error: exit status 1 or 2 through the error handler (no traceback), naming
+    ``words``."""
+    from click.testing import Result
+
+    assert isinstance(r, Result)
+    assert isinstance(r.exception, SystemExit) and r.exit_code in (1, 2), r.output
+    assert "Traceback" not in r.output and r.output.startswith("error: "), r.output
+    for w in words:
+        assert w in r.output, r.output
+
+
+@pytest.mark.parametrize("size", ["5XB", "0", "-1", "nanGB", "12XB"])
+def test_a_shard_size_that_is_no_size_is_a_clear_error(tmp_path: Path, size: str) -> None:
+    cfg = _config(tmp_path)
+    _refused(
+        CliRunner().invoke(main, ["plan", str(cfg), "--out-shard-size", size]), "--out-shard-size"
+    )
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["merge", str(cfg), str(out), "--out-shard-size", size])
+    _refused(r, "--out-shard-size", size)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("threads", ["0", "-1"])
+def test_a_thread_count_below_one_is_a_usage_error(tmp_path: Path, threads: str) -> None:
+    cfg = _config(tmp_path)
+    r = CliRunner().invoke(main, ["merge", str(cfg), str(tmp_path / "out"), "-j", threads])
+    _refused(r, "--num-threads", f"got {threads}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_device_torch_does_not_see_is_a_device_error(tmp_path: Path) -> None:
+    import torch
+
+    cfg = _config(tmp_path)
+    out = tmp_path / "out"
+    unknown = CliRunner().invoke(main, ["merge", str(cfg), str(out), "--device", "tpu"])
+    _refused(unknown, "'tpu'", "cpu, cuda, cuda:N or mps")
+    if torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has a cuda:1")
+    r = CliRunner().invoke(main, ["merge", str(cfg), str(out), "--device", "cuda:1"])
+    _refused(r, "--device", "'cuda:1'")
+    assert not out.exists()
+    extract = ["lora", "extract", str(tmp_path / "adapter"), "--model", str(tmp_path / "a")]
+    r = CliRunner().invoke(
+        main, [*extract, "--base", str(tmp_path / "base"), "-r", "2", "--device", "cuda:1"]
+    )
+    _refused(r, "--device", "'cuda:1'")
+    assert not (tmp_path / "adapter").exists()
+
+
+@pytest.mark.parametrize("command", ["analyze", "recommend"])
+def test_analysis_workers_below_one_are_refused(tmp_path: Path, command: str) -> None:
+    write_tiny(tmp_path / "base", 0)
+    write_tiny(tmp_path / "a", 1)
+    r = CliRunner().invoke(
+        main, [command, str(tmp_path / "a"), "--base", str(tmp_path / "base"), "--workers", "0"]
+    )
+    _refused(r, "--workers", "at least 1")

@@ -10,19 +10,18 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from alloy.analysis.inventory import SourceRecord, record, write_sources
 from alloy.config.load import load_config
 from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
 from alloy.config.schema import MergeConfig, ModelRef
-from alloy.errors import AlloyError, EvaluationError, OutputError
+from alloy.devices import check_device
+from alloy.errors import AlloyError, EvaluationError, OutputError, UsageError
 from alloy.io.output import commit_output, discard, prepare_output
 from alloy.io.sharding import parse_size
 from alloy.io.sources import TensorSource
 from alloy.io.writer import ShardedSafetensorsWriter
 from alloy.plan.executor import Executor
-from alloy.plan.models import InputModel, OpenedModels, open_models
+from alloy.plan.models import InputModel, OpenedModels, open_models_of
 from alloy.plan.planner import MergePlan, TensorJob, build_plan
 from alloy.report.card import write_configs, write_model_card, write_tokenizer
 from alloy.report.facts import FactTensor, task_vector_facts
@@ -62,9 +61,9 @@ def _lora_base(value: str | None) -> ModelRef | None:
     try:
         ref = parse_model_ref(value)
     except ModelRefSyntaxError as e:
-        raise AlloyError(f"lora_base (--lora-base) {value!r}: {e}") from e
+        raise UsageError(f"lora_base (--lora-base) {value!r}: {e}") from e
     if ref.lora is not None:
-        raise AlloyError(
+        raise UsageError(
             f"lora_base (--lora-base) {value!r} must name a base model, not BASE+ADAPTER"
         )
     return ref
@@ -73,8 +72,7 @@ def _lora_base(value: str | None) -> ModelRef | None:
 def open_config_models(config: MergeConfig, lora_base: str | None = None) -> OpenedModels:
     """Open every model ``config`` references (relative paths from the config's directory);
     close the result (it is a context manager)."""
-    config_dir = Path(config.source_file).parent if config.source_file else None
-    return open_models(config.all_models(), config_dir, _lora_base(lora_base))
+    return open_models_of(config, _lora_base(lora_base))
 
 
 def plan(
@@ -98,16 +96,6 @@ def plan(
             strict=strict,
             allow_crimes=allow_crimes,
         )
-
-
-def _check_device(device: str) -> str:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise AlloyError("--device cuda was asked for, but torch sees no CUDA device.")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise AlloyError("--device mps was asked for, but torch sees no MPS device.")
-    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
-        raise AlloyError(f"unknown device {device!r}: use cpu, cuda or mps.")
-    return device
 
 
 @dataclass(frozen=True)
@@ -154,7 +142,7 @@ def merge(
     report says why) and `EvaluationError` is raised.
     """
     started = time.perf_counter()
-    device = _check_device(device)
+    device = check_device(device)
     sets = _eval_sets(eval_data, eval_probes, copy_tokenizer)
     run = _Run(
         Path(out), device, random_seed, copy_tokenizer, progress, sets, eval_options, started
@@ -381,7 +369,8 @@ def evaluate_merge(
 ) -> Evaluation:
     """Evaluate ``merged`` and its ``sources`` (paths, or (label, path); by default the
     sources recorded in ``merged``'s report.json) on the data sets (perplexity) and probes."""
-    from alloy.evaluate.run import evaluate_models, load_sets, sources_from_report
+    from alloy.api_tools import sources_from_report
+    from alloy.evaluate.run import evaluate_models, load_sets
 
     merged = Path(merged)
     if sources is None:
@@ -416,3 +405,13 @@ def _progress_bar(the_plan: MergePlan, enabled: bool) -> Any:
     )
     bar.n_tensors = 0
     return bar
+
+
+# The entry points besides merging (check, inventory, analyze, recommend, the LoRA commands)
+# are defined in `alloy.api_tools` and are part of this API.
+from alloy.api_tools import analyze as analyze  # noqa: E402
+from alloy.api_tools import check as check  # noqa: E402
+from alloy.api_tools import inventory as inventory  # noqa: E402
+from alloy.api_tools import lora_extract as lora_extract  # noqa: E402
+from alloy.api_tools import lora_merge as lora_merge  # noqa: E402
+from alloy.api_tools import recommend as recommend  # noqa: E402

@@ -2,7 +2,10 @@
 
 ::
 
-    AlloyError
+    AlloyError                   the root: never raised itself, only its leaves are
+    ├── UsageError               an argument or option has a value Alloy cannot use (names it)
+    │   └── ModelRefSyntaxError  a model reference that is not ``path[@rev][+adapter[@rev]]``
+    ├── DeviceError              the device asked for is unknown or not available
     ├── ConfigError              the YAML config is invalid (all problems, with line numbers)
     ├── UnknownMethodError       merge_method names no registered method
     ├── ModelNotFoundError       a model reference resolves to nothing on disk
@@ -14,18 +17,57 @@
     ├── EvalDataError            an evaluation data or probe file is invalid (file, line, key)
     └── EvaluationError          evaluation cannot run (no transformers, a model or tokenizer
                                  that does not load, chat data without a chat template)
+
+Several models failing at once raise one error that is an instance of each of its children's
+classes (`several`), so ``except ModelNotFoundError`` still catches a list of missing models.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from alloy.arch.differences import CompatReport
 
 
 class AlloyError(Exception):
-    """Base class of every error Alloy raises on purpose."""
+    """Base class of every error Alloy raises on purpose; raised only as one of its leaves."""
+
+
+class UsageError(AlloyError):
+    """An argument (or its command-line option) has a value Alloy cannot use; the message
+    names the argument, the option and the values it accepts."""
+
+
+class ModelRefSyntaxError(UsageError):
+    """A model reference that is not ``path[@revision][+adapter[@revision]]`` or mergekit's
+    mapping form."""
+
+
+class DeviceError(AlloyError):
+    """The device asked for (``--device``) is unknown, or torch sees no such device."""
+
+
+def _enclosing(path: str) -> list[str]:
+    """``a[0].b.c`` -> ``a[0].b.c``, ``a[0].b``, ``a[0]``, ``a``."""
+    out = [path]
+    while path:
+        path = re.sub(r"(\.[^.\[\]]+|\[\d+\])$", "", path) if re.search(r"[.\[]", path) else ""
+        if path:
+            out.append(path)
+    return out
+
+
+def _with_line(issue: ConfigIssue, lines: Mapping[str, int]) -> ConfigIssue:
+    if issue.line is not None:
+        return issue
+    line = next((lines[p] for p in _enclosing(issue.path) if p in lines), None)
+    return replace(issue, line=line)
 
 
 @dataclass(frozen=True)
@@ -47,10 +89,18 @@ class ConfigIssue:
 
 
 class ConfigError(AlloyError):
-    """The config has one or more problems; all of them are listed."""
+    """The config has one or more problems; all of them are listed, each with its line.
 
-    def __init__(self, issues: Sequence[ConfigIssue], source: str | None = None) -> None:
-        self.issues = list(issues)
+    ``lines`` (a parsed config's ``MergeConfig.lines``) gives the line of an issue found after
+    parsing: that of its location, or of the nearest enclosing one."""
+
+    def __init__(
+        self,
+        issues: Sequence[ConfigIssue],
+        source: str | None = None,
+        lines: Mapping[str, int] | None = None,
+    ) -> None:
+        self.issues = [_with_line(i, lines) for i in issues] if lines else list(issues)
         self.source = source
         n = len(self.issues)
         head = f"{n} problem{'s' if n != 1 else ''} in the merge config" + (
@@ -61,6 +111,8 @@ class ConfigError(AlloyError):
 
 
 class UnknownMethodError(AlloyError):
+    """``merge_method`` names no registered method; the message lists them with a did-you-mean."""
+
     def __init__(self, name: str, known: Sequence[str]) -> None:
         close = closest(name, known)
         hint = f" Did you mean {close!r}?" if close else ""
@@ -72,24 +124,25 @@ class UnknownMethodError(AlloyError):
 
 
 class ModelNotFoundError(AlloyError):
-    pass
+    """A model reference resolves to nothing: no such directory, not in the Hugging Face cache,
+    or the hub refused or could not be reached (the cause is kept)."""
 
 
 class CheckpointError(AlloyError):
-    pass
+    """A checkpoint (or adapter) is missing files, truncated, corrupt, or unsafe to load."""
 
 
 class IncompatibleModelsError(AlloyError):
     """The models cannot be merged as asked. ``report`` (an `alloy.arch.compat.CompatReport`)
     holds the table of differences when the compatibility check found them."""
 
-    def __init__(self, message: str, report: Any = None) -> None:
+    def __init__(self, message: str, report: CompatReport | None = None) -> None:
         super().__init__(message)
         self.report = report
 
 
 class MergeComputationError(AlloyError):
-    pass
+    """A method failed on a tensor, or produced NaN/Inf; the message names the tensor."""
 
 
 class LoraNotSupportedError(AlloyError):
@@ -97,15 +150,41 @@ class LoraNotSupportedError(AlloyError):
 
 
 class OutputError(AlloyError):
-    pass
+    """The output directory cannot be written, exists, or is (or holds) an input."""
 
 
 class EvalDataError(AlloyError):
-    pass
+    """An evaluation data or probe file is invalid; the message names the file, line and key."""
 
 
 class EvaluationError(AlloyError):
-    pass
+    """Evaluation cannot run: transformers missing, a model or tokenizer that does not load,
+    chat data without a chat template."""
+
+
+@cache
+def _union(kinds: tuple[type[AlloyError], ...]) -> type[AlloyError]:
+    """The error class that is each of ``kinds`` (in order), for `several`."""
+    return type("|".join(k.__name__ for k in kinds), kinds, {"__module__": __name__})
+
+
+def several(errors: Sequence[AlloyError]) -> AlloyError:
+    """One error for the problems of several models, listing each.
+
+    One problem is returned as it is. Several give an error that is an instance of each
+    problem's class (``except CheckpointError`` catches a list in which one checkpoint is
+    corrupt), with the problems in ``.errors`` and the first as its cause."""
+    if not errors:
+        raise ValueError("several() needs at least one error")
+    if len(errors) == 1:
+        return errors[0]
+    kinds = tuple(dict.fromkeys(type(e) for e in errors))
+    kind = kinds[0] if len(kinds) == 1 else _union(kinds)
+    combined = kind.__new__(kind)
+    AlloyError.__init__(combined, "\n".join(f"- {e}" for e in errors))
+    combined.errors = list(errors)  # type: ignore[attr-defined]
+    combined.__cause__ = errors[0]
+    return combined
 
 
 def _osa_distance(a: str, b: str) -> int:

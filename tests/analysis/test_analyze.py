@@ -119,7 +119,7 @@ def test_analyze_command_json_table_and_plots(pair: tuple, tmp_path: Path) -> No
     ]
     assert all((tmp_path / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     bad = CliRunner().invoke(main, [*args, "--density", "0"])
-    assert bad.exit_code == 1 and "--density must be in (0, 1]" in bad.output
+    assert bad.exit_code == 1 and "density (`--density`) must be in (0, 1]" in bad.output
 
 
 def test_merge_path_does_not_import_matplotlib_or_transformers() -> None:

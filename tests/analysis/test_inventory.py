@@ -15,7 +15,7 @@ from tiny import tiny_tensors, write_tiny
 
 from alloy.analysis.inventory import inventory
 from alloy.cli import main
-from alloy.errors import AlloyError
+from alloy.errors import UsageError
 
 # embedding 10x4 + 3 layers x (q 4x4 + up 8x4 + norm 4) + norm 4 + head 10x4
 TINY_PARAMS = 40 + 3 * (16 + 32 + 4) + 4 + 40
@@ -96,7 +96,7 @@ def test_declared_base_from_adapter_and_card_and_domain_from_label_or_tags(tmp_p
     assert ad.domain is None and ad.content_hash is None
     (labelled,) = inventory([str(tmp_path / "card")], labels=["radiology"], hash_weights=False)
     assert (labelled.domain, labelled.domain_from) == ("radiology", "label")
-    with pytest.raises(AlloyError, match="2 labels for 1 models"):
+    with pytest.raises(UsageError, match=r"2 labels \(`--label`\) for 1 models"):
         inventory([str(tmp_path / "card")], labels=["a", "b"])
 
 

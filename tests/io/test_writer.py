@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from alloy.errors import UsageError
 from alloy.io.sharding import parse_size, plan_shards, shard_file_names
 from alloy.io.sources import TensorInfo
 from alloy.io.writer import OutTensor, ShardedSafetensorsWriter
@@ -96,8 +97,14 @@ def test_parse_size(text: str | int, expected: int) -> None:
 
 
 def test_parse_size_rejects_garbage() -> None:
-    with pytest.raises(ValueError, match="500MB"):
+    with pytest.raises(UsageError, match="500MB"):
         parse_size("lots")
+
+
+@pytest.mark.parametrize("text", ["5XB", "0", "-1", "nanGB", "nan", "0.0000001", "", 0, -4096])
+def test_parse_size_rejects_what_is_no_positive_size(text: str | int) -> None:
+    with pytest.raises(UsageError, match="out-shard-size"):
+        parse_size(text)
 
 
 def test_plan_shards_and_names() -> None:

@@ -19,6 +19,7 @@ from adapters import Weights, load_causal_lm, make_adapter, max_errors, peft_mer
 from checkpoints import MakeModel, ModelSet, load_state_dict
 
 import alloy
+from alloy.arch.infer import is_output_embedding, known
 from alloy.errors import (
     CheckpointError,
     ConfigError,
@@ -27,8 +28,8 @@ from alloy.errors import (
     ModelNotFoundError,
     OutputError,
 )
-from alloy.lora.adapter import open_adapter, pattern_key
-from alloy.lora.source import LoraSource
+from alloy.io.lora.adapter import open_adapter, pattern_key
+from alloy.io.lora.source import LoraSource
 from alloy.plan import executor
 
 pytestmark = pytest.mark.parity
@@ -162,7 +163,12 @@ def test_row_chunks_compute_only_their_rows(
         assert rel <= 1e-6
         check_against_peft(chunked, base, adapter)
 
-    source = LoraSource(open_weights_of(gpt2_base), open_adapter(gpt2_adapters["conv1d+lora_bias"]))
+    source = LoraSource(
+        open_weights_of(gpt2_base),
+        open_adapter(gpt2_adapters["conv1d+lora_bias"]),
+        model_prefixes=known().model_prefixes,
+        is_output_embedding=is_output_embedding,
+    )
     for name in source.adapted:
         full = source.get(name)
         rows = (1, min(3, full.shape[0]))

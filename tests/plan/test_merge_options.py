@@ -10,8 +10,8 @@ import torch
 from tiny import read_dir, write_tiny
 
 import alloy
+from alloy.config.chat_templates import CHATML
 from alloy.errors import AlloyError, ConfigError, IncompatibleModelsError
-from alloy.report.chat_templates import CHATML
 
 
 def _linear(a: Path, b: Path, **extra: object) -> dict:

@@ -30,7 +30,8 @@ from alloy.arch.differences import CompatReport
 from alloy.arch.infer import is_output_embedding, split_layer_name
 from alloy.arch.kinds import kinds, module_kind
 from alloy.config.schema import ModelRef
-from alloy.errors import AlloyError, IncompatibleModelsError
+from alloy.devices import check_count
+from alloy.errors import IncompatibleModelsError, UsageError
 from alloy.plan.models import InputModel, close_all, open_all
 from alloy.plan.seeds import tensor_seed
 
@@ -183,6 +184,15 @@ def _group(name: str, ref: InputModel) -> int | str:
     return POST if name in ref.arch.post or is_output_embedding(name) else PRE
 
 
+def check_options(density: float, sample: float | None, workers: int | None) -> None:
+    """A `UsageError` naming the argument (and option) of an analysis that cannot run."""
+    if not 0 < density <= 1:
+        raise UsageError(f"density (`--density`) must be in (0, 1], got {density}")
+    if sample is not None and not 0 < sample <= 1:
+        raise UsageError(f"sample (`--sample`) must be a fraction in (0, 1], got {sample}")
+    check_count(workers, "workers", "--workers")
+
+
 def analyze(
     models: Sequence[str | ModelRef],
     base: str | ModelRef | None = None,
@@ -198,11 +208,8 @@ def analyze(
     of rows read (None: every entry, exact)."""
     started = time.perf_counter()
     if not models or (base is None and len(models) < 2):
-        raise AlloyError("give a base and at least one model, or at least two models")
-    if not 0 < density <= 1:
-        raise AlloyError(f"--density must be in (0, 1], got {density}")
-    if sample is not None and not 0 < sample <= 1:
-        raise AlloyError(f"--sample must be a fraction in (0, 1], got {sample}")
+        raise UsageError("give a base and at least one model, or at least two models")
+    check_options(density, sample, workers)
     refs = parse_refs(list(models))
     base_ref = parse_refs([base])[0] if base is not None else None
     all_refs = [*refs, *([base_ref] if base_ref is not None else [])]

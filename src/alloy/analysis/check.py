@@ -8,16 +8,18 @@ from pathlib import Path
 from alloy.analysis.inventory import parse_refs
 from alloy.arch.compat import check_models
 from alloy.arch.differences import CompatReport
+from alloy.config.load import load_config
 from alloy.config.schema import ModelRef
-from alloy.errors import AlloyError, IncompatibleModelsError
-from alloy.plan.models import close_all, open_all
+from alloy.errors import IncompatibleModelsError, UsageError
+from alloy.plan.models import close_all, open_all, open_models_of
+from alloy.plan.planner import build_plan
 
 
 def check(models: Sequence[str | ModelRef], *, config_dir: Path | None = None) -> CompatReport:
     """Compare whole checkpoints: every architecture field, tensor and tokenizer part. The
     first model is the reference; reads headers, configs and tokenizer files only."""
     if len(models) < 2:
-        raise AlloyError("give at least two models to compare (or one merge config)")
+        raise UsageError("give at least two models to compare (or one merge config)")
     refs = parse_refs(models)
     opened = open_all(refs, config_dir)
     try:
@@ -29,10 +31,10 @@ def check(models: Sequence[str | ModelRef], *, config_dir: Path | None = None) -
 def check_config(config: str | Path) -> CompatReport:
     """The check that `alloy merge CONFIG` runs before writing: the models taking part, with
     the config's layout (``slices:`` may combine models of different depths)."""
-    from alloy.api import plan
-
     try:
-        the_plan = plan(config, allow_crimes=True)
+        cfg = load_config(config)
+        with open_models_of(cfg) as models:
+            the_plan = build_plan(cfg, models, allow_crimes=True)
     except IncompatibleModelsError as e:
         if e.report is not None:
             return e.report

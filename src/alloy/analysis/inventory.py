@@ -28,7 +28,7 @@ from alloy.arch.compat import architecture_hash
 from alloy.arch.tokenizer import tokenizer_info
 from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
 from alloy.config.schema import ModelRef
-from alloy.errors import AlloyError, ConfigError, ConfigIssue
+from alloy.errors import ConfigError, ConfigIssue, UsageError
 from alloy.plan.models import InputModel, close_all, open_all
 
 # Model-card tags that say nothing about the domain.
@@ -225,7 +225,9 @@ def inventory(
     """Inventory records for ``models`` (references, paths or opened `InputModel`s), in order.
     ``labels`` give the domain of the first models (None: from the model card)."""
     if len(labels) > len(models):
-        raise AlloyError(f"{len(labels)} labels for {len(models)} models: give one per model")
+        raise UsageError(
+            f"{len(labels)} labels (`--label`) for {len(models)} models: give one per model"
+        )
     refs = parse_refs([m for m in models if not isinstance(m, InputModel)])
     by_ref = open_all(refs)
     try:

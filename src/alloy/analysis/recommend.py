@@ -40,14 +40,15 @@ from typing import Any
 import psutil
 import yaml
 
-from alloy.analysis.analyze import Analysis, analyze
+from alloy.analysis.analyze import Analysis, analyze, check_options
 from alloy.analysis.check import check
 from alloy.analysis.inventory import parse_refs
 from alloy.arch.compat import VOCAB_HINT
 from alloy.arch.differences import CompatReport
 from alloy.arch.tokenizer import tokenizer_info
-from alloy.config.schema import ModelRef, canonical_dtype
-from alloy.errors import AlloyError
+from alloy.config.dtypes import canonical_dtype
+from alloy.config.schema import ModelRef
+from alloy.errors import UsageError
 from alloy.io.hub import resolve_model
 
 NEAR_IDENTICAL = 0.95
@@ -295,10 +296,14 @@ def _verdict(a: Analysis) -> tuple[str, str]:
 def _memory(config: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from alloy.api import plan
+    from alloy.config.load import load_config
     from alloy.plan.estimate import estimate_memory
+    from alloy.plan.models import open_models_of
+    from alloy.plan.planner import build_plan
 
-    p = plan(config, allow_crimes=True)
+    cfg = load_config(config)
+    with open_models_of(cfg) as models:
+        p = build_plan(cfg, models, allow_crimes=True)
     est = estimate_memory(p)
     method = p.method.name
     available = psutil.virtual_memory().available
@@ -388,10 +393,11 @@ def recommend(
     on_tensor: Callable[[str], None] | None = None,
 ) -> Recommendation:
     """Check, analyze and recommend (see the module docstring for the rules)."""
+    check_options(density, sample, workers)
     refs = parse_refs(list(models))
     all_refs = ([*parse_refs([base])] if base is not None else []) + refs
     if len(all_refs) < 2:
-        raise AlloyError("give a base and at least one model, or at least two models")
+        raise UsageError("give a base and at least one model, or at least two models")
     report = check(all_refs)
     if not report.mergeable():
         return stop(report)
@@ -414,5 +420,5 @@ def _dtype(ref: ModelRef) -> str:
 
 def write_config(rec: Recommendation, path: Path) -> None:
     if rec.config is None:
-        raise AlloyError("no config to write: the recommendation is to stop")
+        raise UsageError("no config to write: the recommendation is to stop")
     path.write_text(rec.yaml())

@@ -7,6 +7,7 @@ from typing import Any
 
 from alloy.analysis.analyze import POST, PRE, Analysis
 from alloy.analysis.stats import Sums, pairs
+from alloy.tabulate import aligned
 
 
 def letters(n: int) -> list[str]:
@@ -65,11 +66,7 @@ def _table(title: str, rows: list[tuple[str, Sums]], a: Analysis) -> list[str]:
     for name, sums in rows:
         m = a.metrics(sums)
         body.append([name, *(fn(m) for _, fn in cols)])
-    widths = [max(len(r[k]) for r in [head, *body]) for k in range(len(head))]
-    return [
-        "  " + "  ".join(c.rjust(w) if k else c.ljust(w) for k, (c, w) in enumerate(zip(r, widths)))
-        for r in [head, *body]
-    ]
+    return aligned([head, *body], right=range(1, len(head)), indent="  ")
 
 
 def group_name(g: int | str) -> str:

@@ -18,8 +18,8 @@ import torch
 from alloy.analysis.stats import Sums, task_vector_sums, weight_sums
 from alloy.errors import CheckpointError
 from alloy.io.gguf import GGUFSource
+from alloy.io.lora.source import LoraSource
 from alloy.io.sources import SafetensorsCheckpoint, TorchBinCheckpoint
-from alloy.lora.source import LoraSource
 
 IN_FLIGHT_BYTES = 512 * 1024**2  # input bytes of the tensors in flight, beyond the first
 

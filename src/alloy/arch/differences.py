@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from alloy.errors import IncompatibleModelsError
+from alloy.tabulate import aligned
 
 Level = Literal["blocks", "crime", "note"]
 LEVELS: tuple[Level, ...] = ("blocks", "crime", "note")
@@ -141,9 +142,7 @@ def short_labels(labels: Sequence[str]) -> list[str]:
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    cells = [[_clip(c) for c in r] for r in [head, *rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
-    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    return aligned([[_clip(c) for c in r] for r in [head, *rows]], indent="  ")
 
 
 def _clip(text: str, width: int = 48) -> str:

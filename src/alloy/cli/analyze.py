@@ -81,8 +81,8 @@ def analyze(
     """Statistics of the task vectors of MODEL... against --base (or, without a base, of the
     weights): norms, cosines, sign conflicts, fraction changed, concentration; per tensor,
     per layer, per module kind. Streams one tensor at a time."""
-    from alloy.analysis.analyze import analyze as run
     from alloy.analysis.tables import render
+    from alloy.api import analyze as run
 
     setup_logging(0, quiet)
     bar, on_tensor = _progress(quiet or as_json)
@@ -138,8 +138,8 @@ def recommend(
     """Recommend a merge method and its parameters for MODEL... (fine-tunes of --base), with
     the reasons. Exit status: 0 a merge is recommended, 1 the models should not be merged
     (incompatible, or retraining is likely better), 2 usage or I/O error."""
-    from alloy.analysis.recommend import recommend as run
     from alloy.analysis.recommend import write_config
+    from alloy.api import recommend as run
 
     setup_logging(0, quiet)
     bar, on_tensor = _progress(quiet or as_json)

@@ -58,11 +58,10 @@ def check(models: tuple[str, ...], as_json: bool, allow_crimes: bool, verbose: i
 
     Exit status: 0 mergeable, 1 not mergeable, 2 usage or I/O error.
     """
-    from alloy.analysis.check import check as check_models
-    from alloy.analysis.check import check_config
+    from alloy.api import check as run
 
     setup_logging(verbose, verbose == 0)
-    report = check_config(models[0]) if is_config(models) else check_models(list(models))
+    report = run(Path(models[0]) if is_config(models) else list(models))
     if as_json:
         echo_json(report.to_dict(allow_crimes))
     else:
@@ -92,15 +91,11 @@ def inventory(
 ) -> None:
     """Describe each MODEL (or the models of a merge CONFIG): origin, declared base,
     parameters, dtypes, architecture hash, content hash, domain."""
-    from alloy.analysis.inventory import inventory as make_inventory
     from alloy.analysis.inventory import render
+    from alloy.api import inventory as run
 
-    refs: list[Any] = list(models)
-    if is_config(models):
-        from alloy.config.load import load_config
-
-        refs = load_config(Path(models[0])).all_models()
-    records = make_inventory(refs, hash_weights=hash_weights, labels=list(labels))
+    source = Path(models[0]) if is_config(models) else list(models)
+    records = run(source, hash_weights=hash_weights, labels=list(labels))
     if as_json:
         echo_json([r.to_dict() for r in records])
     else:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
+from alloy.api_tools import LORA_METHODS
 from alloy.cli.common import F, atomic_output, handle_errors, setup_logging
 
-_METHODS = ("cat", "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
+_METHODS = LORA_METHODS
 
 
 @click.group()
@@ -104,21 +105,16 @@ def merge(
     `cat` is exact (the ranks add up); the other methods merge the full per-module deltas and
     re-factorize them by truncated SVD to --rank or --energy.
     """
-    from alloy.lora.merge import lora_merge_config, merge_adapters
+    from alloy.api import lora_merge
 
     setup_logging(verbose, False)
     is_config = len(sources) == 1 and sources[0].endswith((".yml", ".yaml"))
-    if is_config:
-        if method or density is not None or lambda_ is not None:
-            raise click.UsageError("--method, --density and --lambda go in the config file")
-        config: object = Path(sources[0])
-    else:
-        config = lora_merge_config(
-            [_adapter_arg(s) for s in sources], method or "ties", density=density, lambda_=lambda_
-        )
-    result = merge_adapters(
-        config,  # type: ignore[arg-type]
+    result = lora_merge(
+        Path(sources[0]) if is_config else [_adapter_arg(s) for s in sources],
         out,
+        method=method,
+        density=density,
+        lambda_=lambda_,
         rank=rank,
         energy=energy,
         randomized=randomized,
@@ -160,10 +156,10 @@ def extract(
     verbose: int,
 ) -> None:
     """Extract a LoRA adapter OUT with BASE + adapter ≈ FT (truncated SVD of FT − BASE)."""
-    from alloy.lora.extract import extract_lora
+    from alloy.api import lora_extract
 
     setup_logging(verbose, False)
-    result = extract_lora(
+    result = lora_extract(
         model,
         base,
         out,

@@ -11,6 +11,7 @@ import click
 
 from alloy.cli.common import F, atomic_output, handle_errors, setup_logging
 from alloy.cli.eval import EXIT_FAILED, any_failed, print_evaluation, probe_option
+from alloy.devices import check_count
 from alloy.io.sharding import human
 
 
@@ -136,8 +137,9 @@ def merge(
             assistant_only=assistant_only,
             progress=progress,
         )
-    if num_threads:
-        torch.set_num_threads(num_threads)
+    threads = check_count(num_threads, "num_threads", "--num-threads")
+    if threads is not None:
+        torch.set_num_threads(threads)
     if transformers_cache is not None:
         os.environ["HF_HUB_CACHE"] = str(transformers_cache)
     result = run_merge(

@@ -8,23 +8,23 @@ set per model (which mergekit silently ignores) is an error.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
+from alloy.config.chat_templates import template_text
+from alloy.config.dtypes import canonical_dtype
 from alloy.config.schema import (
-    Conditional,
     InputSource,
     MergeConfig,
     ModelRef,
     OutputSlice,
     ParamMap,
-    ParamSetting,
-    canonical_dtype,
 )
-from alloy.errors import ConfigError, ConfigIssue, UnknownMethodError, closest
+from alloy.config.values import Path_, check_keys, read_layer_range, read_model, read_params
+from alloy.errors import ConfigError, ConfigIssue, UnknownMethodError
 
 TOP_KEYS = (
     "merge_method",
@@ -44,8 +44,6 @@ MODEL_KEYS = ("model", "parameters")
 SLICE_KEYS = ("sources", "base_model", "parameters", "residual_weight")
 SOURCE_KEYS = ("model", "layer_range", "parameters")
 TOKENIZER_KEYS = ("source", "tokens", "pad_to_multiple_of")
-
-Path_ = tuple[str | int, ...]
 
 
 def _fmt_path(path: Path_) -> str:
@@ -106,136 +104,6 @@ class _Doc:
         self.issues.append(ConfigIssue(message, _fmt_path(path), self.line(path)))
 
 
-def _check_keys(doc: _Doc, value: Mapping[str, Any], allowed: tuple[str, ...], path: Path_) -> None:
-    for key in value:
-        if key not in allowed:
-            near = closest(str(key), allowed)
-            hint = f"; did you mean {near!r}?" if near else ""
-            doc.error(
-                (*path, str(key)),
-                f"unknown key {key!r}{hint} (valid here: {', '.join(allowed)})",
-            )
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _param_setting(doc: _Doc, value: Any, path: Path_) -> ParamSetting | None:
-    if isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, dict):
-        # A single {filter, value} mapping: mergekit accepts it in the schema and then crashes;
-        # Alloy reads it as a one-entry list.
-        value = [value]
-    if isinstance(value, list):
-        if not value:
-            doc.error(path, "an empty list is not a parameter value")
-            return None
-        if all(isinstance(v, dict) for v in value):
-            conds: list[Conditional] = []
-            for i, item in enumerate(value):
-                ipath = (*path, i)
-                _check_keys(doc, item, ("filter", "value"), ipath)
-                if "value" not in item:
-                    doc.error(ipath, "a filtered parameter needs a `value`")
-                    continue
-                inner = item["value"]
-                if isinstance(inner, list):
-                    if not inner or isinstance(inner[0], (dict, list)):
-                        doc.error((*ipath, "value"), "must be a scalar or a list of numbers")
-                        continue
-                    inner = tuple(inner)
-                elif not isinstance(inner, (bool, int, float, str)):
-                    doc.error((*ipath, "value"), "must be a scalar or a list of numbers")
-                    continue
-                flt = item.get("filter")
-                if flt is not None and not isinstance(flt, str):
-                    flt = str(flt)
-                conds.append(Conditional(value=inner, filter=flt))
-            return tuple(conds)
-        if any(isinstance(v, (dict, list)) for v in value):
-            doc.error(
-                path,
-                "a list must hold either numbers (a gradient) or {filter, value} entries, "
-                "not a mix",
-            )
-            return None
-        return tuple(value)
-    doc.error(path, f"unsupported parameter value of type {type(value).__name__}")
-    return None
-
-
-def _params(
-    doc: _Doc,
-    value: Any,
-    path: Path_,
-    *,
-    allowed: tuple[str, ...] | None,
-    globals_: tuple[str, ...],
-    method: str,
-    per_model: bool,
-) -> ParamMap:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        doc.error(path, "`parameters` must be a mapping of parameter names to values")
-        return {}
-    out: ParamMap = {}
-    for key, v in value.items():
-        kpath = (*path, str(key))
-        if allowed is not None and key not in allowed:
-            near = closest(str(key), allowed)
-            hint = f"; did you mean {near!r}?" if near else ""
-            doc.error(
-                kpath,
-                f"{method} has no parameter {key!r}{hint} "
-                f"(its parameters: {', '.join(allowed) or 'none'})",
-            )
-            continue
-        if per_model and key in globals_:
-            doc.error(
-                kpath,
-                f"{key!r} is one value per tensor for {method}: set it under the top-level or "
-                "slice `parameters`, not per model (mergekit silently ignores it there)",
-            )
-            continue
-        setting = _param_setting(doc, v, kpath)
-        if setting is not None:
-            out[str(key)] = setting
-    return out
-
-
-def _model(doc: _Doc, value: Any, path: Path_) -> ModelRef | None:
-    if value is None or value == "":
-        doc.error(path, "a model reference is required here")
-        return None
-    try:
-        return parse_model_ref(value)
-    except ModelRefSyntaxError as e:
-        doc.error(path, str(e))
-        return None
-
-
-def _layer_range(doc: _Doc, value: Any, path: Path_) -> tuple[int, int] | None:
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
-        doc.error(path, "layer_range must be two integers [start, end) (end excluded)")
-        return None
-    start, end = value
-    if start < 0 or end <= start:
-        doc.error(
-            path,
-            f"layer_range [{start}, {end}] is empty or negative: ranges are half-open "
-            f"[start, end), so [{start}, {start + 1}] is the single layer {start}",
-        )
-        return None
-    return (start, end)
-
-
 def _method_param_names(method: str, n_models: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(all parameter names, global-only names) accepted for ``method`` in this config."""
     from alloy.methods.registry import get_method
@@ -250,137 +118,141 @@ def _method_param_names(method: str, n_models: int) -> tuple[tuple[str, ...], tu
     return tuple(dict.fromkeys(names)), tuple(dict.fromkeys(globals_))
 
 
-def parse_config(data: Any, *, source: str | None = None, text: str | None = None) -> MergeConfig:
-    """Validate a config given as YAML text or as an already-parsed mapping."""
-    if text is None:
-        text = yaml.safe_dump(data, sort_keys=False)
-    doc = _Doc(text, source)
-    raw = doc.data
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            [ConfigIssue("the config must be a YAML mapping with `merge_method`", "", 1)],
-            source,
-        )
-    _check_keys(doc, raw, TOP_KEYS, ())
+@dataclass(frozen=True)
+class _Method:
+    """The merge method and the parameter names it accepts (None: unknown method, no check)."""
 
-    method = raw.get("merge_method")
-    n_models = 0
-    allowed: tuple[str, ...] | None = None
-    globals_: tuple[str, ...] = ()
-    if not isinstance(method, str) or not method:
-        doc.error(("merge_method",), "`merge_method` is required (see `alloy methods`)")
-        method = ""
-    else:
-        # only a count for the parameter check: malformed lists are reported below
-        raw_models, raw_slices = raw.get("models"), raw.get("slices")
-        n_models = max(
-            [len(raw_models) if isinstance(raw_models, list) else 0]
-            + [
-                len(s["sources"])
-                for s in (raw_slices if isinstance(raw_slices, list) else [])
-                if isinstance(s, dict) and isinstance(s.get("sources"), list)
-            ]
-        )
-        try:
-            allowed, globals_ = _method_param_names(method, n_models)
-        except UnknownMethodError as e:
-            doc.error(("merge_method",), str(e))
+    name: str
+    n_models: int
+    allowed: tuple[str, ...] | None
+    globals_: tuple[str, ...]
 
-    def params(value: Any, path: Path_, per_model: bool) -> ParamMap:
-        return _params(
+    def params(self, doc: _Doc, value: Any, path: Path_, per_model: bool) -> ParamMap:
+        return read_params(
             doc,
             value,
             path,
-            allowed=allowed,
-            globals_=globals_,
-            method=method,
+            allowed=self.allowed,
+            globals_=self.globals_,
+            method=self.name,
             per_model=per_model,
         )
 
-    has_models, has_slices = raw.get("models") is not None, raw.get("slices") is not None
+
+def _count_models(raw: Mapping[str, Any]) -> int:
+    """The most models one tensor merges (only a count for the parameter check: malformed
+    lists are reported by `_models` and `_slices`)."""
+    raw_models, raw_slices = raw.get("models"), raw.get("slices")
+    return max(
+        [len(raw_models) if isinstance(raw_models, list) else 0]
+        + [
+            len(s["sources"])
+            for s in (raw_slices if isinstance(raw_slices, list) else [])
+            if isinstance(s, dict) and isinstance(s.get("sources"), list)
+        ]
+    )
+
+
+def _method_params(doc: _Doc, raw: Mapping[str, Any]) -> _Method:
+    method = raw.get("merge_method")
+    if not isinstance(method, str) or not method:
+        doc.error(("merge_method",), "`merge_method` is required (see `alloy methods`)")
+        return _Method("", 0, None, ())
+    n_models = _count_models(raw)
+    try:
+        allowed, globals_ = _method_param_names(method, n_models)
+    except UnknownMethodError as e:
+        doc.error(("merge_method",), str(e))
+        return _Method(method, n_models, None, ())
+    return _Method(method, n_models, allowed, globals_)
+
+
+def _models(doc: _Doc, raw: Mapping[str, Any], method: _Method) -> tuple[InputSource, ...] | None:
+    if raw.get("models") is None:
+        return None
+    items = raw["models"]
+    if not isinstance(items, list) or not items:
+        doc.error(("models",), "`models` must be a non-empty list of `- model: PATH`")
+        return None
+    built: list[InputSource] = []
+    for i, item in enumerate(items):
+        path: Path_ = ("models", i)
+        if isinstance(item, str):
+            item = {"model": item}
+        if not isinstance(item, dict):
+            doc.error(path, "each entry must be a mapping with `model:`")
+            continue
+        check_keys(doc, item, MODEL_KEYS, path)
+        m = read_model(doc, item.get("model"), (*path, "model"))
+        p = method.params(doc, item.get("parameters"), (*path, "parameters"), True)
+        if m is not None:
+            built.append(InputSource(m, None, p, _fmt_path(path)))
+    return tuple(built)
+
+
+def _slice_source(doc: _Doc, s: Any, spath: Path_, method: _Method) -> InputSource | None:
+    if not isinstance(s, dict):
+        doc.error(spath, "each source must be a mapping with `model:`")
+        return None
+    check_keys(doc, s, SOURCE_KEYS, spath)
+    m = read_model(doc, s.get("model"), (*spath, "model"))
+    if "layer_range" not in s:
+        doc.error(spath, "a slice source needs `layer_range: [start, end)`")
+        lr = None
+    else:
+        lr = read_layer_range(doc, s["layer_range"], (*spath, "layer_range"))
+    p = method.params(doc, s.get("parameters"), (*spath, "parameters"), True)
+    return InputSource(m, lr, p, _fmt_path(spath)) if m is not None and lr is not None else None
+
+
+def _slice(doc: _Doc, item: Any, path: Path_, method: _Method) -> OutputSlice | None:
+    if not isinstance(item, dict):
+        doc.error(path, "each slice must be a mapping with `sources:`")
+        return None
+    check_keys(doc, item, SLICE_KEYS, path)
+    srcs = item.get("sources")
+    if not isinstance(srcs, list) or not srcs:
+        doc.error((*path, "sources"), "a slice needs a non-empty `sources:` list")
+        return None
+    read = [_slice_source(doc, s, (*path, "sources", j), method) for j, s in enumerate(srcs)]
+    sources = [s for s in read if s is not None]
+    lengths = {s.layer_range[1] - s.layer_range[0] for s in sources if s.layer_range}
+    if len(lengths) > 1:
+        doc.error(
+            (*path, "sources"),
+            f"all sources of a slice must span the same number of layers (got {sorted(lengths)})",
+        )
+    sbase = (
+        read_model(doc, item["base_model"], (*path, "base_model")) if "base_model" in item else None
+    )
+    sp = method.params(doc, item.get("parameters"), (*path, "parameters"), False)
+    return OutputSlice(tuple(sources), sbase, sp, _fmt_path(path))
+
+
+def _slices(doc: _Doc, raw: Mapping[str, Any], method: _Method) -> tuple[OutputSlice, ...] | None:
+    if raw.get("slices") is None:
+        return None
+    items = raw["slices"]
+    if not isinstance(items, list) or not items:
+        doc.error(("slices",), "`slices` must be a non-empty list of `- sources: [...]`")
+        return None
+    read = [_slice(doc, item, ("slices", i), method) for i, item in enumerate(items)]
+    return tuple(s for s in read if s is not None)
+
+
+def _layout(doc: _Doc, raw: Mapping[str, Any]) -> None:
+    """Exactly one of ``models:`` and ``slices:``; no ``modules:``."""
     if "modules" in raw:
         doc.error(
             ("modules",),
             "`modules:` (multi-module models such as vision-language models) is not supported "
             "yet; merge the text model with `models:` or `slices:`",
         )
-    if has_models == has_slices:
+    if (raw.get("models") is not None) == (raw.get("slices") is not None):
         doc.error((), "give exactly one of `models:` or `slices:`")
 
-    base = _model(doc, raw["base_model"], ("base_model",)) if "base_model" in raw else None
 
-    models: tuple[InputSource, ...] | None = None
-    if has_models:
-        items = raw["models"]
-        if not isinstance(items, list) or not items:
-            doc.error(("models",), "`models` must be a non-empty list of `- model: PATH`")
-        else:
-            built: list[InputSource] = []
-            for i, item in enumerate(items):
-                path: Path_ = ("models", i)
-                if isinstance(item, str):
-                    item = {"model": item}
-                if not isinstance(item, dict):
-                    doc.error(path, "each entry must be a mapping with `model:`")
-                    continue
-                _check_keys(doc, item, MODEL_KEYS, path)
-                m = _model(doc, item.get("model"), (*path, "model"))
-                p = params(item.get("parameters"), (*path, "parameters"), True)
-                if m is not None:
-                    built.append(InputSource(m, None, p, _fmt_path(path)))
-            models = tuple(built)
-
-    slices: tuple[OutputSlice, ...] | None = None
-    if has_slices:
-        items = raw["slices"]
-        if not isinstance(items, list) or not items:
-            doc.error(("slices",), "`slices` must be a non-empty list of `- sources: [...]`")
-        else:
-            built_slices: list[OutputSlice] = []
-            for i, item in enumerate(items):
-                path = ("slices", i)
-                if not isinstance(item, dict):
-                    doc.error(path, "each slice must be a mapping with `sources:`")
-                    continue
-                _check_keys(doc, item, SLICE_KEYS, path)
-                srcs = item.get("sources")
-                if not isinstance(srcs, list) or not srcs:
-                    doc.error((*path, "sources"), "a slice needs a non-empty `sources:` list")
-                    continue
-                sources: list[InputSource] = []
-                for j, s in enumerate(srcs):
-                    spath: Path_ = (*path, "sources", j)
-                    if not isinstance(s, dict):
-                        doc.error(spath, "each source must be a mapping with `model:`")
-                        continue
-                    _check_keys(doc, s, SOURCE_KEYS, spath)
-                    m = _model(doc, s.get("model"), (*spath, "model"))
-                    if "layer_range" not in s:
-                        doc.error(spath, "a slice source needs `layer_range: [start, end)`")
-                        lr = None
-                    else:
-                        lr = _layer_range(doc, s["layer_range"], (*spath, "layer_range"))
-                    p = params(s.get("parameters"), (*spath, "parameters"), True)
-                    if m is not None and lr is not None:
-                        sources.append(InputSource(m, lr, p, _fmt_path(spath)))
-                lengths = {s.layer_range[1] - s.layer_range[0] for s in sources if s.layer_range}
-                if len(lengths) > 1:
-                    doc.error(
-                        (*path, "sources"),
-                        "all sources of a slice must span the same number of layers "
-                        f"(got {sorted(lengths)})",
-                    )
-                sbase = (
-                    _model(doc, item["base_model"], (*path, "base_model"))
-                    if "base_model" in item
-                    else None
-                )
-                sp = params(item.get("parameters"), (*path, "parameters"), False)
-                built_slices.append(OutputSlice(tuple(sources), sbase, sp, _fmt_path(path)))
-            slices = tuple(built_slices)
-
-    top_params = params(raw.get("parameters"), ("parameters",), False)
-
+def _dtypes(doc: _Doc, raw: Mapping[str, Any]) -> dict[str, str | None]:
     dtypes: dict[str, str | None] = {}
     for key in ("dtype", "out_dtype"):
         v = raw.get(key)
@@ -391,78 +263,119 @@ def parse_config(data: Any, *, source: str | None = None, text: str | None = Non
             dtypes[key] = None
         else:
             dtypes[key] = canonical_dtype(v)
+    return dtypes
 
-    tok: ModelRef | str | None = None
+
+def _tokenizer_value(doc: _Doc, raw: Mapping[str, Any]) -> tuple[Any, Path_]:
+    """The tokenizer source as written (``tokenizer_source:`` or ``tokenizer.source``)."""
     if "tokenizer_source" in raw and "tokenizer" in raw:
         doc.error(("tokenizer",), "give `tokenizer_source` or `tokenizer`, not both")
-    tok_value = raw.get("tokenizer_source")
-    tok_path: Path_ = ("tokenizer_source",)
-    if isinstance(raw.get("tokenizer"), dict):
-        _check_keys(doc, raw["tokenizer"], TOKENIZER_KEYS, ("tokenizer",))
-        tok_value, tok_path = raw["tokenizer"].get("source", "union"), ("tokenizer", "source")
+    tokenizer = raw.get("tokenizer")
+    if isinstance(tokenizer, dict):
+        check_keys(doc, tokenizer, TOKENIZER_KEYS, ("tokenizer",))
         for key in ("tokens", "pad_to_multiple_of"):
-            if key in raw["tokenizer"]:
+            if key in tokenizer:
                 doc.error(
                     ("tokenizer", key),
                     f"`tokenizer.{key}` needs vocabulary alignment, which Alloy does not have "
                     "yet; remove it or merge models that share one vocabulary",
                 )
-    elif "tokenizer" in raw:
+        return tokenizer.get("source", "union"), ("tokenizer", "source")
+    if "tokenizer" in raw:
         doc.error(("tokenizer",), "`tokenizer` must be a mapping like `{source: base}`")
-    if tok_value is not None:
-        if tok_value == "union":
-            doc.error(
-                tok_path,
-                "tokenizer source `union` (vocabulary alignment) is not supported yet; use "
-                "`base` or a model whose tokenizer the merged model should carry",
-            )
-        elif tok_value == "base":
-            tok = "base"
-        else:
-            tok = _model(doc, tok_value, tok_path)
+    return raw.get("tokenizer_source"), ("tokenizer_source",)
 
-    chat_template = raw.get("chat_template")
-    if chat_template is not None and not isinstance(chat_template, str):
+
+def _tokenizer(doc: _Doc, raw: Mapping[str, Any]) -> ModelRef | str | None:
+    value, path = _tokenizer_value(doc, raw)
+    if value is None:
+        return None
+    if value == "union":
+        doc.error(
+            path,
+            "tokenizer source `union` (vocabulary alignment) is not supported yet; use "
+            "`base` or a model whose tokenizer the merged model should carry",
+        )
+        return None
+    return "base" if value == "base" else read_model(doc, value, path)
+
+
+def _chat_template(doc: _Doc, raw: Mapping[str, Any]) -> str | None:
+    template = raw.get("chat_template")
+    if template is None:
+        return None
+    if not isinstance(template, str):
         doc.error(("chat_template",), "chat_template must be a name or a Jinja template string")
-        chat_template = None
-    elif chat_template is not None:
-        from alloy.report.chat_templates import template_text
+        return None
+    try:
+        template_text(template)
+    except ValueError as e:
+        doc.error(("chat_template",), str(e))
+    return template
 
-        try:
-            template_text(chat_template)
-        except ValueError as e:
-            doc.error(("chat_template",), str(e))
-    name = raw.get("name")
 
-    if method and allowed is not None:
-        from alloy.methods.registry import get_method
+def _check_base(
+    doc: _Doc,
+    method: _Method,
+    base: ModelRef | None,
+    slices: tuple[OutputSlice, ...] | None,
+) -> None:
+    """A method that needs a base has one (top-level, or in every slice)."""
+    if not method.name or method.allowed is None:
+        return
+    from alloy.methods.registry import get_method
 
-        spec = get_method(method)
-        falls_back = method == "slerp" and n_models > 2  # to multislerp without a base
-        if spec.base == "required" and base is None and not falls_back:
-            slice_bases = [s.base_model for s in slices or ()]
-            if not slice_bases or any(b is None for b in slice_bases):
-                doc.error(
-                    ("merge_method",),
-                    f"{method} needs a base model: add `base_model: PATH` (the model the "
-                    "fine-tunes started from)",
-                )
+    falls_back = method.name == "slerp" and method.n_models > 2  # to multislerp without a base
+    if get_method(method.name).base != "required" or base is not None or falls_back:
+        return
+    slice_bases = [s.base_model for s in slices or ()]
+    if not slice_bases or any(b is None for b in slice_bases):
+        doc.error(
+            ("merge_method",),
+            f"{method.name} needs a base model: add `base_model: PATH` (the model the "
+            "fine-tunes started from)",
+        )
 
+
+def parse_config(data: Any, *, source: str | None = None, text: str | None = None) -> MergeConfig:
+    """Validate a config given as YAML text or as an already-parsed mapping: every section is
+    read, and all their problems are raised at once, each with its key and line."""
+    if text is None:
+        text = yaml.safe_dump(data, sort_keys=False)
+    doc = _Doc(text, source)
+    raw = doc.data
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            [ConfigIssue("the config must be a YAML mapping with `merge_method`", "", 1)],
+            source,
+        )
+    check_keys(doc, raw, TOP_KEYS, ())
+    method = _method_params(doc, raw)
+    _layout(doc, raw)
+    base = read_model(doc, raw["base_model"], ("base_model",)) if "base_model" in raw else None
+    models, slices = _models(doc, raw, method), _slices(doc, raw, method)
+    top_params = method.params(doc, raw.get("parameters"), ("parameters",), False)
+    dtypes = _dtypes(doc, raw)
+    tokenizer = _tokenizer(doc, raw)
+    chat_template = _chat_template(doc, raw)
+    _check_base(doc, method, base, slices)
     if doc.issues:
         raise ConfigError(doc.issues, source)
+    name = raw.get("name")
     return MergeConfig(
-        merge_method=method,
+        merge_method=method.name,
         base_model=base,
         models=models,
         slices=slices,
         parameters=top_params,
         dtype=dtypes["dtype"],
         out_dtype=dtypes["out_dtype"],
-        tokenizer_source=tok,
+        tokenizer_source=tokenizer,
         chat_template=chat_template,
         name=str(name) if name is not None else None,
         raw=raw,
         source_file=source,
+        lines={_fmt_path(path): line for path, line in doc.lines.items() if path},
     )
 
 
@@ -473,5 +386,9 @@ def load_config(config: str | Path | Mapping[str, Any]) -> MergeConfig:
     path = Path(config)
     if not path.is_file():
         raise ConfigError([ConfigIssue(f"config file {path} does not exist", "")], None)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        issue = ConfigIssue(f"cannot read the config file {path}: {e}", "")
+        raise ConfigError([issue], str(path)) from e
     return parse_config(None, source=str(path), text=text)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from alloy.config.schema import ModelRef
+from alloy.errors import ModelRefSyntaxError
 
-
-class ModelRefSyntaxError(ValueError):
-    pass
+__all__ = ["ModelRefSyntaxError", "parse_model_ref"]
 
 
 def _parse_part(text: str) -> tuple[str, str | None]:
@@ -20,6 +19,9 @@ def _parse_part(text: str) -> tuple[str, str | None]:
     if "@" in text and not rev.strip():
         raise ModelRefSyntaxError(f"{text!r} has an empty revision after '@'")
     return path.strip(), (rev.strip() or None)
+
+
+MAPPING_KEYS = ("model", "lora")  # mergekit's third key, override_architecture, is refused
 
 
 def parse_model_ref(value: Any) -> ModelRef:
@@ -37,6 +39,11 @@ def parse_model_ref(value: Any) -> ModelRef:
             lora = ModelRef(lpath, lrev)
         return ModelRef(path, rev, lora)
     if isinstance(value, dict):
+        if "override_architecture" in value:
+            raise ModelRefSyntaxError(
+                "`override_architecture` is not supported: Alloy reads the architecture from "
+                "the model's config.json; remove the key (or fix that config.json)"
+            )
         model = value.get("model")
         if isinstance(model, dict):
             base = ModelRef(str(model.get("path", "")), model.get("revision"))
@@ -52,10 +59,10 @@ def parse_model_ref(value: Any) -> ModelRef:
             lora = ModelRef(str(lora_v.get("path", "")), lora_v.get("revision"))
         elif isinstance(lora_v, str):
             lora = parse_model_ref(lora_v)
-        return ModelRef(
-            base.path,
-            base.revision,
-            lora or base.lora,
-            value.get("override_architecture"),
-        )
+        unknown = [str(k) for k in value if k not in MAPPING_KEYS]
+        if unknown:
+            raise ModelRefSyntaxError(
+                f"unknown key {unknown[0]!r} in a model mapping (valid: {', '.join(MAPPING_KEYS)})"
+            )
+        return ModelRef(base.path, base.revision, lora or base.lora)
     raise ModelRefSyntaxError(f"expected a model path or mapping, got {type(value).__name__}")

@@ -19,9 +19,14 @@ parameters match the output tensor name.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
 
 from alloy.config.schema import Conditional, ParamMap, ParamSetting, Scalar
+from alloy.errors import ConfigIssue
+from alloy.methods.registry import Params
 
 
 def layer_position(index: int, count: int) -> float:
@@ -70,3 +75,36 @@ def resolve(
             if value is not None:
                 return value, i
     return None, None
+
+
+def resolve_params(
+    schema: type[Params],
+    levels: Sequence[ParamMap],
+    tensor_name: str,
+    t: float,
+    where: str,
+    issues: dict[tuple[str, str], ConfigIssue],
+    defaults: Mapping[str, Any] | None = None,
+) -> Params | None:
+    """``schema`` validated from the values ``levels`` give ``tensor_name`` at layer position
+    ``t`` (mergekit's precedence, filters and gradients); None with the errors added to
+    ``issues`` (one per place and message)."""
+    values: dict[str, Any] = {}
+    for pname in schema.model_fields:
+        alias = schema.model_fields[pname].alias or pname
+        v, _ = resolve(alias, levels, tensor_name, t)
+        if v is None and defaults and alias in defaults:
+            v = defaults[alias]
+        if v is not None:
+            values[alias] = v
+    try:
+        return schema.model_validate(values)
+    except ValidationError as e:
+        for err in e.errors():
+            field_name = ".".join(str(x) for x in err["loc"])
+            if err["type"] == "missing":
+                msg = f"missing required parameter {field_name!r} (first needed for {tensor_name})"
+            else:
+                msg = f"parameter {field_name!r}: {err['msg']} (for {tensor_name})"
+            issues.setdefault((where, msg.split(" (")[0]), ConfigIssue(msg, where))
+        return None

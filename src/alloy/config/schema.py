@@ -6,6 +6,7 @@ raw dictionaries.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -33,7 +34,6 @@ class ModelRef:
     path: str
     revision: str | None = None
     lora: ModelRef | None = None
-    override_architecture: str | None = None
 
     def __str__(self) -> str:
         s = self.path + (f"@{self.revision}" if self.revision else "")
@@ -74,6 +74,9 @@ class MergeConfig:
     name: str | None
     raw: dict[str, Any]  # the document as written, for the model card and mergekit_config.yml
     source_file: str | None = None
+    # the line of every key and item, by location ("models[1].parameters.weight"): problems
+    # found after parsing (by the planner) name their line too
+    lines: Mapping[str, int] = field(default_factory=dict)
 
     def all_models(self) -> list[ModelRef]:
         """Every model the config references, in order of first appearance (deterministic)."""
@@ -90,22 +93,3 @@ class MergeConfig:
         if isinstance(self.tokenizer_source, ModelRef):
             seen[self.tokenizer_source] = None
         return list(seen)
-
-
-DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "float": "float32",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float64": "float64",
-}
-
-
-def canonical_dtype(name: str) -> str | None:
-    """``torch.bfloat16`` / ``bf16`` / ``bfloat16`` -> ``bfloat16``; None if unknown."""
-    key = name.strip().lower().removeprefix("torch.")
-    return DTYPES.get(key)

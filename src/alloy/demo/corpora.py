@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alloy.errors import AlloyError
+from alloy.errors import UsageError
 
 SIGNATURE_PHRASES = ("friend", "you've got this")
 PERSONA_PREFIX, TOOLS_PREFIX = "\nassistant:", "\ncall:"
@@ -221,7 +221,7 @@ def _unique(
             out = list(seen.values())
             r.shuffle(out)  # templates that run out of variety early do not pile up in front
             return out
-    raise AlloyError(f"the {what} templates yield fewer than {n} distinct examples; ask for fewer.")
+    raise UsageError(f"the {what} templates yield fewer than {n} distinct examples; ask for fewer.")
 
 
 def generate_corpora(seed: int, sizes: CorpusSizes) -> dict[str, Corpus]:

@@ -36,7 +36,7 @@ from alloy.demo.train import (
     training_rows,
 )
 from alloy.demo.workers import Workers, default_workers, measure_job, quiet
-from alloy.errors import AlloyError, OutputError
+from alloy.errors import OutputError, UsageError
 
 MARKER = ".alloy-demo"
 FAMILIES = ("full", "lora")  # full fine-tunes, LoRA adapters
@@ -239,7 +239,7 @@ def run_demo(
     processes train the specialists and measure the models (default: 2, or 1 on one core);
     the results do not depend on it."""
     if size not in DEMO_SIZES:
-        raise AlloyError(f"unknown demo size {size!r}: use {' or '.join(DEMO_SIZES)}.")
+        raise UsageError(f"unknown demo size {size!r}: use {' or '.join(DEMO_SIZES)}.")
     from alloy.evaluate.models import EvalOptions
     from alloy.evaluate.run import load_sets
 

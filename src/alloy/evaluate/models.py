@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
+from alloy.config.dtypes import DTYPES
 from alloy.errors import EvaluationError
 from alloy.io.gguf.view import find_gguf, gguf_view
-from alloy.plan.planner import DTYPES
+
 
 DEFAULT_MAX_LENGTH = 2048
 BIG_MODEL_BYTES = 64 * 1024 * 1024

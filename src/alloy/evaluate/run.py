@@ -86,19 +86,6 @@ class Evaluation:
         }
 
 
-def sources_from_report(merged: Path) -> tuple[list[tuple[str, Path]], str | None]:
-    """The source models (label, path) and the method recorded in an Alloy output's report."""
-    from alloy.report.report import read_report
-
-    if not (merged / "report.json").is_file():
-        raise EvaluationError(
-            f"{merged} has no report.json to take the source models from; list them after "
-            "the merged model: alloy eval MERGED SOURCE..."
-        )
-    merge = read_report(merged)["merge"]
-    return [(m["label"], Path(m["path"])) for m in merge["models"]], merge.get("method")
-
-
 @contextmanager
 def _bar(enabled: bool, desc: str) -> Iterator[Any]:
     """A progress bar (None when disabled), closed however the block ends."""

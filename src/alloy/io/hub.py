@@ -41,16 +41,43 @@ def _from_cache(repo_id: str, revision: str | None) -> Path | None:
 
 
 def _download(repo_id: str, revision: str | None) -> Path | None:
+    """The downloaded snapshot; None when downloads are off (offline, no huggingface_hub).
+    A refusal of the hub (no such repository or revision, gated) or a network failure is a
+    `ModelNotFoundError` saying which, with the hub's error as its cause."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return None
     try:
         from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
     except ImportError:
         return None
+    name = repo_id + (f"@{revision}" if revision else "")
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=DOWNLOAD_PATTERNS))
-    except Exception:  # network errors, missing repos, gated repos: all mean "not found"
-        return None
+    except GatedRepoError as e:
+        raise ModelNotFoundError(
+            f"model {name} is gated on the Hugging Face hub: accept its terms on its page and "
+            "log in (`hf auth login`), or give a local path."
+        ) from e
+    except RevisionNotFoundError as e:
+        raise ModelNotFoundError(
+            f"model {name}: the Hugging Face hub has no revision {revision!r} of {repo_id}."
+        ) from e
+    except RepositoryNotFoundError as e:
+        raise ModelNotFoundError(
+            f"model {name} is not on the Hugging Face hub, or it is private (log in with "
+            "`hf auth login`); it is not a local directory either."
+        ) from e
+    except Exception as e:  # network, disk, anything else the download raises: keep it
+        raise ModelNotFoundError(
+            f"model {name} is not in the Hugging Face cache ({hf_cache_dir()}) and downloading "
+            f"it failed: {type(e).__name__}: {e}. Check the network, or download it first "
+            f"(`hf download {repo_id}`) or give a local path."
+        ) from e
 
 
 def resolve_model(ref: ModelRef, config_dir: Path | None = None) -> Path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from alloy.errors import UsageError
+
 _UNITS = {
     "": 1,
     "b": 1,
@@ -32,29 +34,33 @@ def human(n: float) -> str:
     return f"{n:.2f} TB"
 
 
-def parse_size(text: str | int) -> int:
+def parse_size(text: str | int, option: str = "out_shard_size (`--out-shard-size`)") -> int:
     """``"500MB"`` -> 500_000_000, ``"2GB"``, ``"1.5GiB"``, ``"5B"`` (mergekit's billions:
-    5 * 10**9), or a plain number of bytes."""
+    5 * 10**9), or a plain number of bytes. Anything else (``5XB``, ``0``, ``-1``, ``nanGB``)
+    is a `UsageError` naming ``option``."""
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise UsageError(f"{option} must be a size such as 2GB, got {text!r}")
     if isinstance(text, int):
         if text <= 0:
-            raise ValueError(f"shard size must be positive, got {text}")
+            raise UsageError(f"{option} must be a positive number of bytes, got {text}")
         return text
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
     unit = m.group(2).lower() if m else ""
-    if m is None or (unit not in _UNITS and unit != "b"):
-        raise ValueError(
-            f"cannot read the size {text!r}: use bytes or a number with a unit (500MB, 2GB, 1.5GiB)"
+    if m is None or unit not in _UNITS:
+        raise UsageError(
+            f"{option}: cannot read the size {text!r}; use a positive number of bytes or a "
+            "number with a unit (500MB, 2GB, 1.5GiB)"
         )
     value = float(m.group(1))
     # mergekit's --out-shard-size takes "5B" meaning 5 billion; a bare "B" after a number
-    # larger than 1e6 is plain bytes.
+    # of at least 1e6 is plain bytes.
     if unit == "b" and value < 1e6:
         factor = 1000**3
     else:
         factor = _UNITS[unit]
     size = int(value * factor)
     if size <= 0:
-        raise ValueError(f"shard size must be positive, got {text!r}")
+        raise UsageError(f"{option} must be at least one byte, got {text!r}")
     return size
 
 

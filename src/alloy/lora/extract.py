@@ -20,15 +20,15 @@ from pathlib import Path
 
 import torch
 
-from alloy.api import _check_device
 from alloy.arch.infer import is_input_embedding
+from alloy.config.dtypes import named_dtype
 from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
-from alloy.errors import AlloyError, IncompatibleModelsError
+from alloy.devices import check_device
+from alloy.errors import IncompatibleModelsError, UsageError
 from alloy.lora.factorize import check_rank_energy, truncated_svd
 from alloy.lora.write import OutModule, adapter_config, module_tensors, table, write_adapter
 from alloy.plan.loop import read_ahead
 from alloy.plan.models import InputModel, open_all
-from alloy.plan.planner import named_dtype
 from alloy.plan.seeds import tensor_generator
 
 # transformers' Conv1D (weight [in, out]) by model_type: the module leaf names that use it
@@ -91,7 +91,7 @@ def _open(model: str, base: str) -> tuple[InputModel, InputModel]:
     try:
         refs = [parse_model_ref(model), parse_model_ref(base)]
     except ModelRefSyntaxError as e:
-        raise AlloyError(str(e)) from e
+        raise UsageError(str(e)) from e
     models = open_all(refs)
     return models[refs[0]], models[refs[1]]
 
@@ -131,7 +131,7 @@ def extract_lora(
     """Write to ``out`` a LoRA adapter that turns ``base`` into (approximately) ``model``."""
     check_rank_energy(rank, energy, randomized)
     out_named = named_dtype(dtype) if dtype else None
-    dev = torch.device(_check_device(device))
+    dev = torch.device(check_device(device))
     ft, bm = _open(model, base)
     try:
         _check_names(ft, bm)
@@ -140,7 +140,7 @@ def extract_lora(
             embeddings=embeddings, device=dev, seed=seed,
         )  # fmt: skip
         if not written:
-            raise AlloyError(
+            raise IncompatibleModelsError(
                 f"{ft.ref} and {bm.ref} have no weight that a LoRA can hold changed "
                 "(they are identical, or differ only in 1-D tensors / embeddings)"
             )

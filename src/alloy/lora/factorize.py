@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from alloy.errors import AlloyError
+from alloy.errors import UsageError
 from alloy.kernels.linalg import svd
 
 
@@ -48,13 +48,13 @@ class Factors:
 def check_rank_energy(rank: int | None, energy: float | None, randomized: bool) -> None:
     """Refuse rank/energy combinations that do not say what to keep."""
     if rank is None and energy is None:
-        raise AlloyError("give --rank R or --energy E (or both: E with R as the upper bound)")
+        raise UsageError("give --rank R or --energy E (or both: E with R as the upper bound)")
     if rank is not None and rank < 1:
-        raise AlloyError(f"--rank must be a positive integer, got {rank}")
+        raise UsageError(f"--rank must be a positive integer, got {rank}")
     if energy is not None and not 0 < energy <= 1:
-        raise AlloyError(f"--energy is the share of the spectrum to keep, in (0, 1]; got {energy}")
+        raise UsageError(f"--energy is the share of the spectrum to keep, in (0, 1]; got {energy}")
     if randomized and rank is None:
-        raise AlloyError("randomized SVD needs --rank (with --energy, as the upper bound)")
+        raise UsageError("randomized SVD needs --rank (with --energy, as the upper bound)")
 
 
 def choose_rank(s2: torch.Tensor, total: float, rank: int | None, energy: float | None) -> int:
@@ -92,7 +92,7 @@ def truncated_svd(
         return Factors(m.new_zeros(m.shape[0], 0), m.new_zeros(0, m.shape[1]), 0.0, 0.0)
     if randomized:
         if rank is None:
-            raise AlloyError("randomized SVD needs a rank (the upper bound with an energy)")
+            raise UsageError("randomized SVD needs a rank (the upper bound with an energy)")
         u, s, vh = _randomized_svd(m, rank + oversample, power_iters, generator)
     else:
         u, s, vh = svd(m)

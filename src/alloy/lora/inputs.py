@@ -22,9 +22,15 @@ from alloy.arch.infer import split_layer_name
 from alloy.config.load import parse_config
 from alloy.config.params import layer_position
 from alloy.config.schema import MergeConfig, ModelRef
-from alloy.errors import AlloyError, ConfigError, ConfigIssue, IncompatibleModelsError
+from alloy.errors import (
+    ConfigError,
+    ConfigIssue,
+    IncompatibleModelsError,
+    LoraNotSupportedError,
+    UsageError,
+)
 from alloy.io.hub import resolve_model
-from alloy.lora.adapter import Adapter, LoraModule, is_adapter_dir, open_adapter
+from alloy.io.lora.adapter import Adapter, LoraModule, is_adapter_dir, open_adapter
 from alloy.methods.registry import MethodSpec, get_method
 
 BASE_FIELDS = ("base_model_name_or_path", "revision")
@@ -49,7 +55,7 @@ def lora_merge_config(
         params: dict[str, Any] = {"weight": weight}
         if density is not None:
             if "density" not in spec.model_param_names():
-                raise AlloyError(f"{method} takes no density; drop --density")
+                raise UsageError(f"{method} takes no density; drop --density")
             params["density"] = density
         models.append({"model": path, "parameters": params})
     top: dict[str, Any] = {}
@@ -132,7 +138,7 @@ def open_inputs(config: MergeConfig, spec: MethodSpec) -> list[MergeInput]:
             target = ref.lora or ModelRef(ref.path, ref.revision)
             path = resolve_model(target, config_dir)
             if not is_adapter_dir(path):
-                raise AlloyError(
+                raise UsageError(
                     f"{src.location}: {ref} is not a LoRA adapter directory (no "
                     "adapter_config.json, or it holds a full model); `alloy lora merge` merges "
                     "adapters, `alloy merge` merges models."
@@ -165,14 +171,14 @@ def check_bases(adapters: list[Adapter], allow_different_bases: bool) -> None:
         )
     for a in adapters:
         if str(a.config.get("bias", "none")) != "none":
-            raise AlloyError(
+            raise LoraNotSupportedError(
                 f"{a.path}: bias={a.config.get('bias')!r} trains the base model's biases as full "
                 "tensors, which do not merge into one adapter; apply it with `alloy merge` "
                 "(model: BASE+ADAPTER) instead."
             )
     with_bias = {bool(a.config.get("lora_bias", False)) for a in adapters}
     if len(with_bias) > 1:
-        raise AlloyError(
+        raise LoraNotSupportedError(
             "some adapters have lora_bias=true and others not; a merged adapter has one setting "
             "for every module. Apply them with `alloy merge` instead."
         )

@@ -27,10 +27,13 @@ from typing import Any
 
 import torch
 
-from alloy.api import _check_device
+from alloy.config.dtypes import named_dtype
+from alloy.config.params import resolve_params
 from alloy.config.schema import MergeConfig
-from alloy.errors import AlloyError, ConfigError, ConfigIssue
-from alloy.lora.adapter import Adapter, LoraModule
+from alloy.devices import check_device
+from alloy.errors import ConfigError, ConfigIssue, MergeComputationError
+from alloy.io.lora.adapter import Adapter, LoraModule
+from alloy.io.lora.source import lora_delta
 from alloy.lora.factorize import check_rank_energy, truncated_svd
 from alloy.lora.inputs import (
     MergeInput,
@@ -44,12 +47,10 @@ from alloy.lora.inputs import (
     replacements,
     union_modules,
 )
-from alloy.lora.source import lora_delta
 from alloy.lora.write import OutModule, adapter_config, module_tensors, table, write_adapter
 from alloy.methods.registry import MethodSpec, get_method
 from alloy.methods.task_vectors import weight_divisor
 from alloy.plan.loop import read_ahead
-from alloy.plan.planner import named_dtype, resolve_params
 from alloy.plan.seeds import tensor_generator
 
 __all__ = ["LoraMergeResult", "ModuleReport", "lora_merge_config", "merge_adapters"]
@@ -112,7 +113,7 @@ def merge_adapters(
     try:
         if not adapters:
             raise ConfigError([ConfigIssue("no adapter among `models`", "models")], cfg.source_file)
-        dev = torch.device(_check_device(device))
+        dev = torch.device(check_device(device))
         return _merge(
             cfg, method, spec, inputs, adapters, Path(out),
             rank=rank, energy=energy, randomized=randomized, device=dev,
@@ -159,7 +160,7 @@ def _merge(
         written.append(om)
         reports.append(report)
     if not written:
-        raise AlloyError("every merged delta is zero: there is no adapter to write")
+        raise MergeComputationError("every merged delta is zero: there is no adapter to write")
 
     lead = adapters[0]
     tensors = module_tensors(written, out_dtype)

@@ -19,8 +19,9 @@ import torch
 from safetensors.torch import save_file
 
 from alloy.errors import OutputError
+from alloy.io.lora.adapter import CONFIG_NAME, PEFT_PREFIX
 from alloy.io.output import commit_output, discard, prepare_output
-from alloy.lora.adapter import CONFIG_NAME, PEFT_PREFIX
+from alloy.tabulate import markdown
 
 
 @dataclass
@@ -120,10 +121,4 @@ def write_adapter(
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     """A Markdown table (also readable as plain text)."""
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(header), sep, *(line(r) for r in rows)])
+    return markdown(header, rows, padded=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from alloy.errors import AlloyError, closest
+from alloy.errors import UsageError, closest
 from alloy.methods.registry import Params
 from alloy.plan.estimate import estimate_memory
 from alloy.plan.planner import MergePlan
@@ -51,7 +51,7 @@ def describe_tensor(plan: MergePlan, name: str) -> str:
     jobs = {j.name: j for j in plan.jobs}
     if name not in jobs:
         near = closest(name, list(jobs))
-        raise AlloyError(
+        raise UsageError(
             f"the merge writes no tensor {name!r}" + (f"; did you mean {near!r}?" if near else "")
         )
     job = jobs[name]

@@ -2,7 +2,7 @@
 
 A model reference ``base+adapter``, or a bare PEFT adapter directory (its base read from
 ``adapter_config.json``'s ``base_model_name_or_path``, or given by ``lora_base``), opens as the
-base checkpoint with the adapter applied on the fly (`alloy.lora.source.LoraSource`).
+base checkpoint with the adapter applied on the fly (`alloy.io.lora.source.LoraSource`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from alloy.arch.infer import ArchInfo, infer
-from alloy.config.schema import ModelRef
-from alloy.errors import AlloyError, ConfigError, ConfigIssue, ModelNotFoundError
+from alloy.arch.infer import ArchInfo, infer, is_output_embedding, known
+from alloy.config.schema import MergeConfig, ModelRef
+from alloy.errors import AlloyError, ConfigError, ConfigIssue, ModelNotFoundError, several
 from alloy.io.gguf import GGUFSource
 from alloy.io.hub import resolve_model
+from alloy.io.lora.adapter import is_adapter_dir, open_adapter
+from alloy.io.lora.source import LoraSource
 from alloy.io.sources import (
     SafetensorsCheckpoint,
     TensorSource,
@@ -25,8 +27,6 @@ from alloy.io.sources import (
     open_weights,
     read_json,
 )
-from alloy.lora.adapter import is_adapter_dir, open_adapter
-from alloy.lora.source import LoraSource
 
 
 @dataclass
@@ -115,7 +115,12 @@ class _Opener:
             base = self._plain(ModelRef(str(base_path)), base_path)
             adapter = open_adapter(adapter_path)
             try:
-                source = LoraSource(base.weights, adapter)
+                source = LoraSource(
+                    base.weights,
+                    adapter,
+                    model_prefixes=known().model_prefixes,
+                    is_output_embedding=is_output_embedding,
+                )
             except BaseException:
                 adapter.close()
                 raise
@@ -209,8 +214,15 @@ def open_models(
     opened, errors = _open_each(refs, config_dir, lora_base)
     if errors:
         close_all(opened)
-        raise errors[0] if len(errors) == 1 else AlloyError("\n".join(f"- {e}" for e in errors))
+        raise several(errors)
     return OpenedModels(opened)
+
+
+def open_models_of(config: MergeConfig, lora_base: ModelRef | None = None) -> OpenedModels:
+    """`open_models` of every model ``config`` references, relative paths read from the
+    config's directory."""
+    config_dir = Path(config.source_file).parent if config.source_file else None
+    return open_models(config.all_models(), config_dir, lora_base)
 
 
 def open_all(refs: Sequence[ModelRef], config_dir: Path | None = None) -> OpenedModels:

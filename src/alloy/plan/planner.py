@@ -8,20 +8,20 @@ reads no tensor data: `alloy plan` prints the result with a memory estimate.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 
 from alloy.arch.compat import check_models, resolve_tensor, tensor_difference
 from alloy.arch.differences import CompatReport, Difference
 from alloy.arch.infer import is_embedding, is_output_embedding, remap_config_layers
-from alloy.config.params import resolve
+from alloy.config.dtypes import DTYPES
+from alloy.config.params import resolve_params
 from alloy.config.schema import MergeConfig, ModelRef
-from alloy.errors import AlloyError, ConfigError, ConfigIssue, IncompatibleModelsError
+from alloy.errors import ConfigError, ConfigIssue, IncompatibleModelsError
 from alloy.io.sharding import plan_shards
 from alloy.io.sources import TensorInfo
 from alloy.io.writer import OutTensor
@@ -30,16 +30,6 @@ from alloy.plan.layout import SliceSpec, normalize_slices, output_tensors
 from alloy.plan.models import InputModel
 
 log = logging.getLogger("alloy")
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def named_dtype(name: str) -> torch.dtype:
-    """The torch dtype called ``name`` (a key of `DTYPES`); an error naming the choices."""
-    if name not in DTYPES:
-        raise AlloyError(f"unknown dtype {name!r}: use {', '.join(DTYPES)}")
-    return DTYPES[name]
-
 
 MAX_LISTED = 8
 
@@ -147,42 +137,10 @@ def choose_method(config: MergeConfig, strict: bool, notes: list[str]) -> Method
         f"{fallback} ({'a base model is given' if base else 'no base model is given'})"
     )
     if strict:
-        raise ConfigError([ConfigIssue(msg + "; --strict makes this an error", "merge_method")])
+        issue = ConfigIssue(msg + "; --strict makes this an error", "merge_method")
+        raise ConfigError([issue], config.source_file, config.lines)
     notes.append(msg)
     return get_method(fallback)
-
-
-def resolve_params(
-    schema: type[Params],
-    levels: Sequence[dict[str, Any]],
-    tensor_name: str,
-    t: float,
-    where: str,
-    issues: dict[tuple[str, str], ConfigIssue],
-    defaults: dict[str, Any] | None = None,
-) -> Params | None:
-    """``schema`` validated from the values ``levels`` give ``tensor_name`` at layer position
-    ``t`` (mergekit's precedence, filters and gradients); None with the errors added to
-    ``issues`` (one per place and message)."""
-    values: dict[str, Any] = {}
-    for pname in schema.model_fields:
-        alias = schema.model_fields[pname].alias or pname
-        v, _ = resolve(alias, levels, tensor_name, t)
-        if v is None and defaults and alias in defaults:
-            v = defaults[alias]
-        if v is not None:
-            values[alias] = v
-    try:
-        return schema.model_validate(values)
-    except ValidationError as e:
-        for err in e.errors():
-            field_name = ".".join(str(x) for x in err["loc"])
-            if err["type"] == "missing":
-                msg = f"missing required parameter {field_name!r} (first needed for {tensor_name})"
-            else:
-                msg = f"parameter {field_name!r}: {err['msg']} (for {tensor_name})"
-            issues.setdefault((where, msg.split(" (")[0]), ConfigIssue(msg, where))
-        return None
 
 
 def build_plan(
@@ -244,7 +202,7 @@ def _plan(
             )
         slices.append(SliceSpec(sl.sources, base_index, sl.parameters, sl.location))
     if issues:
-        raise ConfigError(list(issues.values()), config.source_file)
+        raise ConfigError(list(issues.values()), config.source_file, config.lines)
     report = compatibility(config, slices, models)
     report.enforce(allow_crimes, notes)
 
@@ -317,7 +275,7 @@ def _plan(
             )
         )
     if issues:
-        raise ConfigError(list(issues.values()), config.source_file)
+        raise ConfigError(list(issues.values()), config.source_file, config.lines)
     if mismatched:
         report.differences[:0] = mismatched
         raise IncompatibleModelsError(report.error_message(allow_crimes), report=report)

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alloy.tabulate import aligned, markdown
+
 
 @dataclass(frozen=True)
 class Heading:
@@ -50,15 +52,8 @@ class Image:
 Block = Heading | Para | Bullets | Table | Code | Image
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def table_markdown(t: Table) -> str:
-    head = "| " + " | ".join(_md_cell(h) for h in t.headers) + " |"
-    rule = "|" + "|".join("---:" if i in t.right else "---" for i in range(len(t.headers))) + "|"
-    body = ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows]
-    return "\n".join([head, rule, *body])
+    return markdown(t.headers, t.rows, right=t.right)
 
 
 def to_markdown(blocks: list[Block]) -> str:
@@ -82,15 +77,7 @@ def to_markdown(blocks: list[Block]) -> str:
 
 def table_text(t: Table) -> str:
     """An aligned plain-text table for the terminal."""
-    widths = [max(len(r[i]) for r in [t.headers, *t.rows]) for i in range(len(t.headers))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in t.right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths))
-        ).rstrip()
-
-    return "\n".join([line(t.headers), line(["-" * w for w in widths]), *map(line, t.rows)])
+    return "\n".join(aligned([t.headers, *t.rows], right=t.right, rule=True))
 
 
 _CODE_SPAN = re.compile(r"`([^`]+)`")

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from alloy._version import __version__
-from alloy.report.chat_templates import template_text
+from alloy.config.chat_templates import template_text
 from alloy.report.merge_record import MergeSummary, ModelEntry
 
 TOKENIZER_FILES = (

@@ -12,18 +12,21 @@ for the transposed layouts, so the executor's row chunks stay bounded. Adapted t
 back in float32 (the sum is not rounded to the base's dtype); ``info`` reports the base's dtype,
 the dtype a merge stores by default. Which layout a module has is read from the shapes: a
 square weight follows the adapter's ``fan_in_fan_out``, an embedding is always transposed.
+
+The architecture knowledge it needs (the model prefixes one side may lack, which names are an
+output embedding) is passed in by the caller, from `alloy.arch.infer`: io sits below arch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from alloy.arch.infer import is_output_embedding, known
 from alloy.errors import IncompatibleModelsError
+from alloy.io.lora.adapter import Adapter, LoraModule
 from alloy.io.sources import TensorInfo, TensorSource
-from alloy.lora.adapter import Adapter, LoraModule
 
 MAX_LISTED = 8
 
@@ -53,11 +56,24 @@ class _Patch:
 
 
 class LoraSource:
-    """``base`` with ``adapter`` applied, tensor by tensor. Reads headers only at construction."""
+    """``base`` with ``adapter`` applied, tensor by tensor. Reads headers only at construction.
 
-    def __init__(self, base: TensorSource, adapter: Adapter) -> None:
+    ``model_prefixes`` are the prefixes (``model.``, ``transformer.``) a tensor name may carry
+    on one side only; ``is_output_embedding`` tells an output head, which an adapter may add to
+    a base that ties it."""
+
+    def __init__(
+        self,
+        base: TensorSource,
+        adapter: Adapter,
+        *,
+        model_prefixes: Sequence[str],
+        is_output_embedding: Callable[[str], bool],
+    ) -> None:
         self.base = base
         self.adapter = adapter
+        self._prefixes = tuple(model_prefixes)
+        self._is_output_embedding = is_output_embedding
         names = base.names()
         self._base_names = set(names)
         self._names = list(names)
@@ -86,7 +102,7 @@ class LoraSource:
         """The base tensor called ``name``, allowing for a model prefix present on one side."""
         if name in self._base_names:
             return name
-        for p in known().model_prefixes:
+        for p in self._prefixes:
             if name.startswith(p) and name[len(p) :] in self._base_names:
                 return name[len(p) :]
             if p + name in self._base_names:
@@ -130,7 +146,9 @@ class LoraSource:
         target = self._find(name)
         info = self.adapter.info(key)
         if target is None:
-            if is_output_embedding(name):  # a tied head trained as modules_to_save: now untied
+            if self._is_output_embedding(
+                name
+            ):  # a tied head trained as modules_to_save: now untied
                 self._names.append(name)
                 self._replace[name] = key
                 return
