@@ -11,6 +11,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -289,10 +290,10 @@ def _plan(
     return MergePlan(
         config,
         method,
-        planned,
+        MappingProxyType(planned),
         tuple(jobs),
         tuple(tuple(s) for s in shards),
-        out_cfg,
+        MappingProxyType(out_cfg),
         donor,
         tuple(notes),
         report,
