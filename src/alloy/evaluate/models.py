@@ -18,7 +18,6 @@ from alloy.config.dtypes import DTYPES
 from alloy.errors import EvaluationError
 from alloy.io.gguf.view import find_gguf, gguf_view
 
-
 DEFAULT_MAX_LENGTH = 2048
 BIG_MODEL_BYTES = 64 * 1024 * 1024
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
