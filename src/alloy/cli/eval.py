@@ -124,7 +124,9 @@ def eval_(
     if write_report:
         from alloy.report.report import record_evaluation
 
-        guard_write(merged, [Path(m["path"]) for m in ev["models"] if m["role"] != "merged"], "MERGED")
+        guard_write(
+            merged, [Path(m["path"]) for m in ev["models"] if m["role"] != "merged"], "MERGED"
+        )
 
         record_evaluation(merged, ev, ev["seconds"])
     if as_json:
