@@ -4,6 +4,8 @@
 >>> alloy.merge("config.yml", "./merged")  # doctest: +SKIP
 """
 
+# first, before the heavy imports: Ctrl-C while `alloy` starts exits 130 without a traceback
+import alloy._interrupt  # noqa: F401
 from alloy._version import __version__
 from alloy.api import MergeResult, evaluate_merge, merge, plan
 from alloy.config.load import load_config

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from alloy.analysis.inventory import SourceRecord, record, write_sources
+from alloy.config.document import random_seed_of
 from alloy.config.load import load_config
 from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
 from alloy.config.schema import MergeConfig, ModelRef
@@ -145,6 +146,8 @@ def merge(
     out = Path(out)
     eval_error: str | None = None
     try:
+        if random_seed is None:  # a re-merge of alloy_config.yml: the seed it recorded
+            random_seed = random_seed_of(the_plan.config.raw, the_plan.config.source_file)
         tmp = prepare_output(out, force, [p for m in the_plan.models.values() for p in m.paths])
         try:
             writer = ShardedSafetensorsWriter(tmp, the_plan.shard_layout())

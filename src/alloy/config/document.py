@@ -186,3 +186,16 @@ class Doc:
 
     def error(self, path: Path_, message: str) -> None:
         self.issues.append(ConfigIssue(message, fmt_path(path), self.line(path)))
+
+
+def random_seed_of(raw: Any, source: str | None) -> int | None:
+    """The config's ``random_seed`` key (written into alloy_config.yml by a randomized merge,
+    so that merging that file again gives the same bytes), validated; None when absent."""
+    if not isinstance(raw, dict) or raw.get("random_seed") is None:
+        return None
+    seed = raw["random_seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise ConfigError(
+            [ConfigIssue(f"must be a non-negative integer, not {seed!r}", "random_seed")], source
+        )
+    return seed

@@ -42,6 +42,7 @@ TOP_KEYS = (
     "tokenizer",
     "chat_template",
     "name",
+    "random_seed",  # Alloy's own key (alloy_config.yml records the seed); mergekit ignores it
 )
 MODEL_KEYS = ("model", "parameters")
 SLICE_KEYS = ("sources", "base_model", "parameters", "residual_weight")

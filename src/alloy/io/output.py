@@ -29,6 +29,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from alloy._interrupt import exit_at_once
 from alloy.errors import OutputError
 from alloy.io.guard import InputGuard, input_guard
 
@@ -315,6 +316,8 @@ def interrupts_cleanly() -> Iterator[None]:
         yield
         return
     saved = {}
+    if signal.getsignal(signal.SIGINT) is exit_at_once:  # the command runs: Ctrl-C cleans up
+        saved[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     for s in _CATCH[1:]:
         with suppress(OSError, ValueError):
             saved[s] = signal.signal(s, _raise_terminated)

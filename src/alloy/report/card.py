@@ -97,11 +97,12 @@ def resolved_yaml(plan: MergePlan, seed: int | None) -> str:
     header = [f"# Resolved by Alloy {__version__}."]
     if plan.method.name != plan.config.merge_method:
         header.append(f"# {plan.config.merge_method} was run as {plan.method.name}; see README.md.")
-    if plan.method.randomized:
-        header.append(f"# random seed: {seed if seed is not None else 0}")
+    resolved = resolved_config(plan)
+    if plan.method.randomized:  # a real key, which `alloy merge` reads back
+        resolved["random_seed"] = seed if seed is not None else 0
     for ref, m in sorted(plan.models.items(), key=lambda kv: str(kv[0])):
         header.append(f"# {ref} -> {m.path}" + (f" + adapter {m.adapter}" if m.adapter else ""))
-    return "\n".join(header) + "\n" + _dump_yaml(resolved_config(plan))
+    return "\n".join(header) + "\n" + _dump_yaml(resolved)
 
 
 def write_configs(plan: MergePlan, out: Path, seed: int | None) -> None:
