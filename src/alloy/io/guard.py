@@ -47,7 +47,12 @@ class InputGuard:
             st = os.stat(path)
         except OSError:
             return
-        self.files[os.path.realpath(path)] = owner
+        real = os.path.realpath(path)
+        self.files[real] = owner
+        if os.path.islink(path) and not _inside(real, os.path.realpath(owner)):
+            # a file linked from elsewhere (a Hugging Face snapshot into blobs/): the directory
+            # holding its target is the input's too
+            self.dirs.setdefault(os.path.dirname(real), owner)
         if stat.S_ISREG(st.st_mode):
             self.inodes[(st.st_dev, st.st_ino)] = owner
 
