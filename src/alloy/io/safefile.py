@@ -6,7 +6,8 @@ little-endian header length, at most 100 MB, inside the file; a UTF-8 JSON objec
 tensor name to ``{dtype, shape, data_offsets}`` (and an optional ``__metadata__`` of strings);
 shapes of non-negative integers; ``[begin, end]`` offsets that, sorted, start at 0, follow each
 other without gap or overlap, span exactly ``dtype size x numel`` bytes each and end exactly at
-the end of the file. Alloy is stricter in one respect: a name given twice is an error.
+the end of the file. Alloy is stricter in two respects: a name given twice, and a key other
+than those three in an entry, are errors.
 """
 
 from __future__ import annotations
@@ -163,6 +164,9 @@ def _entry(
     missing = {"dtype", "shape", "data_offsets"} - set(meta)
     if missing:
         raise bad(f"has no {', '.join(sorted(missing))} in its header entry")
+    extra = set(meta) - {"dtype", "shape", "data_offsets"}
+    if extra:
+        raise bad(f"has unknown keys in its header entry ({', '.join(sorted(map(str, extra)))})")
     code, shape, offsets = meta["dtype"], meta["shape"], meta["data_offsets"]
     if not isinstance(code, str) or code not in dtypes:
         raise bad(f"has the dtype {code!r}, which Alloy does not read ({', '.join(dtypes)})")
