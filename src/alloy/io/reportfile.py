@@ -38,23 +38,28 @@ _SHAPE: dict[str, Any] = {
 }
 
 
+def _bad(path: Path, where: str, expected: str) -> OutputError:
+    return OutputError(
+        f"{path}: `{where or 'the report'}` must be {expected}; the report is corrupt. Merge "
+        "again, or restore report.json."
+    )
+
+
 def _check(value: Any, spec: Any, where: str, path: Path) -> None:
     def bad(expected: str) -> OutputError:
-        return OutputError(
-            f"{path}: `{where}` must be {expected}; the report is corrupt. Merge again, or "
-            "restore report.json."
-        )
+        return _bad(path, where, expected)
 
     if isinstance(spec, dict):
         if not isinstance(value, dict):
             raise bad("an object")
         for key, sub in spec.items():
             name, optional = key.rstrip("?"), key.endswith("?")
+            child = f"{where}.{name}" if where else name
             if value.get(name) is None:
                 if optional:
                     continue
-                raise bad("present") if name not in value else bad("set")
-            _check(value[name], sub, f"{where}.{name}" if where else name, path)
+                raise _bad(path, child, "present" if name not in value else "set, not null")
+            _check(value[name], sub, child, path)
     elif isinstance(spec, list):
         if not isinstance(value, list):
             raise bad("a list")
