@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alloy._interrupt import exit_at_once
 from alloy.errors import OutputError
@@ -259,10 +260,10 @@ def commit_output(tmp: Path, out: Path, what: str = "run") -> None:
     if run is None:
         raise OutputError(f"{tmp} was not prepared by prepare_output; nothing was written.")
     write_marker(tmp, what)
-    with _signals_blocked():
+    with _signals_deferred():
         old = _swap_in(tmp, run)
-    _RUNS.pop(tmp, None)
-    _release_lock(run)
+        _RUNS.pop(tmp, None)
+        _release_lock(run)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -283,15 +284,30 @@ _CATCH = tuple(
 
 
 @contextmanager
-def _signals_blocked() -> Iterator[None]:
-    if not hasattr(signal, "pthread_sigmask"):
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP until the block is done, then act on the first one as its
+    handler would have (Python runs handlers in the main thread; elsewhere this is a no-op)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _CATCH)
+    pending: list[int] = []
+    saved: dict[int, Any] = {}
+    for s in _CATCH:
+        with suppress(OSError, ValueError):
+            saved[s] = signal.signal(s, lambda signum, frame: pending.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, h in saved.items():
+            signal.signal(s, h)
+        if pending:
+            handler = saved.get(pending[0])
+            if callable(handler):
+                handler(pending[0], None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), pending[0])
 
 
 class Terminated(KeyboardInterrupt):
