@@ -11,10 +11,10 @@ up after itself. A program importing Alloy is untouched.
 
 from __future__ import annotations
 
+import _signal  # the C module: `signal` imports enum, which is slow to import
 import os
-import signal
 import sys
-from types import FrameType
+from typing import Any
 
 
 def _is_cli() -> bool:
@@ -23,15 +23,15 @@ def _is_cli() -> bool:
     return os.path.basename(argv0) in ("alloy", "alloy.exe") or argv0 == "-m"
 
 
-def exit_at_once(signum: int, frame: FrameType | None) -> None:
+def exit_at_once(signum: int, frame: Any) -> None:
     """The startup SIGINT handler: nothing is written yet, so leave now, quietly."""
     os.write(2, b"interrupted\n")
     os._exit(130)
 
 
 def install() -> None:
-    if _is_cli() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, exit_at_once)
+    if _is_cli() and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+        _signal.signal(_signal.SIGINT, exit_at_once)
 
 
 install()
