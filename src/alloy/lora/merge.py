@@ -29,7 +29,7 @@ import torch
 
 from alloy.api import _check_device
 from alloy.config.schema import MergeConfig
-from alloy.errors import AlloyError, ConfigError, ConfigIssue
+from alloy.errors import AlloyError, ConfigError, ConfigIssue, MergeComputationError
 from alloy.lora.adapter import Adapter, LoraModule
 from alloy.lora.factorize import check_rank_energy, truncated_svd
 from alloy.lora.inputs import (
@@ -120,6 +120,14 @@ def merge_adapters(
     finally:
         for a in adapters:
             a.close()
+
+
+def _finite(name: str, *tensors: torch.Tensor) -> None:
+    if not all(bool(torch.isfinite(t).all()) for t in tensors):
+        raise MergeComputationError(
+            f"{name}: the merged delta holds NaN or Inf; every input's `weight` (and the other "
+            "parameters) must be a finite number."
+        )
 
 
 def _merge(
@@ -228,6 +236,7 @@ class _Job:
         dev = self.device
         if self.method == "cat":
             om = _cat(name, m0.embedding, by_input, gparams, mparams, self.lora_bias, dev)
+            _finite(name, om.b, om.a)
             return om, ModuleReport(name, shape, ranks, om.rank, 1.0, 0.0)
         # The merge runs in the weight's own layout ([vocab, dim] for an embedding, [in, out]
         # for Conv1D) with random streams keyed by the same (seed, tensor name) as a model
@@ -243,6 +252,7 @@ class _Job:
         if self.lora_bias:
             b_in = [_bias(*x, dev) if x else torch.zeros(shape[0], device=dev) for x in by_input]
             bias = self._method(name + ".bias", b_in, gparams, mparams)
+        _finite(name, merged, *([bias] if bias is not None else []))
         tensor = name + ".weight"
         svd_gen = tensor_generator(self.seed, tensor + "#svd", dev) if self.randomized else None
         f = truncated_svd(
