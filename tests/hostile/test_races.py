@@ -73,6 +73,20 @@ def test_out_replaced_meanwhile_is_not_replaced(tmp_path: Path) -> None:
     assert (tmp_path / "moved" / "model.safetensors").is_file()
 
 
+def test_files_added_to_out_meanwhile_are_kept(tmp_path: Path) -> None:
+    """An empty OUT validated at the start gets a file meanwhile: the commit refuses."""
+    out = tmp_path / "out"
+    out.mkdir()
+    tmp = prepare_output(out, False, [])
+    (tmp / "merged").write_text("new")
+    (out / "theirs.txt").write_text("theirs")
+    with pytest.raises(OutputError, match="changed, replaced or removed"):
+        commit_output(tmp, out)
+    discard(tmp)
+    assert os.listdir(out) == ["theirs.txt"]
+    assert _siblings(tmp_path) == []
+
+
 def test_two_merges_at_once_one_wins_one_is_refused(tmp_path: Path) -> None:
     """Two merges started together into one OUT: exactly one writes it, the other says so."""
     s = Scene(tmp_path)

@@ -45,6 +45,7 @@ class _Run:
     lock_path: Path
     lock_fd: int
     existing: tuple[int, int] | None  # (st_dev, st_ino) of the OUT this run may replace
+    names: frozenset[str] = frozenset()  # what that OUT held when it was validated
 
 
 _RUNS: dict[Path, _Run] = {}
@@ -200,7 +201,8 @@ def prepare_output(out: Path, force: bool, inputs: Iterable[Path]) -> Path:
         if isinstance(e, OSError):
             raise OutputError(f"cannot write into {parent}: {e.strerror or e}.") from e
         raise
-    _RUNS[tmp] = _Run(out, lock_path, fd, existing)
+    names = frozenset(os.listdir(out)) if existing is not None else frozenset()
+    _RUNS[tmp] = _Run(out, lock_path, fd, existing, names)
     return tmp
 
 
@@ -228,17 +230,28 @@ def _swap_in(tmp: Path, run: _Run) -> Path | None:
                 f"{out} appeared while the run was writing; it was left as it is and nothing "
                 "was written. Remove it or choose another directory, and run again."
             )
-        if not _renameat2(tmp, out, _RENAME_NOREPLACE):
-            os.rename(tmp, out)
+        try:
+            if not _renameat2(tmp, out, _RENAME_NOREPLACE):
+                os.rename(tmp, out)
+        except (FileExistsError, IsADirectoryError, NotADirectoryError):
+            raise OutputError(
+                f"{out} appeared while the run was writing; it was left as it is and nothing "
+                "was written. Remove it or choose another directory, and run again."
+            ) from None
         return None
     try:
         st = os.stat(out, follow_symlinks=False)
     except FileNotFoundError:
         st = None
-    if st is None or (st.st_dev, st.st_ino) != run.existing or not stat.S_ISDIR(st.st_mode):
+    if (
+        st is None
+        or (st.st_dev, st.st_ino) != run.existing
+        or not stat.S_ISDIR(st.st_mode)
+        or frozenset(os.listdir(out)) != run.names
+    ):
         raise OutputError(
-            f"{out} was replaced or removed by someone else while the run was writing; it was "
-            "left as it is and nothing was written. Run again."
+            f"{out} was changed, replaced or removed by someone else while the run was writing; "
+            "it was left as it is and nothing was written. Run again."
         )
     if _renameat2(tmp, out, _RENAME_EXCHANGE):
         return tmp  # tmp's name now holds the old output
