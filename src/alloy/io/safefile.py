@@ -85,14 +85,20 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def loads_strict(
-    data: bytes | str, where: Path, *, constants: bool = False, what: str = "JSON"
+    data: bytes | str,
+    where: Path,
+    *,
+    constants: bool = False,
+    unique: bool = True,
+    what: str = "JSON",
 ) -> Any:
-    """JSON with duplicate keys, bad UTF-8, pathological nesting and (unless ``constants``)
-    NaN/Infinity literals refused; ``what`` names the content in the message."""
+    """JSON with bad UTF-8, pathological nesting, (if ``unique``) duplicate keys and (unless
+    ``constants``) NaN/Infinity literals refused; ``what`` names the content in the message."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
         hook = None if constants else _no_constant
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=hook)
+        pairs = _no_duplicates if unique else None
+        return json.loads(text, object_pairs_hook=pairs, parse_constant=hook)
     except DuplicateKeyError as e:
         why = f"{e}; the file is ambiguous"
     except UnicodeDecodeError as e:
@@ -108,8 +114,8 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def read_json_object(path: Path, *, constants: bool = False) -> dict[str, Any]:
-    data = loads_strict(read_bytes(path), path, constants=constants)
+def read_json_object(path: Path, *, constants: bool = False, unique: bool = True) -> dict[str, Any]:
+    data = loads_strict(read_bytes(path), path, constants=constants, unique=unique)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} must hold a JSON object, not {type(data).__name__}.")
     return data

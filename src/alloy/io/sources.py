@@ -319,8 +319,9 @@ def open_weights(root: Path) -> SafetensorsCheckpoint | TorchBinCheckpoint:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object file (config.json and the like), read without ever blocking or guessing."""
-    return read_json_object(path, constants=True)
+    """A JSON object file (config.json and the like), read without ever blocking; as with
+    transformers, a key given twice keeps its last value and NaN literals are accepted."""
+    return read_json_object(path, constants=True, unique=False)
 
 
 def close_all(sources: Iterable[object]) -> None:
