@@ -464,6 +464,17 @@ def report_into_a_source(s: Scene) -> Case:
     return Case(["report", str(s.out)], 1, [OVERLAPS])
 
 
+@cases
+def demo_through_a_symlink(s: Scene) -> Case:
+    (s.root / "link").symlink_to(s.a)
+    return Case(["demo", "--out", str(s.root / "link"), "--size", "small"], 1, ["symbolic link"])
+
+
+@cases
+def demo_over_user_files(s: Scene) -> Case:
+    return Case(["demo", "--out", str(s.a), "--size", "small"], 1, ["did not write", str(s.a)])
+
+
 @pytest.mark.parametrize("setup", cases.params())
 def test_output_case(tmp_path: Path, setup: object) -> None:
     run_case(Scene(tmp_path), setup)  # type: ignore[arg-type]
