@@ -430,6 +430,11 @@ def recommend_into_hub_blobs(s: Scene) -> Case:
     return Case([*args, "-o", str(repo / "blobs" / "rec.yml")], 2, [OVERLAPS])
 
 
+@cases
+def recommend_into_a_missing_directory(s: Scene) -> Case:
+    return Case(_recommend(s, s.root / "no" / "such" / "rec.yml"), 2, ["cannot write", "rec.yml"])
+
+
 def _analyze(s: Scene, plots: Path) -> list[str]:
     return ["analyze", str(s.a), str(s.b), "-q", "--plots", str(plots)]
 

@@ -47,7 +47,7 @@ from alloy.arch.compat import VOCAB_HINT
 from alloy.arch.differences import CompatReport
 from alloy.arch.tokenizer import tokenizer_info
 from alloy.config.schema import ModelRef, canonical_dtype
-from alloy.errors import AlloyError
+from alloy.errors import AlloyError, OutputError
 from alloy.io.hub import resolve_model
 
 NEAR_IDENTICAL = 0.95
@@ -418,4 +418,7 @@ def _dtype(ref: ModelRef) -> str:
 def write_config(rec: Recommendation, path: Path) -> None:
     if rec.config is None:
         raise AlloyError("no config to write: the recommendation is to stop")
-    path.write_text(rec.yaml())
+    try:
+        path.write_text(rec.yaml())
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}.") from e
