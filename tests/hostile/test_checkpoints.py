@@ -351,6 +351,48 @@ def shard_is_a_directory(s: Scene) -> Case:
     return Case(s.merge_args(), 1, ["dir.safetensors", "directory"])
 
 
+# --- the files beside the weights ----------------------------------------------------------
+
+
+def _aux_case(name: str, fname: str, data: bytes, code: int, *says: str) -> None:
+    def setup(s: Scene) -> Case:
+        (s.a / fname).write_bytes(data)
+        return Case(s.merge_args(), code, [str(s.a / fname), *says] if code else list(says))
+
+    setup.__name__ = "aux_" + name
+    cases(setup)
+
+
+for name, fname, data, code, says in [
+    ("config_a_list", "config.json", b"[1]", 1, ["JSON object"]),
+    ("config_not_json", "config.json", b"{bad", 1, ["not valid JSON"]),
+    ("config_not_utf8", "config.json", b'{"model_type": "\xff"}', 1, ["UTF-8"]),
+    ("config_deeply_nested", "config.json", b"[" * 100_000 + b"]" * 100_000, 1, ["corrupt"]),
+    ("tokenizer_config_a_list", "tokenizer_config.json", b"[1]", 1, ["JSON object"]),
+    ("tokenizer_config_not_json", "tokenizer_config.json", b"{bad", 1, []),
+    ("tokenizer_config_not_utf8", "tokenizer_config.json", b'{"chat_template": "\xff"}', 1, []),
+    ("tokenizer_json_a_list", "tokenizer.json", b"[]", 1, ["JSON object"]),
+    ("tokenizer_json_not_json", "tokenizer.json", b"{bad", 1, []),
+    ("special_tokens_not_json", "special_tokens_map.json", b"{bad", 1, []),
+    ("chat_template_not_utf8", "chat_template.jinja", b"\xff\xfe", 1, ["utf-8"]),
+    (
+        "generation_config_corrupt_is_copied",
+        "generation_config.json",
+        b"{bad",
+        0,
+        ["merged with linear"],
+    ),
+    (
+        "model_card_binary_is_ignored",
+        "README.md",
+        b"---\n\xff: [\n---\n",
+        0,
+        ["merged with linear"],
+    ),
+]:
+    _aux_case(name, fname, data, code, *says)
+
+
 @pytest.mark.parametrize("setup", cases.params())
 def test_checkpoint_case(tmp_path: Path, setup: object) -> None:
     run_case(Scene(tmp_path), setup)  # type: ignore[arg-type]
