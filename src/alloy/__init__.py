@@ -7,6 +7,8 @@ Every name here is explicit: the entry points, the types they take and return, a
 errors they raise (`alloy.errors` draws the tree).
 """
 
+# first, before the heavy imports: Ctrl-C while `alloy` starts exits 130 without a traceback
+import alloy._interrupt  # noqa: F401
 from alloy._version import __version__
 from alloy.analysis.analyze import Analysis
 from alloy.analysis.inventory import SourceRecord

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alloy.analysis.inventory import SourceRecord, record, write_sources
+from alloy.config.document import random_seed_of
 from alloy.config.load import load_config
 from alloy.config.modelref import ModelRefSyntaxError, parse_model_ref
 from alloy.config.schema import MergeConfig, ModelRef
@@ -144,10 +145,12 @@ def merge(
     started = time.perf_counter()
     device = check_device(device)
     sets = _eval_sets(eval_data, eval_probes, copy_tokenizer)
+    cfg = _config(config)
+    if random_seed is None:  # a re-merge of alloy_config.yml: the seed it recorded
+        random_seed = random_seed_of(cfg.raw, cfg.source_file)
     run = _Run(
         Path(out), device, random_seed, copy_tokenizer, progress, sets, eval_options, started
     )
-    cfg = _config(config)
     with open_config_models(cfg, lora_base) as models:
         the_plan = build_plan(
             cfg,

@@ -184,8 +184,18 @@ def test_existing_output_needs_force_and_inputs_are_never_overwritten(tmp_path: 
     with pytest.raises(OutputError, match="--force"):
         alloy.merge(_linear(tmp_path / "a", tmp_path / "b"), out)
     assert (out / "keep.txt").read_text() == "mine"
-    alloy.merge(_linear(tmp_path / "a", tmp_path / "b"), out, force=True)
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    # --force replaces only an earlier Alloy output, never a directory of the user's files
+    with pytest.raises(OutputError, match="not written by Alloy"):
+        alloy.merge(_linear(tmp_path / "a", tmp_path / "b"), out, force=True)
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    alloy.merge(_linear(tmp_path / "a", tmp_path / "b"), out)
+    first = (out / "model.safetensors").read_bytes()
+    config = _linear(tmp_path / "a", tmp_path / "b")
+    config["models"][0]["parameters"]["weight"] = 0.25
+    alloy.merge(config, out, force=True)
+    assert (out / "model.safetensors").is_file() and not (out / "keep.txt").exists()
+    assert (out / "model.safetensors").read_bytes() != first
     before = (tmp_path / "a" / "model.safetensors").read_bytes()
     with pytest.raises(OutputError, match="overlaps the input model"):
         alloy.merge(_linear(tmp_path / "a", tmp_path / "b"), tmp_path / "a", force=True)

@@ -48,7 +48,7 @@ from alloy.arch.differences import CompatReport
 from alloy.arch.tokenizer import tokenizer_info
 from alloy.config.dtypes import canonical_dtype
 from alloy.config.schema import ModelRef
-from alloy.errors import UsageError
+from alloy.errors import OutputError, UsageError
 from alloy.io.hub import resolve_model
 
 NEAR_IDENTICAL = 0.95
@@ -421,4 +421,7 @@ def _dtype(ref: ModelRef) -> str:
 def write_config(rec: Recommendation, path: Path) -> None:
     if rec.config is None:
         raise UsageError("no config to write: the recommendation is to stop")
-    path.write_text(rec.yaml())
+    try:
+        path.write_text(rec.yaml())
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}.") from e

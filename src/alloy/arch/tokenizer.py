@@ -71,9 +71,12 @@ class TokenizerInfo:
 
 def _load(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"cannot read tokenizer file {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"tokenizer file {path} must hold a JSON object, not {data!r:.40}")
+    return data
 
 
 def _token_text(value: Any) -> str | None:
@@ -123,7 +126,10 @@ def vocab_hash(vocab: dict[int, str]) -> str:
 
 def read_chat_template(root: Path) -> str | None:
     if (root / "chat_template.jinja").is_file():
-        return (root / "chat_template.jinja").read_text(encoding="utf-8")
+        try:
+            return (root / "chat_template.jinja").read_text(encoding="utf-8")
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read {root / 'chat_template.jinja'}: {e}") from e
     for name in ("chat_template.json", "tokenizer_config.json"):
         if (root / name).is_file():
             value = _load(root / name).get("chat_template")

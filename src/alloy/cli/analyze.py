@@ -11,6 +11,7 @@ import click
 
 from alloy.cli.check import echo_json, exit_codes
 from alloy.cli.common import F, handle_errors, setup_logging
+from alloy.io.guard import guard_write, model_paths
 
 
 def _analysis_options(fn: F) -> F:
@@ -85,6 +86,8 @@ def analyze(
     from alloy.api import analyze as run
 
     setup_logging(0, quiet)
+    if plots is not None:
+        guard_write(plots, model_paths([*models, base]), "--plots")
     bar, on_tensor = _progress(quiet or as_json)
     try:
         result = run(
@@ -142,6 +145,8 @@ def recommend(
     from alloy.api import recommend as run
 
     setup_logging(0, quiet)
+    if output is not None:
+        guard_write(output, model_paths([*models, base]), "--output")
     bar, on_tensor = _progress(quiet or as_json)
     try:
         rec = run(

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from alloy.errors import AlloyError
+from alloy.io.output import Terminated, interrupts_cleanly
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,14 +31,15 @@ def handle_errors(fn: F) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with interrupts_cleanly():
+                return fn(*args, **kwargs)
         except AlloyError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             atomic = getattr(fn, "ATOMIC_OUTPUT", False)
             click.echo("interrupted" + ("; nothing was written" if atomic else ""), err=True)
-            sys.exit(130)
+            sys.exit(128 + e.signum if isinstance(e, Terminated) else 130)
 
     return wrapper  # type: ignore[return-value]
 

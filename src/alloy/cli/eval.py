@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from alloy.cli.common import handle_errors, setup_logging
+from alloy.io.guard import guard_write
 
 # Exit status of `alloy eval --strict` / `alloy merge --eval-strict` when a set failed.
 EXIT_FAILED = 3
@@ -123,6 +124,10 @@ def eval_(
     if write_report:
         from alloy.report.report import record_evaluation
 
+        guard_write(
+            merged, [Path(m["path"]) for m in ev["models"] if m["role"] != "merged"], "MERGED"
+        )
+
         record_evaluation(merged, ev, ev["seconds"])
     if as_json:
         click.echo(json.dumps(ev, indent=2, ensure_ascii=False))
@@ -143,6 +148,8 @@ def report(out: Path, no_html: bool) -> None:
     self-contained page), the PNG plots and the model card's evaluation table."""
     from alloy.report.report import read_report, write_report
 
-    written = write_report(read_report(out), out, html=not no_html)
+    rep = read_report(out)
+    guard_write(out, [Path(m["path"]) for m in rep["merge"]["models"]], "OUT")
+    written = write_report(rep, out, html=not no_html)
     for name in written:
         click.echo(str(out / name))

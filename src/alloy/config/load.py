@@ -15,6 +15,9 @@ from typing import Any
 import yaml
 
 from alloy.config.chat_templates import template_text
+from alloy.config.document import Doc as _Doc
+from alloy.config.document import fmt_path as _fmt_path
+from alloy.config.document import read_config_text
 from alloy.config.dtypes import canonical_dtype
 from alloy.config.schema import (
     InputSource,
@@ -39,69 +42,12 @@ TOP_KEYS = (
     "tokenizer",
     "chat_template",
     "name",
+    "random_seed",  # Alloy's own key (alloy_config.yml records the seed); mergekit ignores it
 )
 MODEL_KEYS = ("model", "parameters")
 SLICE_KEYS = ("sources", "base_model", "parameters", "residual_weight")
 SOURCE_KEYS = ("model", "layer_range", "parameters")
 TOKENIZER_KEYS = ("source", "tokens", "pad_to_multiple_of")
-
-
-def _fmt_path(path: Path_) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
-    return out
-
-
-class _Doc:
-    """A YAML document as Python values, with the line of every key and item."""
-
-    def __init__(self, text: str, source: str | None) -> None:
-        self.source = source
-        self.lines: dict[Path_, int] = {}
-        self.issues: list[ConfigIssue] = []
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            raise ConfigError(
-                [ConfigIssue(f"not valid YAML: {getattr(e, 'problem', e)}", "", line)], source
-            ) from None
-        self._loader = yaml.SafeLoader("")
-        self.data = self._build(node, ()) if node is not None else None
-
-    def _build(self, node: yaml.Node, path: Path_) -> Any:
-        self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            for knode, vnode in node.value:
-                key = self._loader.construct_object(knode, deep=True)
-                kpath = (*path, str(key))
-                if key in out:
-                    self.issues.append(
-                        ConfigIssue(
-                            f"key {key!r} appears twice (YAML keeps only the last; remove one)",
-                            _fmt_path(kpath),
-                            knode.start_mark.line + 1,
-                        )
-                    )
-                self.lines[kpath] = knode.start_mark.line + 1
-                out[key] = self._build(vnode, kpath)
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self._build(v, (*path, i)) for i, v in enumerate(node.value)]
-        return self._loader.construct_object(node, deep=True)
-
-    def line(self, path: Path_) -> int | None:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = path[:-1]
-        return self.lines.get(())
-
-    def error(self, path: Path_, message: str) -> None:
-        self.issues.append(ConfigIssue(message, _fmt_path(path), self.line(path)))
 
 
 def _method_param_names(method: str, n_models: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -384,11 +330,4 @@ def load_config(config: str | Path | Mapping[str, Any]) -> MergeConfig:
     if isinstance(config, Mapping):
         return parse_config(dict(config))
     path = Path(config)
-    if not path.is_file():
-        raise ConfigError([ConfigIssue(f"config file {path} does not exist", "")], None)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        issue = ConfigIssue(f"cannot read the config file {path}: {e}", "")
-        raise ConfigError([issue], str(path)) from e
-    return parse_config(None, source=str(path), text=text)
+    return parse_config(None, source=str(path), text=read_config_text(path))

@@ -79,6 +79,8 @@ class Model:
 
 def prepare_out(out: Path) -> None:
     """Create ``out``; replace it only when an earlier demo wrote it (never other files)."""
+    if out.is_symlink():  # never follow a link to remove what it points to
+        raise OutputError(f"{out} is a symbolic link; give --out a real directory.")
     if out.exists():
         if not out.is_dir():
             raise OutputError(f"{out} is a file; give --out a directory.")

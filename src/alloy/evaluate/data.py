@@ -100,18 +100,52 @@ def _read_text(path: Path) -> str:
         raise EvalDataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}).") from e
 
 
+def _lines(raw: str) -> list[str]:
+    """JSONL lines: split on newlines only (U+2028 and friends are valid inside a JSON string)."""
+    return [line.removesuffix("\r") for line in raw.split("\n")]
+
+
+def _bad_string(obj: Any) -> str | None:
+    """The dotted key of the first string that is not valid Unicode (a lone surrogate)."""
+    stack: list[tuple[str, Any]] = [("", obj)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return where or "the value"
+        elif isinstance(v, dict):
+            stack += [(f"{where}.{k}" if where else str(k), x) for k, x in v.items()]
+            if any(isinstance(k, str) and _bad_string(k) for k in v):
+                return where or "a key"
+        elif isinstance(v, list):
+            stack += [(f"{where}[{i}]", x) for i, x in enumerate(v)]
+    return None
+
+
 def _read_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
     raw = _read_text(path)
     out = []
-    for n, line in enumerate(raw.splitlines(), start=1):
+    for n, line in enumerate(_lines(raw), start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise EvalDataError(f"{path}:{n}: not valid JSON ({e.msg}, column {e.colno}).") from e
+        except RecursionError:
+            raise EvalDataError(
+                f"{path}:{n}: the JSON is nested too deeply; a record is an object of strings."
+            ) from None
         if not isinstance(obj, dict):
             raise EvalDataError(f"{path}:{n}: each line must be a JSON object, not {obj!r:.40}.")
+        bad = _bad_string(obj)
+        if bad is not None:
+            raise EvalDataError(
+                f"{path}:{n}: `{bad}` holds a lone surrogate escape (such as \\ud800), which is "
+                "not text; fix the line."
+            )
         out.append((n, obj))
     if not out:
         raise EvalDataError(f"{path}: the file holds no records; add one JSON object per line.")

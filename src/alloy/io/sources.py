@@ -9,10 +9,8 @@ unpickling) through a memory map that is dropped when the reader moves to anothe
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from alloy.errors import CheckpointError
+from alloy.io.safefile import (
+    check_regular,
+    check_shard_name,
+    open_regular,
+    parse_header,
+    read_json_object,
+)
 
 if TYPE_CHECKING:
     from alloy.io.gguf import GGUFSource
@@ -101,56 +106,20 @@ class _Entry:
 
 
 class SafetensorsFile:
-    """One ``.safetensors`` file, its header parsed and validated against the file size."""
+    """One ``.safetensors`` file, its header validated exactly as the format requires (see
+    `alloy.io.safefile`); tensors are read with positioned reads on first use."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        fd = open_regular(path)
         try:
-            size = path.stat().st_size
-            with open(path, "rb") as f:
-                head = f.read(8)
-                if len(head) < 8:
-                    raise CheckpointError(
-                        f"{path} is not a safetensors file: it has {size} bytes, fewer than "
-                        "the 8-byte header length. The file is truncated; download it again."
-                    )
-                (n,) = struct.unpack("<Q", head)
-                if n > size - 8 or n > 100_000_000:
-                    raise CheckpointError(
-                        f"{path} is truncated or not a safetensors file: its header claims "
-                        f"{n} bytes but the file has {size}. Download it again."
-                    )
-                header = json.loads(f.read(n))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            if isinstance(e, OSError) and not isinstance(e, (UnicodeDecodeError,)):
-                raise CheckpointError(f"cannot read {path}: {e}") from e
-            raise CheckpointError(
-                f"{path} has a corrupt safetensors header ({e}); download it again."
-            ) from e
-        data_start = 8 + n
-        self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
-        self._entries: dict[str, _Entry] = {}
-        for name, meta in header.items():
             try:
-                dtype = SAFETENSORS_DTYPES[meta["dtype"]]
-                shape = tuple(int(d) for d in meta["shape"])
-                begin, end = (int(x) for x in meta["data_offsets"])
-            except (KeyError, TypeError, ValueError) as e:
-                raise CheckpointError(
-                    f"{path}: tensor {name!r} has an unreadable header entry ({e!r})"
-                ) from e
-            info = TensorInfo(shape, dtype)
-            if end - begin != info.nbytes:
-                raise CheckpointError(
-                    f"{path}: tensor {name!r} ({meta['dtype']} {list(shape)}) should take "
-                    f"{info.nbytes} bytes but its offsets span {end - begin}; the file is corrupt."
-                )
-            if data_start + end > size:
-                raise CheckpointError(
-                    f"{path} is truncated: tensor {name!r} ends at byte {data_start + end} but "
-                    f"the file has {size} bytes. Download it again."
-                )
-            self._entries[name] = _Entry(info, data_start + begin)
+                self.metadata, entries = parse_header(path, fd, SAFETENSORS_DTYPES)
+            except OSError as e:
+                raise CheckpointError(f"cannot read {path}: {e.strerror or e}.") from e
+        finally:
+            os.close(fd)
+        self._entries = {k: _Entry(TensorInfo(s, d), start) for k, (d, s, start) in entries.items()}
         self._fd: int | None = None
 
     def names(self) -> list[str]:
@@ -176,7 +145,7 @@ class SafetensorsFile:
 
     def _read_into(self, buf: torch.Tensor, offset: int, name: str) -> None:
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
+            self._fd = open_regular(self.path)
         view = memoryview(buf.numpy()).cast("B")  # type: ignore[arg-type]
         done = 0
         while done < len(view):
@@ -202,12 +171,14 @@ class _ShardedSource:
         self._map = weight_map
         self._index_path = index_path
         self._names = list(weight_map)
+        where = f" listed in {index_path}" if index_path else ""
         for fname in sorted(set(weight_map.values())):
-            if not (root / fname).is_file():
-                where = f" listed in {index_path}" if index_path else ""
+            path = root / fname
+            if not os.path.lexists(path) or (os.path.islink(path) and not path.exists()):
                 raise CheckpointError(
-                    f"shard {root / fname}{where} is missing; download the checkpoint again."
+                    f"shard {path}{where} is missing; download the checkpoint again."
                 )
+            check_regular(path)
 
     def names(self) -> list[str]:
         return list(self._names)
@@ -269,6 +240,7 @@ class TorchBinCheckpoint(_ShardedSource):
 
     @staticmethod
     def _load(path: Path) -> dict[str, torch.Tensor]:
+        check_regular(path)
         try:
             try:
                 obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -310,6 +282,22 @@ WEIGHT_FORMATS = (
 )
 
 
+def read_index(index_path: Path) -> dict[str, str]:
+    """The ``weight_map`` of a sharded checkpoint's index, validated: an object of tensor
+    names (each once) to shard file names inside the model directory."""
+    data = read_json_object(index_path)
+    weight_map = data.get("weight_map")
+    if not isinstance(weight_map, dict):
+        got = "nothing" if weight_map is None else f"a {type(weight_map).__name__}"
+        raise CheckpointError(
+            f"{index_path}: `weight_map` must be an object mapping tensor names to shard files "
+            f"(found {got}); the index is corrupt. Download it again."
+        )
+    for name, fname in weight_map.items():
+        check_shard_name(index_path.parent, fname, index_path, name)
+    return weight_map
+
+
 def open_weights(root: Path) -> SafetensorsCheckpoint | TorchBinCheckpoint | GGUFSource:
     """Open the weights of a Hugging Face model directory (or of a GGUF file's view)."""
     from alloy.io.gguf import GGUFSource, find_gguf
@@ -319,16 +307,14 @@ def open_weights(root: Path) -> SafetensorsCheckpoint | TorchBinCheckpoint | GGU
         return GGUFSource(gguf)
     for index_name, single_name, cls in WEIGHT_FORMATS:
         index_path = root / index_name
-        if index_path.is_file():
-            try:
-                weight_map = json.loads(index_path.read_text())["weight_map"]
-            except (OSError, ValueError, KeyError) as e:
-                raise CheckpointError(f"{index_path} is not a valid index ({e!r})") from e
-            return cls(root, dict(weight_map), index_path)
+        if os.path.lexists(index_path):
+            return cls(root, read_index(index_path), index_path)
         single = root / single_name
-        if single.is_file():
+        if os.path.lexists(single):
             if cls is SafetensorsCheckpoint:
-                names = SafetensorsFile(single).names()
+                f = SafetensorsFile(single)
+                names = f.names()
+                f.close()
             else:
                 names = list(TorchBinCheckpoint._load(single))
             return cls(root, dict.fromkeys(names, single_name), None)
@@ -336,7 +322,9 @@ def open_weights(root: Path) -> SafetensorsCheckpoint | TorchBinCheckpoint | GGU
         p.name for p in root.glob("*.bin")
     )
     if len(others) == 1 and others[0].endswith(".safetensors"):
-        names = SafetensorsFile(root / others[0]).names()
+        f = SafetensorsFile(root / others[0])
+        names = f.names()
+        f.close()
         return SafetensorsCheckpoint(root, dict.fromkeys(names, others[0]), None)
     found = ", ".join(sorted(p.name for p in root.iterdir())[:12]) or "nothing"
     raise CheckpointError(
@@ -347,13 +335,9 @@ def open_weights(root: Path) -> SafetensorsCheckpoint | TorchBinCheckpoint | GGU
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from e
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
-    return data
+    """A JSON object file (config.json and the like), read without ever blocking; as with
+    transformers, a key given twice keeps its last value and NaN literals are accepted."""
+    return read_json_object(path, constants=True, unique=False)
 
 
 def close_all(sources: Iterable[object]) -> None:

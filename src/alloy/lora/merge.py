@@ -124,6 +124,14 @@ def merge_adapters(
             a.close()
 
 
+def _finite(name: str, *tensors: torch.Tensor) -> None:
+    if not all(bool(torch.isfinite(t).all()) for t in tensors):
+        raise MergeComputationError(
+            f"{name}: the merged delta holds NaN or Inf; every input's `weight` (and the other "
+            "parameters) must be a finite number."
+        )
+
+
 def _merge(
     cfg: MergeConfig,
     method: str,
@@ -276,6 +284,7 @@ class _Job:
         dev = self.device
         if self.method == "cat":
             om = _cat(name, m0.embedding, by_input, gparams, mparams, self.lora_bias, dev)
+            _finite(name, om.b, om.a)
             return om, ModuleReport(name, shape, ranks, om.rank, 1.0, 0.0)
         # The merge runs in the weight's own layout ([vocab, dim] for an embedding, [in, out]
         # for Conv1D) with random streams keyed by the same (seed, tensor name) as a model
@@ -291,6 +300,7 @@ class _Job:
         if self.lora_bias:
             b_in = [_bias(x, dev) if x else torch.zeros(shape[0], device=dev) for x in by_input]
             bias = self._method(name + ".bias", b_in, gparams, mparams)
+        _finite(name, merged, *([bias] if bias is not None else []))
         tensor = name + ".weight"
         svd_gen = tensor_generator(self.seed, tensor + "#svd", dev) if self.randomized else None
         f = truncated_svd(

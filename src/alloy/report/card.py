@@ -91,11 +91,12 @@ def resolved_yaml(summary: MergeSummary) -> str:
     requested = summary.config.merge_method
     if summary.method != requested:
         header.append(f"# {requested} was run as {summary.method}; see README.md.")
-    if summary.randomized:
-        header.append(f"# random seed: {summary.seed if summary.seed is not None else 0}")
+    resolved = resolved_config(summary)
+    if summary.randomized:  # a real key, which `alloy merge` reads back
+        resolved["random_seed"] = summary.seed if summary.seed is not None else 0
     for m in sorted(summary.models, key=lambda m: str(m.ref)):
         header.append(f"# {m.ref} -> {m.path}" + (f" + adapter {m.adapter}" if m.adapter else ""))
-    return "\n".join(header) + "\n" + _dump_yaml(resolved_config(summary))
+    return "\n".join(header) + "\n" + _dump_yaml(resolved)
 
 
 def write_configs(summary: MergeSummary, out: Path) -> None:

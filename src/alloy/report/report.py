@@ -15,6 +15,7 @@ from typing import Any
 
 from alloy._version import __version__
 from alloy.errors import OutputError
+from alloy.io.reportfile import check_report_shape, load_report_json
 from alloy.io.sharding import human
 from alloy.report.blocks import (
     Block,
@@ -241,9 +242,7 @@ def read_report(out: Path) -> dict[str, Any]:
     path = out / "report.json"
     if not path.is_file():
         raise OutputError(f"{out} has no report.json; is it the output directory of a merge?")
-    try:
-        report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise OutputError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}).") from e
+    report = load_report_json(path)
     _check(report, path)
+    check_report_shape(report, path)
     return report

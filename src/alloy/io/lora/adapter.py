@@ -21,7 +21,6 @@ Nothing here imports ``peft``: the config is read as JSON.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -31,7 +30,8 @@ from typing import Any
 import torch
 
 from alloy.errors import CheckpointError, LoraNotSupportedError
-from alloy.io.sources import SafetensorsFile, TensorInfo, TorchBinCheckpoint
+from alloy.io.sources import SafetensorsFile, TensorInfo, TorchBinCheckpoint, read_json
+from alloy.lora.config_check import check_adapter_numbers
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHT_NAMES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -96,13 +96,9 @@ class Adapter:
     def __init__(self, path: Path) -> None:
         self.path = path
         cfg_file = path / CONFIG_NAME
-        try:
-            self.config: dict[str, Any] = json.loads(cfg_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"cannot read {cfg_file}: {e}") from e
-        if not isinstance(self.config, dict):
-            raise CheckpointError(f"{cfg_file} must hold a JSON object")
+        self.config: dict[str, Any] = read_json(cfg_file)  # a regular file, a JSON object
         _check_supported(self.config, cfg_file)
+        check_adapter_numbers(self.config, cfg_file)
         self._file, self._keys = _open_weights(path)
         self.modules, self.replacements = self._classify(cfg_file)
 
