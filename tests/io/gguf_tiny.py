@@ -77,7 +77,9 @@ def tensor_shapes(arch: str, tied: bool) -> dict[str, tuple[int, ...]]:
 
 def _add_metadata(w: object, meta: dict[str, object]) -> None:
     for key, value in meta.items():
-        if isinstance(value, str):
+        if isinstance(value, bool):
+            w.add_bool(key, value)  # type: ignore[attr-defined]
+        elif isinstance(value, str):
             w.add_string(key, value)  # type: ignore[attr-defined]
         elif isinstance(value, list):
             w.add_array(key, value)  # type: ignore[attr-defined]
@@ -134,7 +136,7 @@ def write_model(
     return stored
 
 
-def tokenizer_metadata(pre: str) -> dict[str, object]:
+def tokenizer_metadata(pre: str, add_bos: bool = False) -> dict[str, object]:
     """A small byte-level BPE vocabulary: the 256 byte symbols, a few merges, a control token
     and a user-defined one, padded to VOCAB entries."""
     from tokenizers.pre_tokenizers import ByteLevel
@@ -154,12 +156,13 @@ def tokenizer_metadata(pre: str) -> dict[str, object]:
         "tokenizer.ggml.bos_token_id": len(tokens) - 2,
         "tokenizer.ggml.eos_token_id": len(tokens) - 2,
         "tokenizer.chat_template": "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}",
+        "tokenizer.ggml.add_bos_token": add_bos,
     }
 
 
-def write_tokenizer_only(path: Path, pre: str) -> dict[str, object]:
+def write_tokenizer_only(path: Path, pre: str, add_bos: bool = False) -> dict[str, object]:
     """A GGUF holding only llama metadata and a tokenizer (enough for the tokenizer loaders)."""
-    meta = tokenizer_metadata(pre)
+    meta = tokenizer_metadata(pre, add_bos)
     w = gguf.GGUFWriter(str(path), "llama")
     _add_metadata(w, meta)
     w.write_header_to_file()

@@ -146,6 +146,19 @@ def test_tokenizer_encodes_as_transformers_gguf_tokenizer(tmp_path: Path, pre: s
         assert digits == ref("x 12")["input_ids"]
 
 
+def test_tokenizer_adds_bos_when_the_file_says_so(tmp_path: Path) -> None:
+    meta = gguf_tiny.write_tokenizer_only(tmp_path / "t.gguf", "gpt2", add_bos=True)
+    ref = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file="t.gguf")
+    files = tokenizer_files(GGUFFile(tmp_path / "t.gguf").metadata)
+    assert files is not None
+    (tmp_path / "hf").mkdir()
+    write_model_files(files, tmp_path / "hf")
+    mine = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    ids = mine("the world")["input_ids"]
+    assert ids[0] == meta["tokenizer.ggml.bos_token_id"]
+    assert ids == ref("the world")["input_ids"]
+
+
 def test_directory_and_view_resolve_to_the_file(tmp_path: Path) -> None:
     gguf_tiny.write_model(tmp_path / "m.gguf", "qwen2", types=["F16"])
     assert find_gguf(tmp_path) == (tmp_path / "m.gguf").resolve()

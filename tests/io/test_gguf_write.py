@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkpoints import MakeModel
 from click.testing import CliRunner
 
 from alloy.cli import main
@@ -210,3 +211,26 @@ def test_eval_and_analyze_accept_gguf_models(tmp_path: Path) -> None:
     assert ev["tokens"]["d"][str(tmp_path / "a.gguf")] == ev["tokens"]["d"][str(tmp_path / "a-hf")]
     r = CliRunner().invoke(main, ["analyze", str(tmp_path / "a.gguf"), str(tmp_path / "b.gguf")])
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral"])
+def test_transformers_checkpoints_write_as_gguf_transformers_reads(
+    tmp_path: Path, make_model: MakeModel, kind: str
+) -> None:
+    """From checkpoints transformers saved itself: its GGUF loading (which undoes llama.cpp's
+    Q/K permutation) gives back every tensor Alloy wrote, and the model computes alike."""
+    # not named "mistral": transformers' GGUF loader takes a general.name containing "mistral"
+    # for gguf-py's (absent) mistral architecture
+    hf = make_model(kind, tmp_path / f"tiny-{kind[:3]}", seed=3)
+    out = write_gguf(hf, tmp_path / "m.gguf", "F32")
+    ref = transformers.AutoModelForCausalLM.from_pretrained(str(hf))
+    back = transformers.AutoModelForCausalLM.from_pretrained(
+        str(out.parent), gguf_file=out.name, dtype=torch.float32
+    )
+    want, got = ref.state_dict(), back.state_dict()
+    assert set(got) == set(want)
+    for name, t in want.items():
+        assert torch.equal(got[name], t), name
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        assert torch.equal(back(ids).logits, ref(ids).logits)

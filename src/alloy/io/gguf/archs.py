@@ -102,7 +102,7 @@ def spec(arch: str) -> ArchSpec | None:
 def spec_for_model_type(model_type: str) -> ArchSpec | None:
     """The spec whose Hugging Face ``model_type`` is ``model_type`` (for writing)."""
     for arch, raw in _table().items():
-        if raw["model_type"] == model_type or arch == model_type:
+        if model_type in (raw["model_type"], arch, *raw.get("also_written_from", [])):
             return spec(arch)
     return None
 

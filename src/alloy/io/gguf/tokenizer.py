@@ -74,89 +74,72 @@ def _token(meta: dict[str, Any], key: str) -> str | None:
     return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
 
 
-def tokenizer_files(meta: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
-    """``{file name: JSON}`` for the tokenizer of GGUF metadata ``meta``, or None when it is
-    not a byte-level BPE vocabulary with merges."""
-    if meta.get("tokenizer.ggml.model") != "gpt2" or not meta.get("tokenizer.ggml.merges"):
-        return None
-    tokens: list[str] = meta["tokenizer.ggml.tokens"]
-    types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
-    added = [
-        {
-            "id": i,
-            "content": tok,
-            "single_word": False,
-            "lstrip": False,
-            "rstrip": False,
-            "normalized": False,
-            "special": kind == CONTROL,
-        }
+SPECIAL_IDS = (
+    ("bos", "bos_token_id"),
+    ("eos", "eos_token_id"),
+    ("unk", "unknown_token_id"),
+    ("pad", "padding_token_id"),
+)
+
+
+def _added_tokens(tokens: list[str], types: list[int]) -> list[dict[str, Any]]:
+    """Control tokens as special added tokens, user-defined ones as plain added tokens."""
+    flags = {"single_word": False, "lstrip": False, "rstrip": False, "normalized": False}
+    return [
+        {"id": i, "content": tok, **flags, "special": kind == CONTROL}
         for i, (tok, kind) in enumerate(zip(tokens, types))
         if kind in (CONTROL, USER_DEFINED)
     ]
-    bos = _token(meta, "bos_token_id")
-    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False)) and bos is not None
-    post: dict[str, Any] = {
-        "type": "ByteLevel",
-        "add_prefix_space": True,
-        "trim_offsets": False,
-        "use_regex": True,
-    }
-    if add_bos:
-        bos_id = meta["tokenizer.ggml.bos_token_id"]
-        post = {
-            "type": "TemplateProcessing",
-            "single": [
-                {"SpecialToken": {"id": bos, "type_id": 0}},
-                {"Sequence": {"id": "A", "type_id": 0}},
-            ],
-            "pair": [
-                {"SpecialToken": {"id": bos, "type_id": 0}},
-                {"Sequence": {"id": "A", "type_id": 0}},
-                {"SpecialToken": {"id": bos, "type_id": 1}},
-                {"Sequence": {"id": "B", "type_id": 1}},
-            ],
-            "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}},
-        }
-    tokenizer = {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": added,
-        "normalizer": None,
-        "pre_tokenizer": pre_tokenizer(meta.get("tokenizer.ggml.pre")),
-        "post_processor": post,
-        "decoder": {
+
+
+def _post_processor(meta: dict[str, Any], add_bos: bool) -> dict[str, Any]:
+    if not add_bos:
+        return {
             "type": "ByteLevel",
             "add_prefix_space": True,
-            "trim_offsets": True,
+            "trim_offsets": False,
             "use_regex": True,
-        },
-        "model": {
-            "type": "BPE",
-            "dropout": None,
-            "unk_token": None,
-            "continuing_subword_prefix": None,
-            "end_of_word_suffix": None,
-            "fuse_unk": False,
-            "byte_fallback": False,
-            "ignore_merges": False,
-            "vocab": {tok: i for i, tok in enumerate(tokens)},
-            "merges": list(meta["tokenizer.ggml.merges"]),
+        }
+    bos = _token(meta, "bos_token_id")
+    first = {"SpecialToken": {"id": bos, "type_id": 0}}
+    return {
+        "type": "TemplateProcessing",
+        "single": [first, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [
+            first,
+            {"Sequence": {"id": "A", "type_id": 0}},
+            {"SpecialToken": {"id": bos, "type_id": 1}},
+            {"Sequence": {"id": "B", "type_id": 1}},
+        ],
+        "special_tokens": {
+            bos: {"id": bos, "ids": [meta["tokenizer.ggml.bos_token_id"]], "tokens": [bos]}
         },
     }
+
+
+def _bpe_model(meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "BPE",
+        "dropout": None,
+        "unk_token": None,
+        "continuing_subword_prefix": None,
+        "end_of_word_suffix": None,
+        "fuse_unk": False,
+        "byte_fallback": False,
+        "ignore_merges": False,
+        "vocab": {tok: i for i, tok in enumerate(meta["tokenizer.ggml.tokens"])},
+        "merges": list(meta["tokenizer.ggml.merges"]),
+    }
+
+
+def _tokenizer_config(meta: dict[str, Any], add_bos: bool) -> dict[str, Any]:
     config: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "add_bos_token": add_bos,
         "add_eos_token": bool(meta.get("tokenizer.ggml.add_eos_token", False)),
         "clean_up_tokenization_spaces": False,
     }
-    for field, key in (
-        ("bos", "bos_token_id"),
-        ("eos", "eos_token_id"),
-        ("unk", "unknown_token_id"),
-        ("pad", "padding_token_id"),
-    ):
+    for field, key in SPECIAL_IDS:
         tok = _token(meta, key)
         if tok is not None:
             config[f"{field}_token"] = tok
@@ -165,7 +148,31 @@ def tokenizer_files(meta: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
         config["model_max_length"] = ctx
     if isinstance(meta.get("tokenizer.chat_template"), str):
         config["chat_template"] = meta["tokenizer.chat_template"]
-    return {"tokenizer.json": tokenizer, "tokenizer_config.json": config}
+    return config
+
+
+def tokenizer_files(meta: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """``{file name: JSON}`` for the tokenizer of GGUF metadata ``meta``, or None when it is
+    not a byte-level BPE vocabulary with merges."""
+    if meta.get("tokenizer.ggml.model") != "gpt2" or not meta.get("tokenizer.ggml.merges"):
+        return None
+    tokens: list[str] = meta["tokenizer.ggml.tokens"]
+    types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
+    add_bos = add_bos and _token(meta, "bos_token_id") is not None
+    byte_level = {"add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    tokenizer = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": _added_tokens(tokens, types),
+        "normalizer": None,
+        "pre_tokenizer": pre_tokenizer(meta.get("tokenizer.ggml.pre")),
+        "post_processor": _post_processor(meta, add_bos),
+        "decoder": {"type": "ByteLevel", **byte_level},
+        "model": _bpe_model(meta),
+    }
+    return {"tokenizer.json": tokenizer, "tokenizer_config.json": _tokenizer_config(meta, add_bos)}
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -219,12 +226,7 @@ def tokenizer_metadata(model_dir: Path, config: dict[str, Any]) -> dict[str, Any
         "tokenizer.ggml.add_bos_token": bool(tok_cfg.get("add_bos_token", False)),
         "tokenizer.ggml.add_eos_token": bool(tok_cfg.get("add_eos_token", False)),
     }
-    for field, key in (
-        ("bos", "bos_token_id"),
-        ("eos", "eos_token_id"),
-        ("unk", "unknown_token_id"),
-        ("pad", "padding_token_id"),
-    ):
+    for field, key in SPECIAL_IDS:
         name = tok_cfg.get(f"{field}_token")
         name = name.get("content") if isinstance(name, dict) else name
         if isinstance(name, str) and name in vocab:
