@@ -82,7 +82,8 @@ def _encode(t: torch.Tensor, p: _Planned, gguf: Any) -> np.ndarray:
         return t.half().numpy()
     if p.qtype == 30:
         return t.bfloat16().view(torch.int16).numpy()
-    return gguf.quants.quantize(t.numpy(), gguf.GGMLQuantizationType.Q8_0)
+    q: np.ndarray = gguf.quants.quantize(t.numpy(), gguf.GGMLQuantizationType.Q8_0)
+    return q
 
 
 def _add(writer: Any, gguf: Any, key: str, value: Any, as_float: bool = False) -> None:
