@@ -86,6 +86,6 @@ def test_an_unknown_key_of_a_model_mapping_is_an_error(tmp_path: Path) -> None:
 def test_a_config_file_that_is_not_text_is_a_config_error(tmp_path: Path) -> None:
     p = tmp_path / "cfg.yml"
     p.write_bytes(b"merge_method: linear\n\xff\xfe\n")
-    with pytest.raises(ConfigError, match="cannot read the config file") as e:
+    with pytest.raises(ConfigError, match=r"cfg.yml:2: not UTF-8 text") as e:
         load_config(p)
     assert isinstance(e.value.__cause__, UnicodeDecodeError)

@@ -43,7 +43,7 @@ def read_config_text(path: Path) -> str:
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)
     except OSError as e:
-        raise _fail(f"cannot read the config: {e.strerror or e}", None, source) from None
+        raise _fail(f"cannot read the config: {e.strerror or e}", None, source) from e
     if len(data) > MAX_BYTES:
         raise _fail(f"the config is larger than {MAX_BYTES} bytes; is it a config?", None, source)
     try:
@@ -54,7 +54,7 @@ def read_config_text(path: Path) -> str:
             f"not UTF-8 text ({e.reason} at byte {e.start}); a config is a YAML text file",
             line,
             source,
-        ) from None
+        ) from e
 
 
 def _check_events(text: str, source: str | None) -> None:
