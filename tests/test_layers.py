@@ -14,7 +14,7 @@ any package of a lower layer, and another package of its own layer unless that m
                                              (LoRA adapters as sources in io/lora), the config
     methods                                  the merge methods and their registry
     kernels, devices, errors, tabulate,      the bottom
-    _version
+    _version, _interrupt
 
 Imports under ``if TYPE_CHECKING:`` are not edges: they run no code (``errors.py`` names the
 `CompatReport` type that `IncompatibleModelsError.report` holds).
@@ -36,7 +36,7 @@ LAYERS: list[set[str]] = [
     {"plan"},
     {"arch", "io", "config"},
     {"methods"},
-    {"kernels", "devices", "errors", "tabulate", "_version"},
+    {"kernels", "devices", "errors", "tabulate", "_version", "_interrupt"},
 ]
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 

@@ -31,7 +31,7 @@ import torch
 
 from alloy.errors import CheckpointError, LoraNotSupportedError
 from alloy.io.sources import SafetensorsFile, TensorInfo, TorchBinCheckpoint, read_json
-from alloy.lora.config_check import check_adapter_numbers
+from alloy.io.lora.config_check import check_adapter_numbers
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHT_NAMES = ("adapter_model.safetensors", "adapter_model.bin")
