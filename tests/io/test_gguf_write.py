@@ -234,3 +234,21 @@ def test_transformers_checkpoints_write_as_gguf_transformers_reads(
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     with torch.no_grad():
         assert torch.equal(back(ids).logits, ref(ids).logits)
+
+
+def test_a_merge_into_the_directory_of_an_input_gguf_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    a = tmp_path / "m" / "a.gguf"
+    gguf_tiny.write_model(a, "llama", types=["Q8_0"], seed=1, tokenizer="gpt2")
+    gguf_tiny.write_model(tmp_path / "b.gguf", "llama", types=["Q8_0"], seed=2, tokenizer="gpt2")
+    before = a.read_bytes()
+    cfg = tmp_path / "merge.yml"
+    cfg.write_text(
+        "merge_method: linear\nmodels:\n"
+        f"  - model: {a}\n    parameters: {{weight: 0.5}}\n"
+        f"  - model: {tmp_path / 'b.gguf'}\n    parameters: {{weight: 0.5}}\n"
+    )
+    r = CliRunner().invoke(main, ["merge", str(cfg), str(tmp_path / "m"), "--force"])
+    assert r.exit_code == 1 and "overlaps the input model" in r.output
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["a.gguf"]
+    assert a.read_bytes() == before

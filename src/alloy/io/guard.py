@@ -49,9 +49,11 @@ class InputGuard:
             return
         real = os.path.realpath(path)
         self.files[real] = owner
-        if os.path.islink(path) and not _inside(real, os.path.realpath(owner)):
-            # a file linked from elsewhere (a Hugging Face snapshot into blobs/): the directory
-            # holding its target is the input's too
+        linked_in = os.path.islink(path) and not _inside(real, os.path.realpath(owner))
+        if linked_in and os.path.basename(os.path.dirname(real)) == "blobs":
+            # a Hugging Face snapshot's file links into the cache's blobs/: that directory is
+            # the input's too. (Another linked file, such as the .gguf a GGUF view links to, is
+            # protected as a file, by path and inode: not the whole directory holding it.)
             self.dirs.setdefault(os.path.dirname(real), owner)
         if stat.S_ISREG(st.st_mode):
             self.inodes[(st.st_dev, st.st_ino)] = owner
