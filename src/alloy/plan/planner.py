@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -27,7 +27,7 @@ from alloy.io.sharding import plan_shards
 from alloy.io.sources import TensorInfo
 from alloy.io.writer import OutTensor
 from alloy.methods.registry import MethodSpec, Params, get_method
-from alloy.plan.layout import SliceSpec, normalize_slices, output_tensors
+from alloy.plan.layout import OutSpec, SliceSpec, normalize_slices, output_tensors
 from alloy.plan.models import InputModel
 
 log = logging.getLogger("alloy")
@@ -168,6 +168,49 @@ def _plan(
     out_shard_size: int,
     allow_crimes: bool,
 ) -> MergePlan:
+    slices = _check_slices(config, method, notes)
+    report = compatibility(config, slices, models)
+    report.enforce(allow_crimes, notes)
+    outs, layer_sources, problems = output_tensors(slices, models, config.slices is not None)
+    if problems:
+        raise IncompatibleModelsError(_listing("the models cannot be merged", problems))
+
+    jobs_of = _Jobs(config, method, models, DTYPES.get(config.out_dtype or config.dtype or ""))
+    jobs: list[TensorJob] = []
+    mismatched: list[Difference] = []
+    for o in outs:
+        job = jobs_of.job_for(o, slices[o.slice_index], report.labels, mismatched)
+        if job is not None:
+            jobs.append(job)
+    if jobs_of.issues:
+        raise ConfigError(list(jobs_of.issues.values()), config.source_file, config.lines)
+    if mismatched:
+        report.differences[:0] = mismatched
+        raise IncompatibleModelsError(report.error_message(allow_crimes), report=report)
+
+    donor = config.base_model or slices[0].sources[0].model
+    out_cfg = _output_config(models[donor], jobs, layer_sources, config, jobs_of.out_dtype)
+    shards = plan_shards([j.info.nbytes for j in jobs], out_shard_size)
+    for n in notes:
+        log.warning(n)
+    planned = {ref: PlannedModel.of(models[ref]) for ref in config.all_models()}
+    return MergePlan(
+        config,
+        method,
+        MappingProxyType(planned),
+        tuple(jobs),
+        tuple(tuple(s) for s in shards),
+        MappingProxyType(out_cfg),
+        donor,
+        tuple(notes),
+        report,
+    )
+
+
+def _check_slices(config: MergeConfig, method: MethodSpec, notes: list[str]) -> list[SliceSpec]:
+    """The config's slices, normalized (the base added where the method uses one); raises every
+    slice without a needed base or with the wrong number of models at once. A model listed
+    twice is a note."""
     uses_base = method.base != "none"
     issues: dict[tuple[str, str], ConfigIssue] = {}
     slices: list[SliceSpec] = []
@@ -191,35 +234,44 @@ def _plan(
         if n_inputs < method.min_models or (
             method.max_models is not None and n_inputs > method.max_models
         ):
-            want = (
-                f"exactly {method.min_models}"
-                if method.max_models == method.min_models
-                else f"at least {method.min_models}"
-                + (f" and at most {method.max_models}" if method.max_models else "")
-            )
             issues[(sl.location, "count")] = ConfigIssue(
-                f"{method.name} takes {want} model(s) besides the base; got {n_inputs}",
+                f"{method.name} takes {_model_count(method)} model(s) besides the base; "
+                f"got {n_inputs}",
                 sl.location,
             )
         slices.append(SliceSpec(sl.sources, base_index, sl.parameters, sl.location))
     if issues:
         raise ConfigError(list(issues.values()), config.source_file, config.lines)
-    report = compatibility(config, slices, models)
-    report.enforce(allow_crimes, notes)
+    return slices
 
-    outs, layer_sources, problems = output_tensors(slices, models, config.slices is not None)
-    if problems:
-        raise IncompatibleModelsError(_listing("the models cannot be merged", problems))
 
-    out_dtype = DTYPES.get(config.out_dtype or config.dtype or "")
-    jobs: list[TensorJob] = []
-    mismatched: list[Difference] = []
-    for o in outs:
-        spec = slices[o.slice_index]
+def _model_count(method: MethodSpec) -> str:
+    if method.max_models == method.min_models:
+        return f"exactly {method.min_models}"
+    most = f" and at most {method.max_models}" if method.max_models else ""
+    return f"at least {method.min_models}{most}"
+
+
+@dataclass
+class _Jobs:
+    """Builds the `TensorJob` of each output tensor; parameter problems collect in ``issues``
+    (one per location and key), raised together once every tensor is planned."""
+
+    config: MergeConfig
+    method: MethodSpec
+    models: Mapping[ModelRef, InputModel]
+    out_dtype: torch.dtype | None
+    issues: dict[tuple[str, str], ConfigIssue] = field(default_factory=dict)
+
+    def job_for(
+        self, o: OutSpec, spec: SliceSpec, labels: list[str], mismatched: list[Difference]
+    ) -> TensorJob | None:
+        """The job of output tensor ``o``, or None: its inputs differ in shape (added to
+        ``mismatched``) or its parameters have problems (added to ``issues``)."""
         refs: list[InputRef] = []
         entries: list[tuple[str, TensorInfo | None]] = []
         for s, name in zip(spec.sources, o.input_names):
-            m = models[s.model]
+            m = self.models[s.model]
             actual = resolve_tensor(m, name)  # a tied head resolves to the input embedding
             info_in = m.weights.info(actual) if actual else None
             entries.append((str(s.model), info_in))
@@ -228,76 +280,50 @@ def _plan(
         sources_hint = ", ".join(
             f"{s.location}: {n}" for s, n in zip(spec.sources, o.input_names) if n != o.name
         )
-        diff = tensor_difference(o.name, entries, report.labels, sources_hint)
+        diff = tensor_difference(o.name, entries, labels, sources_hint)
         if diff is not None:
             mismatched.append(diff)
-            continue
+            return None
         infos = [i for _, i in entries if i is not None]
         base_ref = refs[spec.base_index] if spec.base_index is not None else None
         inputs = tuple(r for i, r in enumerate(refs) if i != spec.base_index)
-        sources = [s for i, s in enumerate(spec.sources) if i != spec.base_index]
-        names_in = [n for i, n in enumerate(o.input_names) if i != spec.base_index]
         ref_info = infos[spec.base_index if spec.base_index is not None else 0]
         floating = ref_info.dtype.is_floating_point
-        dtype = out_dtype if (out_dtype is not None and floating) else ref_info.dtype
+        dtype = self.out_dtype if (self.out_dtype is not None and floating) else ref_info.dtype
         info = TensorInfo(ref_info.shape, dtype)
         if not floating:
-            jobs.append(TensorJob(o.name, info, inputs, base_ref, None, (), o.t, copy_only=True))
-            continue
-        top, slice_params = config.parameters, spec.parameters
+            return TensorJob(o.name, info, inputs, base_ref, None, (), o.t, copy_only=True)
+        resolved = self._params(o, spec)
+        if resolved is None or len(resolved[1]) != len(inputs):
+            return None
+        params, mparams = resolved
+        return TensorJob(
+            o.name, info, inputs, base_ref, params, mparams, o.t, embedding=is_embedding(o.name)
+        )
+
+    def _params(self, o: OutSpec, spec: SliceSpec) -> tuple[Params, tuple[Params, ...]] | None:
+        """The method's parameters and each non-base input's, resolved for tensor ``o``
+        (None where the global ones have a problem; a per-model problem leaves that model out)."""
+        top, slice_params = self.config.parameters, spec.parameters
         params = resolve_params(
-            method.params, [slice_params, top], o.name, o.t, spec.location, issues
+            self.method.params, [slice_params, top], o.name, o.t, spec.location, self.issues
         )
         mparams: list[Params] = []
-        for s, name_in in zip(sources, names_in):
+        for i, (s, name_in) in enumerate(zip(spec.sources, o.input_names)):
+            if i == spec.base_index:
+                continue
             mp = resolve_params(
-                method.model_params,
+                self.method.model_params,
                 [s.parameters, slice_params, top],
                 name_in,
                 o.t,
                 s.location,
-                issues,
-                defaults=_fallback_defaults(config, method),
+                self.issues,
+                defaults=_fallback_defaults(self.config, self.method),
             )
             if mp is not None:
                 mparams.append(mp)
-        if params is None or len(mparams) != len(inputs):
-            continue
-        jobs.append(
-            TensorJob(
-                o.name,
-                info,
-                inputs,
-                base_ref,
-                params,
-                tuple(mparams),
-                o.t,
-                embedding=is_embedding(o.name),
-            )
-        )
-    if issues:
-        raise ConfigError(list(issues.values()), config.source_file, config.lines)
-    if mismatched:
-        report.differences[:0] = mismatched
-        raise IncompatibleModelsError(report.error_message(allow_crimes), report=report)
-
-    donor = config.base_model or slices[0].sources[0].model
-    out_cfg = _output_config(models[donor], jobs, layer_sources, config, out_dtype)
-    shards = plan_shards([j.info.nbytes for j in jobs], out_shard_size)
-    for n in notes:
-        log.warning(n)
-    planned = {ref: PlannedModel.of(models[ref]) for ref in config.all_models()}
-    return MergePlan(
-        config,
-        method,
-        MappingProxyType(planned),
-        tuple(jobs),
-        tuple(tuple(s) for s in shards),
-        MappingProxyType(out_cfg),
-        donor,
-        tuple(notes),
-        report,
-    )
+        return None if params is None else (params, tuple(mparams))
 
 
 def compatibility(
