@@ -50,6 +50,7 @@ from alloy.config.dtypes import canonical_dtype
 from alloy.config.schema import ModelRef
 from alloy.errors import UsageError
 from alloy.io.hub import resolve_model
+from alloy.tabulate import percent
 
 NEAR_IDENTICAL = 0.95
 PARALLEL_WEIGHTS = 0.9999
@@ -106,10 +107,6 @@ def _wrap(text: str, width: int) -> list[str]:
     import textwrap
 
     return textwrap.wrap(text, width) or [""]
-
-
-def _pct(v: float) -> str:
-    return f"{100 * v:.1f}%"
 
 
 def _round_up(v: float, step: float = 0.05) -> float:
@@ -198,7 +195,7 @@ def _task_vector_rules(a: Analysis) -> tuple[str, dict[str, Any], list[str]]:
     m = a.metrics(a.total)
     refs, n = a.models, len(a.models)
     rel, cos, conflict = m["relative_norm"], m["cosine"], m["conflict"]
-    norms = ", ".join(_pct(r) for r in rel)
+    norms = ", ".join(percent(r) for r in rel)
     base = {"base_model": a.base}
     if n >= 2 and all(c is not None and c >= NEAR_IDENTICAL for c in cos):
         return (
@@ -217,8 +214,8 @@ def _task_vector_rules(a: Analysis) -> tuple[str, dict[str, Any], list[str]]:
             "slerp",
             {"base_model": refs[0], "models": [{"model": r} for r in refs], "parameters": {"t": t}},
             [
-                f"Two fine-tunes of one base whose kept signs rarely conflict ({_pct(conflict or 0.0)} "
-                f"< {_pct(HIGH_CONFLICT)} at density {a.density:g}; cosine {_fmt(cos[0])}): SLERP "
+                f"Two fine-tunes of one base whose kept signs rarely conflict ({percent(conflict or 0.0)} "
+                f"< {percent(HIGH_CONFLICT)} at density {a.density:g}; cosine {_fmt(cos[0])}): SLERP "
                 f"from {refs[0]} to {refs[1]}. t = |δ1| / (|δ1| + |δ2|) = {n1:.4g} / "
                 f"({n1:.4g} + {n2:.4g}) = {t}, so each task vector enters with the same strength."
             ],
@@ -226,8 +223,8 @@ def _task_vector_rules(a: Analysis) -> tuple[str, dict[str, Any], list[str]]:
     why = (
         f"{n} fine-tunes of one base"
         if n >= 3
-        else f"two fine-tunes whose TIES-kept signs disagree in {_pct(conflict or 0.0)} of the "
-        f"coordinates both keep (>= {_pct(HIGH_CONFLICT)} at density {a.density:g})"
+        else f"two fine-tunes whose TIES-kept signs disagree in {percent(conflict or 0.0)} of the "
+        f"coordinates both keep (>= {percent(HIGH_CONFLICT)} at density {a.density:g})"
     )
     changed = m["changed"]
     if max(rel) < SMALL_DELTA and min(changed) >= DENSE:
@@ -243,15 +240,15 @@ def _task_vector_rules(a: Analysis) -> tuple[str, dict[str, Any], list[str]]:
             },
             [
                 f"{why[0].upper() + why[1:]}, and the task vectors are small and dense (relative norms {norms} < "
-                f"{_pct(SMALL_DELTA)}; {', '.join(_pct(c) for c in changed)} of entries changed): "
+                f"{percent(SMALL_DELTA)}; {', '.join(percent(c) for c in changed)} of entries changed): "
                 "DARE-TIES drops entries at random and rescales. Density p = 1 / (1 + (ε/r)²) with "
-                f"ε = {DARE_NOISE} keeps DARE's added noise below {_pct(DARE_NOISE)} of |W|: "
+                f"ε = {DARE_NOISE} keeps DARE's added noise below {percent(DARE_NOISE)} of |W|: "
                 f"{', '.join(str(d) for d in dens)}."
             ],
         )
     dens = [ties_density(c10, c50) for c10, c50 in zip(m["top10_energy"], m["top50_energy"])]
     shares = "; ".join(
-        f"{r}: {_pct(c10 or 0)} in the top 10%, {_pct(c50 or 0)} in the top 50% -> {d}"
+        f"{r}: {percent(c10 or 0)} in the top 10%, {percent(c50 or 0)} in the top 50% -> {d}"
         for r, c10, c50, d in zip(refs, m["top10_energy"], m["top50_energy"], dens)
     )
     return (
@@ -265,7 +262,7 @@ def _task_vector_rules(a: Analysis) -> tuple[str, dict[str, Any], list[str]]:
         },
         [
             f"{why[0].upper() + why[1:]}: TIES trims each task vector, elects a sign per entry and averages the "
-            f"agreeing entries. Density: the smallest share of entries keeping {_pct(ENERGY_KEPT)} "
+            f"agreeing entries. Density: the smallest share of entries keeping {percent(ENERGY_KEPT)} "
             f"of each task vector's energy ({shares})."
         ],
     )
@@ -281,9 +278,9 @@ def _verdict(a: Analysis) -> tuple[str, str]:
     high = [r for r in rates if r > RETRAIN_CONFLICT]
     share = len(high) / len(rates)
     summary = (
-        f"in {len(high)} of {len(rates)} layers more than {_pct(RETRAIN_CONFLICT)} of the "
+        f"in {len(high)} of {len(rates)} layers more than {percent(RETRAIN_CONFLICT)} of the "
         f"coordinates that two or more task vectors keep have opposite signs (median "
-        f"{_pct(median(rates))}; unrelated edits give 50%)"
+        f"{percent(median(rates))}; unrelated edits give 50%)"
     )
     if share > RETRAIN_LAYERS:
         return "retrain", (

@@ -20,6 +20,7 @@ from alloy.arch.compat import check_models, resolve_tensor, tensor_difference
 from alloy.arch.differences import CompatReport, Difference
 from alloy.arch.infer import is_embedding, is_output_embedding, remap_config_layers
 from alloy.config.dtypes import DTYPES
+from alloy.config.fallback import slerp_fallbacks
 from alloy.config.params import resolve_params
 from alloy.config.schema import MergeConfig, ModelRef
 from alloy.errors import ConfigError, ConfigIssue, IncompatibleModelsError
@@ -120,19 +121,11 @@ def choose_method(config: MergeConfig, strict: bool, notes: list[str]) -> Method
     """The method to run. slerp over more than two models switches to ties (with a base) or
     multislerp (without), with a warning; ``strict`` makes that an error."""
     spec = get_method(config.merge_method)
-    if spec.name != "slerp":
-        return spec
-    groups = (
-        [config.models] if config.models is not None else [s.sources for s in config.slices or ()]
-    )
     base = config.base_model
-    too_many = False
-    for g in groups:
-        refs = {s.model for s in g or ()} | ({base} if base else set())
-        too_many |= len(g or ()) > 2 or len(refs) > 2
-    if not too_many:
+    fallbacks = slerp_fallbacks(spec.name, _most_models(config))
+    if fallbacks is None:
         return spec
-    fallback = "ties" if base is not None else "multislerp"
+    fallback = fallbacks[0] if base is not None else fallbacks[1]
     msg = (
         f"slerp interpolates exactly two models; this config has more, so Alloy switches to "
         f"{fallback} ({'a base model is given' if base else 'no base model is given'})"
@@ -142,6 +135,16 @@ def choose_method(config: MergeConfig, strict: bool, notes: list[str]) -> Method
         raise ConfigError([issue], config.source_file, config.lines)
     notes.append(msg)
     return get_method(fallback)
+
+
+def _most_models(config: MergeConfig) -> int:
+    """The most models one tensor of ``config`` merges: a group's entries, or its distinct
+    models with the base, whichever is more."""
+    groups = (
+        [config.models] if config.models is not None else [s.sources for s in config.slices or ()]
+    )
+    extra = {config.base_model} if config.base_model else set()
+    return max((max(len(g), len({s.model for s in g} | extra)) for g in groups), default=0)
 
 
 def build_plan(
