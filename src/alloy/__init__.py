@@ -22,6 +22,8 @@ from alloy.api import (
     merge,
     plan,
     recommend,
+    record_evaluation,
+    render_report,
 )
 from alloy.arch.differences import CompatReport
 from alloy.config.load import load_config
@@ -93,4 +95,6 @@ __all__ = [
     "merge",
     "plan",
     "recommend",
+    "record_evaluation",
+    "render_report",
 ]

@@ -101,7 +101,7 @@ def eval_(
     source per set and metric, and flagged `degraded` (more than 10% worse) or `failed`
     (more than 2x worse).
     """
-    from alloy.api import evaluate_merge
+    from alloy.api import evaluate_merge, record_evaluation
     from alloy.evaluate.models import EvalOptions
 
     setup_logging(verbose, quiet)
@@ -117,13 +117,12 @@ def eval_(
         progress=not quiet and sys.stderr.isatty(),
     )
     merged, *sources = models
-    ev = evaluate_merge(
+    evaluation = evaluate_merge(
         merged, sources or None, data=list(data), probes=list(probes), options=options
-    ).to_dict()
+    )
     if write_report:
-        from alloy.report.report import record_evaluation
-
-        record_evaluation(merged, ev, ev["seconds"])
+        record_evaluation(merged, evaluation)
+    ev = evaluation.to_dict()
     if as_json:
         click.echo(json.dumps(ev, indent=2, ensure_ascii=False))
     else:
@@ -141,8 +140,8 @@ def eval_(
 def report(out: Path, no_html: bool) -> None:
     """Render OUT's merge report again from OUT/report.json: report.md, report.html (one
     self-contained page), the PNG plots and the model card's evaluation table."""
-    from alloy.report.report import read_report, write_report
+    from alloy.api import render_report
 
-    written = write_report(read_report(out), out, html=not no_html)
+    written = render_report(out, html=not no_html)
     for name in written:
         click.echo(str(out / name))
