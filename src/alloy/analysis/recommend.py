@@ -23,8 +23,9 @@ The rules, in order (each cites the numbers it used):
    `RETRAIN_CONFLICT` (the fine-tunes push most kept weights in opposite directions, more than
    unrelated edits would: those sit at 50%), retraining on the combined data is likely better
    than any merge.
-5. Memory: the recommended merge is planned (headers only) and its peak estimate compared with
-   the available RAM, with a device or method suggestion when it does not fit.
+5. Memory: the recommended merge's peak estimate (`alloy.api.recommend` plans it, headers
+   only) is compared with the available RAM (`alloy.analysis.memory`), with a device or method
+   suggestion when it does not fit.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-import psutil
 import yaml
 
 from alloy.analysis.analyze import Analysis, analyze, check_options
@@ -61,7 +61,6 @@ SMALL_DELTA = 0.01
 DENSE = 0.9
 DARE_NOISE = 0.01
 ENERGY_KEPT = 0.9
-RAM_SHARE = 0.8  # of the available memory a merge may plan to use
 
 
 @dataclass
@@ -71,7 +70,7 @@ class Recommendation:
     config: dict[str, Any] | None
     reasons: list[str] = field(default_factory=list)
     rationale: str = ""
-    memory: dict[str, Any] | None = None
+    memory: dict[str, Any] | None = None  # `analysis.memory.memory_fit`, by `alloy.api.recommend`
 
     def yaml(self) -> str:
         if self.config is None:
@@ -196,7 +195,6 @@ def _task_vector_rules(a: Analysis) -> tuple[str, dict[str, Any], list[str]]:
     refs, n = a.models, len(a.models)
     rel, cos, conflict = m["relative_norm"], m["cosine"], m["conflict"]
     norms = ", ".join(percent(r) for r in rel)
-    base = {"base_model": a.base}
     if n >= 2 and all(c is not None and c >= NEAR_IDENTICAL for c in cos):
         return (
             "linear",
@@ -220,6 +218,16 @@ def _task_vector_rules(a: Analysis) -> tuple[str, dict[str, Any], list[str]]:
                 f"({n1:.4g} + {n2:.4g}) = {t}, so each task vector enters with the same strength."
             ],
         )
+    return _sparse_rules(a, m, norms)
+
+
+def _sparse_rules(
+    a: Analysis, m: dict[str, Any], norms: str
+) -> tuple[str, dict[str, Any], list[str]]:
+    """Three or more fine-tunes, or two whose signs conflict: DARE-TIES for small, dense task
+    vectors, TIES otherwise, each model with its density."""
+    refs, n, conflict = a.models, len(a.models), m["conflict"]
+    rel, base = m["relative_norm"], {"base_model": a.base}
     why = (
         f"{n} fine-tunes of one base"
         if n >= 3
@@ -290,53 +298,6 @@ def _verdict(a: Analysis) -> tuple[str, str]:
     return "merge", f"Verdict: merge: {summary}."
 
 
-def _memory(config: dict[str, Any]) -> dict[str, Any]:
-    import torch
-
-    from alloy.config.load import load_config
-    from alloy.plan.estimate import estimate_memory
-    from alloy.plan.models import open_models_of
-    from alloy.plan.planner import build_plan
-
-    cfg = load_config(config)
-    with open_models_of(cfg) as models:
-        p = build_plan(cfg, models, allow_crimes=True)
-    est = estimate_memory(p)
-    method = p.method.name
-    available = psutil.virtual_memory().available
-    fits = est.peak_bytes <= RAM_SHARE * available
-    gib = 1024**3
-    summary = (
-        f"the merge needs about {est.peak_bytes / gib:.2f} GiB at its peak "
-        f"({est.largest_tensor}); {available / gib:.2f} GiB are available. "
-    )
-    cuda = torch.cuda.is_available()
-    if fits:
-        device = "cuda" if cuda else "cpu"
-        summary += "It fits: " + (
-            "--device cuda runs the arithmetic on the GPU."
-            if cuda
-            else "--device cpu (the default)."
-        )
-    elif cuda and est.peak_bytes <= RAM_SHARE * torch.cuda.mem_get_info()[0]:
-        device = "cuda"
-        summary += "It does not fit in RAM but fits on the GPU: --device cuda."
-    else:
-        device = "cpu"
-        summary += "It does not fit: close other programs or use a machine with more memory" + (
-            "; dare_ties instead of ties streams large tensors in row chunks and needs less."
-            if method == "ties"
-            else "."
-        )
-    return {
-        "peak_bytes": est.peak_bytes,
-        "available_bytes": available,
-        "fits": fits,
-        "device": device,
-        "summary": summary,
-    }
-
-
 def _tokenizer_source(refs: Sequence[ModelRef]) -> tuple[str | None, str]:
     """When the vocabularies differ at equal size: the model that changed the vocabulary of
     the reference (the base, or the first model), whose new tokens only it has trained; when
@@ -376,7 +337,7 @@ def from_analysis(
     config["dtype"] = dtype
     if verdict_text:
         reasons.append(verdict_text)
-    return Recommendation(verdict, method, config, reasons, " ".join(reasons), _memory(config))
+    return Recommendation(verdict, method, config, reasons, " ".join(reasons))
 
 
 def recommend(
