@@ -5,8 +5,8 @@ any package of a lower layer, and another package of its own layer unless that m
 
     cli, __main__                            the command line
     demo                                     a program built on the API, like the CLI
-    alloy (the package), api, api_tools,     the public API
-    convert
+    alloy (the package), api, api_tools,     the public API (_merging: the steps of api.merge)
+    _merging, convert
     evaluate, report, analysis, lora         what the API composes: LoRA merge and extract are
                                              programs beside the planner
     plan                                     config -> jobs, the executor
@@ -31,7 +31,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "alloy"
 LAYERS: list[set[str]] = [
     {"cli", "__main__"},
     {"demo"},
-    {"alloy", "api", "api_tools", "convert"},
+    {"alloy", "api", "api_tools", "_merging", "convert"},
     {"evaluate", "report", "analysis", "lora"},
     {"plan"},
     {"arch", "io", "config"},

@@ -24,6 +24,8 @@ from alloy.api import (
     merge,
     plan,
     recommend,
+    record_evaluation,
+    render_report,
 )
 from alloy.arch.differences import CompatReport
 from alloy.config.load import load_config
@@ -95,4 +97,6 @@ __all__ = [
     "merge",
     "plan",
     "recommend",
+    "record_evaluation",
+    "render_report",
 ]

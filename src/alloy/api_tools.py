@@ -9,6 +9,7 @@ and its command-line option (`alloy.errors.UsageError`, `alloy.errors.DeviceErro
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,10 +99,11 @@ def recommend(
     on_tensor: OnTensor | None = None,
 ) -> Recommendation:
     """Check, analyze, and recommend a merge method with its parameters and reasons (or to
-    stop, or to retrain); the arguments are `analyze`'s."""
+    stop, or to retrain), and whether the recommended merge fits in memory (it is planned,
+    from headers only); the arguments are `analyze`'s."""
     from alloy.analysis.recommend import recommend as run
 
-    return run(
+    rec = run(
         models,
         base,
         density=density,
@@ -110,6 +112,21 @@ def recommend(
         workers=workers,
         on_tensor=on_tensor,
     )
+    return rec if rec.config is None else replace(rec, memory=_memory(rec.config))
+
+
+def _memory(config: dict[str, Any]) -> dict[str, Any]:
+    """Whether the merge of ``config`` fits in memory: planned here, from headers only."""
+    from alloy.analysis.memory import memory_fit
+    from alloy.config.load import load_config
+    from alloy.plan.estimate import estimate_memory
+    from alloy.plan.models import open_models_of
+    from alloy.plan.planner import build_plan
+
+    cfg = load_config(config)
+    with open_models_of(cfg) as models:
+        the_plan = build_plan(cfg, models, allow_crimes=True)
+    return memory_fit(estimate_memory(the_plan), the_plan.method.name)
 
 
 def _check_svd(rank: int | None, device: str) -> None:

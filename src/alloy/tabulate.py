@@ -7,7 +7,8 @@ of the layers: `alloy.arch` and `alloy.report` both use it.
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
+import math
+from collections.abc import Callable, Container, Sequence
 
 
 def _widths(rows: Sequence[Sequence[str]]) -> list[int]:
@@ -64,3 +65,19 @@ def markdown(
 
     sep = "|" + "|".join(rule(i, w) for i, w in enumerate(widths)) + "|"
     return "\n".join([line(cells[0]), sep, *(line(r) for r in cells[1:])])
+
+
+def percent(
+    v: float | None, digits: int | Callable[[float], int] = 1, *, floor: bool = False
+) -> str:
+    """The share ``v`` (0.25) as a table cell ("25.0%"), "-" for None. ``digits``: the
+    decimals, or a function of the share that gives them (more for small shares); ``floor``
+    rounds down instead of to nearest (79.6% at 0 digits shows as 79%)."""
+    if v is None:
+        return "-"
+    d = digits(v) if callable(digits) else digits
+    shown = 100 * v
+    if floor:
+        scale = 10**d
+        shown = math.floor(shown * scale + 1e-9) / scale
+    return f"{shown:.{d}f}%"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 import torch
 import yaml
@@ -15,7 +16,8 @@ from family import VOCAB, base_tensors, family, noise, write
 
 import alloy
 from alloy.analysis import recommend as rec_module
-from alloy.analysis.recommend import dare_density, recommend, ties_density
+from alloy.analysis.recommend import dare_density, ties_density
+from alloy.api import recommend
 from alloy.cli import main
 
 
@@ -172,9 +174,7 @@ def test_memory_estimate_against_available_ram(
     base, fts, _, _ = family(tmp_path, [noise(1, 0.05), noise(2, 0.05)])
     rec = recommend([str(p) for p in fts], str(base))
     assert rec.memory is not None and rec.memory["fits"] and rec.memory["device"] in ("cpu", "cuda")
-    monkeypatch.setattr(
-        rec_module.psutil, "virtual_memory", lambda: SimpleNamespace(available=1024**2)
-    )
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=1024**2))
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     tight = recommend([str(p) for p in fts], str(base))
     assert tight.memory is not None and not tight.memory["fits"]

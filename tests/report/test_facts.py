@@ -9,7 +9,8 @@ import pytest
 import torch
 from tiny import tiny_tensors, write_tiny
 
-from alloy.api import merge_facts, open_config_models
+from alloy._merging import merge_facts
+from alloy.api import open_config_models
 from alloy.config.load import load_config
 from alloy.plan.planner import build_plan
 from alloy.report.facts import BLOCK_ELEMENTS, SAMPLE_BLOCKS, sample_rows

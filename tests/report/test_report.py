@@ -161,6 +161,18 @@ def test_alloy_report_rerenders(merged: alloy.MergeResult, tmp_path: Path) -> No
     assert bad.exit_code == 1 and "has no report.json" in bad.output
 
 
+def test_render_report_is_the_api_of_alloy_report(
+    merged: alloy.MergeResult, tmp_path: Path
+) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(merged.out_dir, out)
+    before = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    written = alloy.render_report(out, html=False)
+    assert "report.md" in written and "report.html" not in written
+    assert (out / "report.md").read_text() == before
+
+
 def _broken(src: Path, dst: Path, scale: float) -> Path:
     """A copy of ``src`` whose output head is scaled: confident, wrong predictions."""
     shutil.copytree(src, dst)

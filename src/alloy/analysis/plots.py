@@ -22,21 +22,16 @@ def _series(a: Analysis, key: str, index: int | None) -> tuple[list[int], list[f
     return xs, ys
 
 
-def write_plots(a: Analysis, out_dir: Path) -> list[Path]:
-    """One PNG per per-layer metric in ``out_dir`` (created if needed); returns the files."""
-    import matplotlib
+Series = list[tuple[str, str, int | None]]  # (legend, metric, model or pair index)
+PlotSpec = tuple[str, str, str, Series]  # (file stem, y label, title, series)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create the plot directory {out_dir}: {e}") from e
+def _plot_specs(a: Analysis) -> list[PlotSpec]:
+    """The per-layer plots of ``a``: task-vector metrics with a base, weight angles without,
+    and pairwise cosines for two models or more."""
     names = letters(len(a.models))
     pair_names = [f"{names[i]}·{names[j]}" for i, j in pairs(len(names))]
-    Series = list[tuple[str, str, int | None]]  # (legend, metric, model or pair index)
-    plots: list[tuple[str, str, str, Series]] = []
+    plots: list[PlotSpec] = []
 
     def each(key: str, labels: list[str], suffix: str = "") -> Series:
         return [(label + suffix, key, i) for i, label in enumerate(labels)]
@@ -89,8 +84,22 @@ def write_plots(a: Analysis, out_dir: Path) -> list[Path]:
                 each("cosine", pair_names),
             )
         )
+    return plots
+
+
+def write_plots(a: Analysis, out_dir: Path) -> list[Path]:
+    """One PNG per per-layer metric in ``out_dir`` (created if needed); returns the files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the plot directory {out_dir}: {e}") from e
     written = []
-    for stem, ylabel, title, series in plots:
+    for stem, ylabel, title, series in _plot_specs(a):
         fig, ax = plt.subplots(figsize=(7, 4))
         try:
             for label, key, index in series:

@@ -23,8 +23,9 @@ The rules, in order (each cites the numbers it used):
    `RETRAIN_CONFLICT` (the fine-tunes push most kept weights in opposite directions, more than
    unrelated edits would: those sit at 50%), retraining on the combined data is likely better
    than any merge.
-5. Memory: the recommended merge is planned (headers only) and its peak estimate compared with
-   the available RAM, with a device or method suggestion when it does not fit.
+5. Memory: the recommended merge's peak estimate (`alloy.api.recommend` plans it, headers
+   only) is compared with the available RAM (`alloy.analysis.memory`), with a device or method
+   suggestion when it does not fit.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-import psutil
 import yaml
 
 from alloy.analysis.analyze import Analysis, analyze, check_options
@@ -50,6 +50,7 @@ from alloy.config.dtypes import canonical_dtype
 from alloy.config.schema import ModelRef
 from alloy.errors import OutputError, UsageError
 from alloy.io.hub import resolve_model
+from alloy.tabulate import percent
 
 NEAR_IDENTICAL = 0.95
 PARALLEL_WEIGHTS = 0.9999
@@ -60,7 +61,6 @@ SMALL_DELTA = 0.01
 DENSE = 0.9
 DARE_NOISE = 0.01
 ENERGY_KEPT = 0.9
-RAM_SHARE = 0.8  # of the available memory a merge may plan to use
 
 
 @dataclass
@@ -70,7 +70,7 @@ class Recommendation:
     config: dict[str, Any] | None
     reasons: list[str] = field(default_factory=list)
     rationale: str = ""
-    memory: dict[str, Any] | None = None
+    memory: dict[str, Any] | None = None  # `analysis.memory.memory_fit`, by `alloy.api.recommend`
 
     def yaml(self) -> str:
         if self.config is None:
@@ -106,10 +106,6 @@ def _wrap(text: str, width: int) -> list[str]:
     import textwrap
 
     return textwrap.wrap(text, width) or [""]
-
-
-def _pct(v: float) -> str:
-    return f"{100 * v:.1f}%"
 
 
 def _round_up(v: float, step: float = 0.05) -> float:
@@ -198,8 +194,7 @@ def _task_vector_rules(a: Analysis) -> tuple[str, dict[str, Any], list[str]]:
     m = a.metrics(a.total)
     refs, n = a.models, len(a.models)
     rel, cos, conflict = m["relative_norm"], m["cosine"], m["conflict"]
-    norms = ", ".join(_pct(r) for r in rel)
-    base = {"base_model": a.base}
+    norms = ", ".join(percent(r) for r in rel)
     if n >= 2 and all(c is not None and c >= NEAR_IDENTICAL for c in cos):
         return (
             "linear",
@@ -217,17 +212,27 @@ def _task_vector_rules(a: Analysis) -> tuple[str, dict[str, Any], list[str]]:
             "slerp",
             {"base_model": refs[0], "models": [{"model": r} for r in refs], "parameters": {"t": t}},
             [
-                f"Two fine-tunes of one base whose kept signs rarely conflict ({_pct(conflict or 0.0)} "
-                f"< {_pct(HIGH_CONFLICT)} at density {a.density:g}; cosine {_fmt(cos[0])}): SLERP "
+                f"Two fine-tunes of one base whose kept signs rarely conflict ({percent(conflict or 0.0)} "
+                f"< {percent(HIGH_CONFLICT)} at density {a.density:g}; cosine {_fmt(cos[0])}): SLERP "
                 f"from {refs[0]} to {refs[1]}. t = |δ1| / (|δ1| + |δ2|) = {n1:.4g} / "
                 f"({n1:.4g} + {n2:.4g}) = {t}, so each task vector enters with the same strength."
             ],
         )
+    return _sparse_rules(a, m, norms)
+
+
+def _sparse_rules(
+    a: Analysis, m: dict[str, Any], norms: str
+) -> tuple[str, dict[str, Any], list[str]]:
+    """Three or more fine-tunes, or two whose signs conflict: DARE-TIES for small, dense task
+    vectors, TIES otherwise, each model with its density."""
+    refs, n, conflict = a.models, len(a.models), m["conflict"]
+    rel, base = m["relative_norm"], {"base_model": a.base}
     why = (
         f"{n} fine-tunes of one base"
         if n >= 3
-        else f"two fine-tunes whose TIES-kept signs disagree in {_pct(conflict or 0.0)} of the "
-        f"coordinates both keep (>= {_pct(HIGH_CONFLICT)} at density {a.density:g})"
+        else f"two fine-tunes whose TIES-kept signs disagree in {percent(conflict or 0.0)} of the "
+        f"coordinates both keep (>= {percent(HIGH_CONFLICT)} at density {a.density:g})"
     )
     changed = m["changed"]
     if max(rel) < SMALL_DELTA and min(changed) >= DENSE:
@@ -243,15 +248,15 @@ def _task_vector_rules(a: Analysis) -> tuple[str, dict[str, Any], list[str]]:
             },
             [
                 f"{why[0].upper() + why[1:]}, and the task vectors are small and dense (relative norms {norms} < "
-                f"{_pct(SMALL_DELTA)}; {', '.join(_pct(c) for c in changed)} of entries changed): "
+                f"{percent(SMALL_DELTA)}; {', '.join(percent(c) for c in changed)} of entries changed): "
                 "DARE-TIES drops entries at random and rescales. Density p = 1 / (1 + (ε/r)²) with "
-                f"ε = {DARE_NOISE} keeps DARE's added noise below {_pct(DARE_NOISE)} of |W|: "
+                f"ε = {DARE_NOISE} keeps DARE's added noise below {percent(DARE_NOISE)} of |W|: "
                 f"{', '.join(str(d) for d in dens)}."
             ],
         )
     dens = [ties_density(c10, c50) for c10, c50 in zip(m["top10_energy"], m["top50_energy"])]
     shares = "; ".join(
-        f"{r}: {_pct(c10 or 0)} in the top 10%, {_pct(c50 or 0)} in the top 50% -> {d}"
+        f"{r}: {percent(c10 or 0)} in the top 10%, {percent(c50 or 0)} in the top 50% -> {d}"
         for r, c10, c50, d in zip(refs, m["top10_energy"], m["top50_energy"], dens)
     )
     return (
@@ -265,7 +270,7 @@ def _task_vector_rules(a: Analysis) -> tuple[str, dict[str, Any], list[str]]:
         },
         [
             f"{why[0].upper() + why[1:]}: TIES trims each task vector, elects a sign per entry and averages the "
-            f"agreeing entries. Density: the smallest share of entries keeping {_pct(ENERGY_KEPT)} "
+            f"agreeing entries. Density: the smallest share of entries keeping {percent(ENERGY_KEPT)} "
             f"of each task vector's energy ({shares})."
         ],
     )
@@ -281,9 +286,9 @@ def _verdict(a: Analysis) -> tuple[str, str]:
     high = [r for r in rates if r > RETRAIN_CONFLICT]
     share = len(high) / len(rates)
     summary = (
-        f"in {len(high)} of {len(rates)} layers more than {_pct(RETRAIN_CONFLICT)} of the "
+        f"in {len(high)} of {len(rates)} layers more than {percent(RETRAIN_CONFLICT)} of the "
         f"coordinates that two or more task vectors keep have opposite signs (median "
-        f"{_pct(median(rates))}; unrelated edits give 50%)"
+        f"{percent(median(rates))}; unrelated edits give 50%)"
     )
     if share > RETRAIN_LAYERS:
         return "retrain", (
@@ -291,53 +296,6 @@ def _verdict(a: Analysis) -> tuple[str, str]:
             "so a merge cancels most of each fine-tune's change there."
         )
     return "merge", f"Verdict: merge: {summary}."
-
-
-def _memory(config: dict[str, Any]) -> dict[str, Any]:
-    import torch
-
-    from alloy.config.load import load_config
-    from alloy.plan.estimate import estimate_memory
-    from alloy.plan.models import open_models_of
-    from alloy.plan.planner import build_plan
-
-    cfg = load_config(config)
-    with open_models_of(cfg) as models:
-        p = build_plan(cfg, models, allow_crimes=True)
-    est = estimate_memory(p)
-    method = p.method.name
-    available = psutil.virtual_memory().available
-    fits = est.peak_bytes <= RAM_SHARE * available
-    gib = 1024**3
-    summary = (
-        f"the merge needs about {est.peak_bytes / gib:.2f} GiB at its peak "
-        f"({est.largest_tensor}); {available / gib:.2f} GiB are available. "
-    )
-    cuda = torch.cuda.is_available()
-    if fits:
-        device = "cuda" if cuda else "cpu"
-        summary += "It fits: " + (
-            "--device cuda runs the arithmetic on the GPU."
-            if cuda
-            else "--device cpu (the default)."
-        )
-    elif cuda and est.peak_bytes <= RAM_SHARE * torch.cuda.mem_get_info()[0]:
-        device = "cuda"
-        summary += "It does not fit in RAM but fits on the GPU: --device cuda."
-    else:
-        device = "cpu"
-        summary += "It does not fit: close other programs or use a machine with more memory" + (
-            "; dare_ties instead of ties streams large tensors in row chunks and needs less."
-            if method == "ties"
-            else "."
-        )
-    return {
-        "peak_bytes": est.peak_bytes,
-        "available_bytes": available,
-        "fits": fits,
-        "device": device,
-        "summary": summary,
-    }
 
 
 def _tokenizer_source(refs: Sequence[ModelRef]) -> tuple[str | None, str]:
@@ -379,7 +337,7 @@ def from_analysis(
     config["dtype"] = dtype
     if verdict_text:
         reasons.append(verdict_text)
-    return Recommendation(verdict, method, config, reasons, " ".join(reasons), _memory(config))
+    return Recommendation(verdict, method, config, reasons, " ".join(reasons))
 
 
 def recommend(

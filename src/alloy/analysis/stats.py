@@ -194,6 +194,30 @@ def task_vector_sums(
     return out
 
 
+def _end_counts(
+    selectors: list[StreamingTopK],
+    open_: list[list[tuple[int, float, float]]],
+    above: np.ndarray,
+    above_sq: np.ndarray,
+) -> None:
+    """Each selector's counts above its open brackets (``above[i, k]``, and their squares),
+    from the pass's totals; the selectors then make their cuts."""
+    for i, sel in enumerate(selectors):
+        for k, _, _ in open_[i]:
+            empty = np.empty(0, np.float32)
+            sel.add_counts(
+                k,
+                int(above[i, k]),
+                0.0,
+                None,
+                empty,
+                empty.astype(np.int64),
+                above_sq=float(above_sq[i, k]),
+            )
+        if open_[i]:
+            sel.end_count()
+
+
 def _one_pass(
     arrays: list[np.ndarray],
     pieces: list[tuple[int, int]],
@@ -239,14 +263,7 @@ def _one_pass(
             settle.append((unsure[:nu] + s, udelta[:, :nu].copy()))
         for i, sel in enumerate(selectors):
             add_group_counts(sel, groups[i], where[i], wmag[i], found[i], s)
-    for i, sel in enumerate(selectors):
-        for k, _, _ in open_[i]:
-            above = int(totals.above[i, k])
-            above_sq = float(totals.above_sq[i, k])
-            empty = np.empty(0, np.float32)
-            sel.add_counts(k, above, 0.0, None, empty, empty.astype(np.int64), above_sq=above_sq)
-        if open_[i]:
-            sel.end_count()
+    _end_counts(selectors, open_, totals.above, totals.above_sq)
     for i in range(n):
         if totals.nonfinite[i]:
             raise CheckpointError(

@@ -7,7 +7,7 @@ from typing import Any
 
 from alloy.analysis.analyze import POST, PRE, Analysis
 from alloy.analysis.stats import Sums, pairs
-from alloy.tabulate import aligned
+from alloy.tabulate import aligned, percent
 
 
 def letters(n: int) -> list[str]:
@@ -18,10 +18,6 @@ def letters(n: int) -> list[str]:
             ascii_uppercase[i] if i < 26 else ascii_uppercase[i // 26 - 1] + ascii_uppercase[i % 26]
         )
     return out
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
 
 
 def _num(v: float | None, digits: int = 4) -> str:
@@ -46,15 +42,17 @@ def _columns(a: Analysis) -> list[tuple[str, Any]]:
             cols.append((f"angle {pair}", lambda m, p=p: _num(m["angle_deg"][p], 2) + "°"))
     if a.has_base:
         if len(names) > 1:
-            cols.append((f"conflict@{a.density:g}", lambda m: _pct(m["conflict"])))
+            cols.append((f"conflict@{a.density:g}", lambda m: percent(m["conflict"])))
         cols += [
-            (f"changed {x}", lambda m, i=i: _pct(m["changed"][i])) for i, x in enumerate(names)
+            (f"changed {x}", lambda m, i=i: percent(m["changed"][i])) for i, x in enumerate(names)
         ]
         cols += [
-            (f"top10% {x}", lambda m, i=i: _pct(m["top10_energy"][i])) for i, x in enumerate(names)
+            (f"top10% {x}", lambda m, i=i: percent(m["top10_energy"][i]))
+            for i, x in enumerate(names)
         ]
         cols += [
-            (f"top50% {x}", lambda m, i=i: _pct(m["top50_energy"][i])) for i, x in enumerate(names)
+            (f"top50% {x}", lambda m, i=i: percent(m["top50_energy"][i]))
+            for i, x in enumerate(names)
         ]
     return cols
 

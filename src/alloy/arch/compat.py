@@ -264,6 +264,26 @@ def architecture_hash(model: CheckedModel) -> str:
 # ---------------------------------------------------------------- tokenizers
 
 
+def _vocab_hint(present: Sequence[tuple[str, TokenizerInfo]]) -> str:
+    """What differing vocabularies mean for the merge, and the setting that chooses one."""
+    if len({i.vocab_size for _, i in present}) > 1:
+        return (
+            "the tokenizers have different numbers of tokens; where the embeddings differ "
+            "too, the merge stops (see the embedding row). Set `tokenizer_source` to the "
+            "model whose tokenizer has every token"
+        )
+    (la, a), (lb, b) = next(
+        (p, q) for p, q in itertools.pairwise(present) if p[1].vocab_hash != q[1].vocab_hash
+    )
+    diffs = first_differences(a.vocab or {}, b.vocab or {}) if a.vocab and b.vocab else []
+    where = f" ({la} vs {lb}: {'; '.join(diffs)})" if diffs else ""
+    return (
+        "same number of tokens but some ids stand for other tokens"
+        f"{where}: their embedding rows are averaged across different tokens. Set "
+        "`tokenizer_source` to the model whose tokenizer the merged model should carry"
+    )
+
+
 def compare_tokenizers(
     infos: Sequence[TokenizerInfo | None], labels: Sequence[str]
 ) -> list[Difference]:
@@ -289,35 +309,13 @@ def compare_tokenizers(
 
     vocabs = {(i.vocab_size, i.vocab_hash) for _, i in present}
     if len(vocabs) > 1:
-        sizes = {i.vocab_size for _, i in present}
-        if len(sizes) > 1:
-            hint = (
-                "the tokenizers have different numbers of tokens; where the embeddings differ "
-                "too, the merge stops (see the embedding row). Set `tokenizer_source` to the "
-                "model whose tokenizer has every token"
-            )
-        else:
-            (la, a), (lb, b) = next(
-                (
-                    (p, q)
-                    for p, q in itertools.pairwise(present)
-                    if p[1].vocab_hash != q[1].vocab_hash
-                )
-            )
-            diffs = first_differences(a.vocab or {}, b.vocab or {}) if a.vocab and b.vocab else []
-            where = f" ({la} vs {lb}: {'; '.join(diffs)})" if diffs else ""
-            hint = (
-                "same number of tokens but some ids stand for other tokens"
-                f"{where}: their embedding rows are averaged across different tokens. Set "
-                "`tokenizer_source` to the model whose tokenizer the merged model should carry"
-            )
         out.append(
             Difference(
                 "tokenizer",
                 "vocabulary",
                 values(lambda i: f"{i.vocab_size or '?'} tokens {(i.vocab_hash or '?')[:8]}"),
                 "note",
-                hint,
+                _vocab_hint(present),
             )
         )
     keys: dict[str, None] = {}

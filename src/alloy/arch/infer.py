@@ -26,7 +26,6 @@ class Known:
     output_embeddings: tuple[str, ...]
     post_layer_prefixes: tuple[str, ...]
     model_prefixes: tuple[str, ...]
-    tie_keys: tuple[str, ...]
 
 
 @cache
@@ -115,7 +114,8 @@ class ArchInfo:
         return next((n for n in self.names if is_input_embedding(n)), None)
 
     def tied(self) -> bool:
-        """Output embedding tied to the input one: no head stored, or the config says so."""
+        """Output embedding tied to the input one: an input embedding is stored and no head
+        (the tensors decide; the config's ``tie_word_embeddings`` is not read)."""
         if any(is_output_embedding(n) for n in self.names):
             return False
         return self.input_embedding() is not None

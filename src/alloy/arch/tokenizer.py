@@ -82,9 +82,8 @@ def _load(path: Path) -> Any:
 def _token_text(value: Any) -> str | None:
     if isinstance(value, str):
         return value
-    if isinstance(value, dict) and isinstance(value.get("content"), str):
-        return value["content"]
-    return None
+    content = value.get("content") if isinstance(value, dict) else None
+    return content if isinstance(content, str) else None
 
 
 def _vocab_from_tokenizer_json(data: dict[str, Any]) -> dict[int, str]:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from alloy.cli.check import echo_json, exit_codes
 from alloy.cli.common import F, handle_errors, setup_logging
 from alloy.io.guard import guard_write, model_paths
+
+R = TypeVar("R")
 
 
 def _analysis_options(fn: F) -> F:
@@ -57,6 +59,17 @@ def _progress(quiet: bool) -> tuple[Any, Callable[[str], None] | None]:
     return bar, lambda _name: bar.update(1)
 
 
+def _run(fn: Callable[..., R], models: tuple[str, ...], quiet: bool, **options: Any) -> R:
+    """``fn`` (`alloy.api.analyze` or `alloy.api.recommend`) on ``models``, with a progress
+    bar of the tensors on a terminal unless ``quiet``."""
+    bar, on_tensor = _progress(quiet)
+    try:
+        return fn(list(models), on_tensor=on_tensor, **options)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 @click.command()
 @_analysis_options
 @click.option("--tensors", "per_tensor", is_flag=True, help="Also list every tensor.")
@@ -88,20 +101,16 @@ def analyze(
     setup_logging(0, quiet)
     if plots is not None:
         guard_write(plots, model_paths([*models, base]), "--plots")
-    bar, on_tensor = _progress(quiet or as_json)
-    try:
-        result = run(
-            list(models),
-            base,
-            density=density,
-            sample=sample,
-            seed=seed,
-            workers=workers,
-            on_tensor=on_tensor,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
+    result = _run(
+        run,
+        models,
+        quiet or as_json,
+        base=base,
+        density=density,
+        sample=sample,
+        seed=seed,
+        workers=workers,
+    )
     written: list[Path] = []
     if plots is not None:
         from alloy.analysis.plots import write_plots
@@ -147,20 +156,16 @@ def recommend(
     setup_logging(0, quiet)
     if output is not None:
         guard_write(output, model_paths([*models, base]), "--output")
-    bar, on_tensor = _progress(quiet or as_json)
-    try:
-        rec = run(
-            list(models),
-            base,
-            density=density,
-            sample=sample,
-            seed=seed,
-            workers=workers,
-            on_tensor=on_tensor,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
+    rec = _run(
+        run,
+        models,
+        quiet or as_json,
+        base=base,
+        density=density,
+        sample=sample,
+        seed=seed,
+        workers=workers,
+    )
     if output is not None and rec.config is not None:
         write_config(rec, output)
     if as_json:

@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from alloy.cli.common import handle_errors, setup_logging
-from alloy.io.guard import guard_write
 
 # Exit status of `alloy eval --strict` / `alloy merge --eval-strict` when a set failed.
 EXIT_FAILED = 3
@@ -102,7 +101,7 @@ def eval_(
     source per set and metric, and flagged `degraded` (more than 10% worse) or `failed`
     (more than 2x worse).
     """
-    from alloy.api import evaluate_merge
+    from alloy.api import evaluate_merge, record_evaluation
     from alloy.evaluate.models import EvalOptions
 
     setup_logging(verbose, quiet)
@@ -118,17 +117,12 @@ def eval_(
         progress=not quiet and sys.stderr.isatty(),
     )
     merged, *sources = models
-    ev = evaluate_merge(
+    evaluation = evaluate_merge(
         merged, sources or None, data=list(data), probes=list(probes), options=options
-    ).to_dict()
+    )
     if write_report:
-        from alloy.report.report import record_evaluation
-
-        guard_write(
-            merged, [Path(m["path"]) for m in ev["models"] if m["role"] != "merged"], "MERGED"
-        )
-
-        record_evaluation(merged, ev, ev["seconds"])
+        record_evaluation(merged, evaluation)
+    ev = evaluation.to_dict()
     if as_json:
         click.echo(json.dumps(ev, indent=2, ensure_ascii=False))
     else:
@@ -146,10 +140,8 @@ def eval_(
 def report(out: Path, no_html: bool) -> None:
     """Render OUT's merge report again from OUT/report.json: report.md, report.html (one
     self-contained page), the PNG plots and the model card's evaluation table."""
-    from alloy.report.report import read_report, write_report
+    from alloy.api import render_report
 
-    rep = read_report(out)
-    guard_write(out, [Path(m["path"]) for m in rep["merge"]["models"]], "OUT")
-    written = write_report(rep, out, html=not no_html)
+    written = render_report(out, html=not no_html)
     for name in written:
         click.echo(str(out / name))

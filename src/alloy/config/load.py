@@ -19,6 +19,7 @@ from alloy.config.document import Doc as _Doc
 from alloy.config.document import fmt_path as _fmt_path
 from alloy.config.document import read_config_text
 from alloy.config.dtypes import canonical_dtype
+from alloy.config.fallback import slerp_fallbacks
 from alloy.config.schema import (
     InputSource,
     MergeConfig,
@@ -55,9 +56,7 @@ def _method_param_names(method: str, n_models: int) -> tuple[tuple[str, ...], tu
     from alloy.methods.registry import get_method
 
     specs = [get_method(method)]
-    if method == "slerp" and n_models > 2:
-        # slerp over more than two models falls back to ties or multislerp (see the planner)
-        specs += [get_method("ties"), get_method("multislerp")]
+    specs += [get_method(m) for m in slerp_fallbacks(method, n_models) or ()]
     per_model = {n for s in specs for n in s.model_param_names()}
     names = [n for s in specs for n in (*s.param_names(), *s.model_param_names())]
     globals_ = [n for s in specs for n in s.param_names() if n not in per_model]
@@ -271,7 +270,7 @@ def _check_base(
         return
     from alloy.methods.registry import get_method
 
-    falls_back = method.name == "slerp" and method.n_models > 2  # to multislerp without a base
+    falls_back = slerp_fallbacks(method.name, method.n_models) is not None  # multislerp: no base
     if get_method(method.name).base != "required" or base is not None or falls_back:
         return
     slice_bases = [s.base_model for s in slices or ()]

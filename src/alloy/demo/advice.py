@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from alloy.tabulate import percent
+
 
 @dataclass
 class Advice:
@@ -24,9 +26,7 @@ class Advice:
 
 
 def _fmt(values: list[float | None], pct: bool = False) -> str:
-    return ", ".join(
-        "-" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.3f}") for v in values
-    )
+    return ", ".join(percent(v) if pct else ("-" if v is None else f"{v:.3f}") for v in values)
 
 
 def advise(base: str, persona: str, tools: str) -> Advice:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alloy.report.blocks import Block, Bullets, Heading, Image, Para, Table, to_html, to_markdown
+from alloy.tabulate import percent
 
 SKILLS = ("persona", "tools")
 TARGET = 0.8  # the share of each specialist's gain a merge should keep
@@ -92,7 +93,7 @@ def _num(v: float | None, digits: int = 2) -> str:
 
 def _pct(v: float | None) -> str:
     """Whole percents, rounded down: 79.6% shows as 79%, below the 80% target it misses."""
-    return "-" if v is None else f"{math.floor(100 * v + 1e-9):.0f}%"
+    return percent(v, 0, floor=True)
 
 
 def comparison_table(results: list[ModelResult]) -> Table:

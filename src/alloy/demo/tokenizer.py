@@ -7,9 +7,9 @@ way training sequences do; ``</s>`` ends each training example and stops generat
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 SPECIAL_TOKENS = (PAD, BOS, EOS)  # ids 0, 1, 2
@@ -34,7 +34,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos)]
     )
-    return PreTrainedTokenizerFast(
+    fast = cast(Callable[..., Any], PreTrainedTokenizerFast)  # its __init__ is untyped
+    return fast(
         tokenizer_object=tok,
         bos_token=BOS,
         eos_token=EOS,

@@ -7,6 +7,7 @@ are spawned (not forked: torch's thread pools do not survive a fork).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import warnings
@@ -32,13 +33,10 @@ def quiet() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore", module=r"peft\..*")
     warnings.filterwarnings("ignore", module=r"transformers\..*")
-    try:
-        import transformers
+    from alloy.evaluate.models import silence_transformers
 
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except ImportError:
-        pass
+    with contextlib.suppress(ImportError):
+        silence_transformers()
 
 
 def _warm_up() -> None:

@@ -25,7 +25,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from alloy.errors import EvalDataError
 
@@ -248,7 +248,7 @@ def load_probe_set(kind: str, name: str, path: str | Path) -> ProbeSet:
     """Read and validate a probe file of ``kind`` (``tool-calls`` or ``contains``)."""
     if kind not in PROBE_KINDS:
         raise EvalDataError(f"unknown probe kind {kind!r}; use one of {', '.join(PROBE_KINDS)}.")
-    k = cast(ProbeKind, kind)
+    k: ProbeKind = kind
     path = Path(path)
     return ProbeSet(name, k, path, [_probe(k, obj, f"{path}:{n}") for n, obj in _read_lines(path)])
 

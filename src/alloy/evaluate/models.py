@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -58,9 +58,17 @@ def transformers_module() -> Any:
             "evaluation needs transformers: pip install 'alloy-merge[eval]' "
             "(or pip install transformers)."
         ) from e
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    silence_transformers()
     return transformers
+
+
+def silence_transformers() -> None:
+    """Transformers' advisory logging and progress bars off. Raises ImportError without it."""
+    from transformers.utils import logging as hf_logging
+
+    # both are untyped in transformers: typed here, once
+    for off in (hf_logging.set_verbosity_error, hf_logging.disable_progress_bar):
+        cast(Callable[[], None], off)()
 
 
 @dataclass

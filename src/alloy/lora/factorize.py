@@ -42,7 +42,7 @@ class Factors:
     @property
     def relative_error(self) -> float:
         """‖M − B@A‖_F / ‖M‖_F = √(Σ_{i>r} σ_i² / Σ σ_i²)."""
-        return self.dropped**0.5
+        return float(self.dropped**0.5)  # float ** float is typed Any (a complex for x < 0)
 
 
 def check_rank_energy(rank: int | None, energy: float | None, randomized: bool) -> None:

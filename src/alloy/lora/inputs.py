@@ -116,7 +116,7 @@ def parse_merge_config(config: str | Path | Mapping[str, Any]) -> tuple[MergeCon
 @dataclass
 class MergeInput:
     adapter: Adapter | None  # None: the base model listed as an input (a zero delta)
-    parameters: dict
+    parameters: dict[str, Any]
     location: str
 
 

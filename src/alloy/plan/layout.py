@@ -73,10 +73,6 @@ def _layer_rest(stack: Stack, index: int) -> list[str]:
     return stack.layers.get(index, [])
 
 
-class LayoutError(Exception):
-    pass
-
-
 def output_tensors(
     slices: list[SliceSpec],
     models: Mapping[ModelRef, InputModel],
@@ -107,7 +103,6 @@ def output_tensors(
     for n in pre_names:
         out.append(OutSpec(n, 0, tuple(n for _ in first.sources), 0.0))
     layer_sources: list[int] = []
-    out_layer = 0
     for si, sl in enumerate(slices):
         stacks = [stack_of(models[s.model], s.location) for s in sl.sources]
         if any(st is None for st in stacks):
@@ -122,35 +117,54 @@ def output_tensors(
                 )
         if problems:
             continue
-        lead = sl.sources[0]
-        assert lead.layer_range is not None
-        count = lead.layer_range[1] - lead.layer_range[0]
-        for idx in range(count):
-            src_layers = [s.layer_range[0] + idx for s in sl.sources]  # type: ignore[index]
-            rests = _layer_rest(stacks[0], src_layers[0])  # type: ignore[arg-type]
-            for s, st, li in zip(sl.sources[1:], stacks[1:], src_layers[1:]):
-                other = _layer_rest(st, li)  # type: ignore[arg-type]
-                if sorted(other) != sorted(rests):
-                    diff = sorted(set(rests) ^ set(other))[:4]
-                    problems.append(
-                        f"{s.location}: layer {li} of {s.model} has other tensors than layer "
-                        f"{src_layers[0]} of {lead.model} (differing: {', '.join(diff)})"
-                    )
-            t = layer_position(idx, count)
-            for rest in rests:
-                ins = tuple(
-                    st.full_name(li, rest)  # type: ignore[union-attr]
-                    for st, li in zip(stacks, src_layers)
-                )
-                out.append(OutSpec(ref_stack.full_name(out_layer, rest), si, ins, t))
-            layer_sources.append(src_layers[0])
-            out_layer += 1
+        found = [st for st in stacks if st is not None]
+        specs, sources = _slice_layers(si, sl, found, ref_stack, len(layer_sources), problems)
+        out += specs
+        layer_sources += sources
     last = slices[-1]
     post_names = list(models[last.sources[0].model].arch.post)
     _add_untied_head(post_names, last, models)
     for n in post_names:
         out.append(OutSpec(n, len(slices) - 1, tuple(n for _ in last.sources), 0.0))
     return out, layer_sources, problems
+
+
+def _slice_layers(
+    si: int,
+    sl: SliceSpec,
+    stacks: list[Stack],
+    ref_stack: Stack,
+    out_layer: int,
+    problems: list[str],
+) -> tuple[list[OutSpec], list[int]]:
+    """The output tensors of slice ``si`` (whose sources have ``stacks``), from output layer
+    ``out_layer`` on, and the source layer of each of its output layers; a source layer with
+    other tensors than the lead source's is added to ``problems``."""
+    out: list[OutSpec] = []
+    layer_sources: list[int] = []
+    lead = sl.sources[0]
+    ranges = [s.layer_range for s in sl.sources if s.layer_range is not None]
+    assert len(ranges) == len(sl.sources)  # every slice source has one (config/load.py)
+    starts = [r[0] for r in ranges]
+    count = ranges[0][1] - ranges[0][0]
+    for idx in range(count):
+        src_layers = [start + idx for start in starts]
+        rests = _layer_rest(stacks[0], src_layers[0])
+        for s, st, li in zip(sl.sources[1:], stacks[1:], src_layers[1:]):
+            other = _layer_rest(st, li)
+            if sorted(other) != sorted(rests):
+                diff = sorted(set(rests) ^ set(other))[:4]
+                problems.append(
+                    f"{s.location}: layer {li} of {s.model} has other tensors than layer "
+                    f"{src_layers[0]} of {lead.model} (differing: {', '.join(diff)})"
+                )
+        t = layer_position(idx, count)
+        for rest in rests:
+            ins = tuple(st.full_name(li, rest) for st, li in zip(stacks, src_layers))
+            out.append(OutSpec(ref_stack.full_name(out_layer, rest), si, ins, t))
+        layer_sources.append(src_layers[0])
+        out_layer += 1
+    return out, layer_sources
 
 
 def _add_untied_head(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -20,6 +20,7 @@ from alloy.arch.compat import check_models, resolve_tensor, tensor_difference
 from alloy.arch.differences import CompatReport, Difference
 from alloy.arch.infer import is_embedding, is_output_embedding, remap_config_layers
 from alloy.config.dtypes import DTYPES
+from alloy.config.fallback import slerp_fallbacks
 from alloy.config.params import resolve_params
 from alloy.config.schema import MergeConfig, ModelRef
 from alloy.errors import ConfigError, ConfigIssue, IncompatibleModelsError
@@ -27,7 +28,7 @@ from alloy.io.sharding import plan_shards
 from alloy.io.sources import TensorInfo
 from alloy.io.writer import OutTensor
 from alloy.methods.registry import MethodSpec, Params, get_method
-from alloy.plan.layout import SliceSpec, normalize_slices, output_tensors
+from alloy.plan.layout import OutSpec, SliceSpec, normalize_slices, output_tensors
 from alloy.plan.models import InputModel
 
 log = logging.getLogger("alloy")
@@ -120,19 +121,11 @@ def choose_method(config: MergeConfig, strict: bool, notes: list[str]) -> Method
     """The method to run. slerp over more than two models switches to ties (with a base) or
     multislerp (without), with a warning; ``strict`` makes that an error."""
     spec = get_method(config.merge_method)
-    if spec.name != "slerp":
-        return spec
-    groups = (
-        [config.models] if config.models is not None else [s.sources for s in config.slices or ()]
-    )
     base = config.base_model
-    too_many = False
-    for g in groups:
-        refs = {s.model for s in g or ()} | ({base} if base else set())
-        too_many |= len(g or ()) > 2 or len(refs) > 2
-    if not too_many:
+    fallbacks = slerp_fallbacks(spec.name, _most_models(config))
+    if fallbacks is None:
         return spec
-    fallback = "ties" if base is not None else "multislerp"
+    fallback = fallbacks[0] if base is not None else fallbacks[1]
     msg = (
         f"slerp interpolates exactly two models; this config has more, so Alloy switches to "
         f"{fallback} ({'a base model is given' if base else 'no base model is given'})"
@@ -142,6 +135,16 @@ def choose_method(config: MergeConfig, strict: bool, notes: list[str]) -> Method
         raise ConfigError([issue], config.source_file, config.lines)
     notes.append(msg)
     return get_method(fallback)
+
+
+def _most_models(config: MergeConfig) -> int:
+    """The most models one tensor of ``config`` merges: a group's entries, or its distinct
+    models with the base, whichever is more."""
+    groups = (
+        [config.models] if config.models is not None else [s.sources for s in config.slices or ()]
+    )
+    extra = {config.base_model} if config.base_model else set()
+    return max((max(len(g), len({s.model for s in g} | extra)) for g in groups), default=0)
 
 
 def build_plan(
@@ -168,6 +171,49 @@ def _plan(
     out_shard_size: int,
     allow_crimes: bool,
 ) -> MergePlan:
+    slices = _check_slices(config, method, notes)
+    report = compatibility(config, slices, models)
+    report.enforce(allow_crimes, notes)
+    outs, layer_sources, problems = output_tensors(slices, models, config.slices is not None)
+    if problems:
+        raise IncompatibleModelsError(_listing("the models cannot be merged", problems))
+
+    jobs_of = _Jobs(config, method, models, DTYPES.get(config.out_dtype or config.dtype or ""))
+    jobs: list[TensorJob] = []
+    mismatched: list[Difference] = []
+    for o in outs:
+        job = jobs_of.job_for(o, slices[o.slice_index], report.labels, mismatched)
+        if job is not None:
+            jobs.append(job)
+    if jobs_of.issues:
+        raise ConfigError(list(jobs_of.issues.values()), config.source_file, config.lines)
+    if mismatched:
+        report.differences[:0] = mismatched
+        raise IncompatibleModelsError(report.error_message(allow_crimes), report=report)
+
+    donor = config.base_model or slices[0].sources[0].model
+    out_cfg = _output_config(models[donor], jobs, layer_sources, config, jobs_of.out_dtype)
+    shards = plan_shards([j.info.nbytes for j in jobs], out_shard_size)
+    for n in notes:
+        log.warning(n)
+    planned = {ref: PlannedModel.of(models[ref]) for ref in config.all_models()}
+    return MergePlan(
+        config,
+        method,
+        MappingProxyType(planned),
+        tuple(jobs),
+        tuple(tuple(s) for s in shards),
+        MappingProxyType(out_cfg),
+        donor,
+        tuple(notes),
+        report,
+    )
+
+
+def _check_slices(config: MergeConfig, method: MethodSpec, notes: list[str]) -> list[SliceSpec]:
+    """The config's slices, normalized (the base added where the method uses one); raises every
+    slice without a needed base or with the wrong number of models at once. A model listed
+    twice is a note."""
     uses_base = method.base != "none"
     issues: dict[tuple[str, str], ConfigIssue] = {}
     slices: list[SliceSpec] = []
@@ -191,35 +237,44 @@ def _plan(
         if n_inputs < method.min_models or (
             method.max_models is not None and n_inputs > method.max_models
         ):
-            want = (
-                f"exactly {method.min_models}"
-                if method.max_models == method.min_models
-                else f"at least {method.min_models}"
-                + (f" and at most {method.max_models}" if method.max_models else "")
-            )
             issues[(sl.location, "count")] = ConfigIssue(
-                f"{method.name} takes {want} model(s) besides the base; got {n_inputs}",
+                f"{method.name} takes {_model_count(method)} model(s) besides the base; "
+                f"got {n_inputs}",
                 sl.location,
             )
         slices.append(SliceSpec(sl.sources, base_index, sl.parameters, sl.location))
     if issues:
         raise ConfigError(list(issues.values()), config.source_file, config.lines)
-    report = compatibility(config, slices, models)
-    report.enforce(allow_crimes, notes)
+    return slices
 
-    outs, layer_sources, problems = output_tensors(slices, models, config.slices is not None)
-    if problems:
-        raise IncompatibleModelsError(_listing("the models cannot be merged", problems))
 
-    out_dtype = DTYPES.get(config.out_dtype or config.dtype or "")
-    jobs: list[TensorJob] = []
-    mismatched: list[Difference] = []
-    for o in outs:
-        spec = slices[o.slice_index]
+def _model_count(method: MethodSpec) -> str:
+    if method.max_models == method.min_models:
+        return f"exactly {method.min_models}"
+    most = f" and at most {method.max_models}" if method.max_models else ""
+    return f"at least {method.min_models}{most}"
+
+
+@dataclass
+class _Jobs:
+    """Builds the `TensorJob` of each output tensor; parameter problems collect in ``issues``
+    (one per location and key), raised together once every tensor is planned."""
+
+    config: MergeConfig
+    method: MethodSpec
+    models: Mapping[ModelRef, InputModel]
+    out_dtype: torch.dtype | None
+    issues: dict[tuple[str, str], ConfigIssue] = field(default_factory=dict)
+
+    def job_for(
+        self, o: OutSpec, spec: SliceSpec, labels: list[str], mismatched: list[Difference]
+    ) -> TensorJob | None:
+        """The job of output tensor ``o``, or None: its inputs differ in shape (added to
+        ``mismatched``) or its parameters have problems (added to ``issues``)."""
         refs: list[InputRef] = []
         entries: list[tuple[str, TensorInfo | None]] = []
         for s, name in zip(spec.sources, o.input_names):
-            m = models[s.model]
+            m = self.models[s.model]
             actual = resolve_tensor(m, name)  # a tied head resolves to the input embedding
             info_in = m.weights.info(actual) if actual else None
             entries.append((str(s.model), info_in))
@@ -228,76 +283,50 @@ def _plan(
         sources_hint = ", ".join(
             f"{s.location}: {n}" for s, n in zip(spec.sources, o.input_names) if n != o.name
         )
-        diff = tensor_difference(o.name, entries, report.labels, sources_hint)
+        diff = tensor_difference(o.name, entries, labels, sources_hint)
         if diff is not None:
             mismatched.append(diff)
-            continue
+            return None
         infos = [i for _, i in entries if i is not None]
         base_ref = refs[spec.base_index] if spec.base_index is not None else None
         inputs = tuple(r for i, r in enumerate(refs) if i != spec.base_index)
-        sources = [s for i, s in enumerate(spec.sources) if i != spec.base_index]
-        names_in = [n for i, n in enumerate(o.input_names) if i != spec.base_index]
         ref_info = infos[spec.base_index if spec.base_index is not None else 0]
         floating = ref_info.dtype.is_floating_point
-        dtype = out_dtype if (out_dtype is not None and floating) else ref_info.dtype
+        dtype = self.out_dtype if (self.out_dtype is not None and floating) else ref_info.dtype
         info = TensorInfo(ref_info.shape, dtype)
         if not floating:
-            jobs.append(TensorJob(o.name, info, inputs, base_ref, None, (), o.t, copy_only=True))
-            continue
-        top, slice_params = config.parameters, spec.parameters
+            return TensorJob(o.name, info, inputs, base_ref, None, (), o.t, copy_only=True)
+        resolved = self._params(o, spec)
+        if resolved is None or len(resolved[1]) != len(inputs):
+            return None
+        params, mparams = resolved
+        return TensorJob(
+            o.name, info, inputs, base_ref, params, mparams, o.t, embedding=is_embedding(o.name)
+        )
+
+    def _params(self, o: OutSpec, spec: SliceSpec) -> tuple[Params, tuple[Params, ...]] | None:
+        """The method's parameters and each non-base input's, resolved for tensor ``o``
+        (None where the global ones have a problem; a per-model problem leaves that model out)."""
+        top, slice_params = self.config.parameters, spec.parameters
         params = resolve_params(
-            method.params, [slice_params, top], o.name, o.t, spec.location, issues
+            self.method.params, [slice_params, top], o.name, o.t, spec.location, self.issues
         )
         mparams: list[Params] = []
-        for s, name_in in zip(sources, names_in):
+        for i, (s, name_in) in enumerate(zip(spec.sources, o.input_names)):
+            if i == spec.base_index:
+                continue
             mp = resolve_params(
-                method.model_params,
+                self.method.model_params,
                 [s.parameters, slice_params, top],
                 name_in,
                 o.t,
                 s.location,
-                issues,
-                defaults=_fallback_defaults(config, method),
+                self.issues,
+                defaults=_fallback_defaults(self.config, self.method),
             )
             if mp is not None:
                 mparams.append(mp)
-        if params is None or len(mparams) != len(inputs):
-            continue
-        jobs.append(
-            TensorJob(
-                o.name,
-                info,
-                inputs,
-                base_ref,
-                params,
-                tuple(mparams),
-                o.t,
-                embedding=is_embedding(o.name),
-            )
-        )
-    if issues:
-        raise ConfigError(list(issues.values()), config.source_file, config.lines)
-    if mismatched:
-        report.differences[:0] = mismatched
-        raise IncompatibleModelsError(report.error_message(allow_crimes), report=report)
-
-    donor = config.base_model or slices[0].sources[0].model
-    out_cfg = _output_config(models[donor], jobs, layer_sources, config, out_dtype)
-    shards = plan_shards([j.info.nbytes for j in jobs], out_shard_size)
-    for n in notes:
-        log.warning(n)
-    planned = {ref: PlannedModel.of(models[ref]) for ref in config.all_models()}
-    return MergePlan(
-        config,
-        method,
-        MappingProxyType(planned),
-        tuple(jobs),
-        tuple(tuple(s) for s in shards),
-        MappingProxyType(out_cfg),
-        donor,
-        tuple(notes),
-        report,
-    )
+        return None if params is None else (params, tuple(mparams))
 
 
 def compatibility(

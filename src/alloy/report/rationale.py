@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from alloy.methods.registry import get_method
+from alloy.tabulate import percent
 
 # What each method does with task vectors, and where it fits: the reading of the facts.
 HOW = {
@@ -46,7 +47,7 @@ HOW = {
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%" if x < 0.1 else f"{100 * x:.0f}%"
+    return percent(x, lambda v: 2 if v < 0.1 else 0)  # 4.12%, 37%
 
 
 def fact_sentences(facts: dict[str, Any]) -> list[str]:

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 from alloy.errors import CheckpointError, LoraNotSupportedError
-from alloy.io.sources import SafetensorsFile, TensorInfo, TorchBinCheckpoint, read_json
 from alloy.io.lora.config_check import check_adapter_numbers
+from alloy.io.sources import SafetensorsFile, TensorInfo, TorchBinCheckpoint, read_json
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHT_NAMES = ("adapter_model.safetensors", "adapter_model.bin")
