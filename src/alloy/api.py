@@ -51,8 +51,8 @@ class MergeResult:
     report: dict[str, Any] | None = None  # the content of report.json
 
 
-def _config(config: ConfigLike) -> MergeConfig:
-    return config if isinstance(config, MergeConfig) else load_config(config)
+def _config(config: ConfigLike, strict: bool = False) -> MergeConfig:
+    return config if isinstance(config, MergeConfig) else load_config(config, strict=strict)
 
 
 def _lora_base(value: str | None) -> ModelRef | None:
@@ -87,7 +87,7 @@ def plan(
 
     ``lora_base`` is the base model of every input that is a bare LoRA adapter directory
     (default: the adapter's ``base_model_name_or_path``)."""
-    cfg = _config(config)
+    cfg = _config(config, strict)
     with open_config_models(cfg, lora_base) as models:
         return build_plan(
             cfg,
@@ -147,7 +147,7 @@ def merge(
     run = _Run(
         Path(out), device, random_seed, copy_tokenizer, progress, sets, eval_options, started
     )
-    cfg = _config(config)
+    cfg = _config(config, strict)
     with open_config_models(cfg, lora_base) as models:
         the_plan = build_plan(
             cfg,
