@@ -93,7 +93,7 @@ class Reader:
                     first,
                     f"{str(path[-1])!r} is given again at line {last} and YAML keeps the last "
                     "value, so this one is dropped",
-                    f"{located} (line {last})",
+                    hint=f"the value at line {last} is used; remove one of them",
                 )
             )
 

@@ -70,10 +70,13 @@ class IgnoredKey:
     reason: str  # why mergekit does not read it
     near: str | None = None  # the closest valid key, as a location: "parameters.int8_mask"
     holds: tuple[str, ...] = ()  # the names it would have set (itself, its near key, its keys)
+    hint: str | None = None  # said instead of the closest key (a key given twice: which is kept)
 
     def render(self, source: str | None = None) -> str:
         where = f"{source}:{self.line}: " if source and self.line is not None else ""
-        hint = f"closest valid key: `{self.near}`" if self.near else "no valid key is close"
+        hint = self.hint or (
+            f"closest valid key: `{self.near}`" if self.near else "no valid key is close"
+        )
         return (
             f"{where}`{self.path}` is ignored, as mergekit ignores it: {self.reason}; {hint} "
             "(--strict makes this an error)"
