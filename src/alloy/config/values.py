@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from alloy.config.ignored import Path_  # a location: ("models", 1, "parameters")
-from alloy.config.modelref import parse_model_ref
+from alloy.config.modelref import MAPPING_KEYS, parse_model_ref
 from alloy.config.schema import Conditional, ModelRef, ParamMap, ParamSetting
 from alloy.errors import ModelRefSyntaxError, closest
 
@@ -134,6 +134,13 @@ def read_model(doc: Reporter, value: Any, path: Path_) -> ModelRef | None:
     if value is None or value == "":
         doc.error(path, "a model reference is required here")
         return None
+    if isinstance(value, dict):
+        known = (*MAPPING_KEYS, "override_architecture")  # the last is refused by the parser
+        check_keys(doc, value, known, path, "a model mapping")
+        value = {k: v for k, v in value.items() if k in known}
+        for part in MAPPING_KEYS:  # {path, revision}: unknown keys dropped, as mergekit does
+            if isinstance(value.get(part), dict):
+                check_keys(doc, value[part], ("path", "revision"), (*path, part), f"`{part}`")
     try:
         return parse_model_ref(value)
     except ModelRefSyntaxError as e:
