@@ -89,3 +89,15 @@ def test_filter_wise_differs_exactly_on_rows_with_a_negative_cosine(
         assert torch.allclose(a[negative], w0[negative], rtol=0, atol=1e-6 * scale), name
         assert bool((t[negative] < 0).all())
     assert negative_rows > 0  # the fixture does hold such rows, or this test shows nothing
+
+
+def test_a_base_listed_among_the_models_is_the_base_as_in_mergekit(
+    correlated: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    """Recipes often list the base under `models:` too: mergekit keys inputs by reference, so
+    it is the base once (N stays the number of fine-tunes), and so it is in Alloy."""
+    base, fts = correlated
+    listed = [{"model": str(p)} for p in (base, *fts)]
+    config = {**_config(base, fts, filter_wise=False), "models": listed}
+    ours, theirs = merge_both(tmp_path, config)
+    assert_fp32_parity(ours, theirs)
