@@ -276,3 +276,59 @@ def test_models_or_sources_of_the_wrong_type_are_config_errors(
 ) -> None:
     rendered = str(_errors(tmp_path, text))
     assert where in rendered and message in rendered
+
+
+def test_a_global_parameter_set_only_per_model_is_named_when_missing(tmp_path: Path) -> None:
+    # mergekit ignores the per-model `t`, then fails: slerp's `t` is required
+    err = _errors(
+        tmp_path,
+        """
+        merge_method: slerp
+        base_model: a
+        models:
+          - model: a
+          - model: b
+            parameters: {t: 0.5}
+        """,
+    )
+    assert [(i.path, i.line) for i in err.issues] == [("models[1].parameters.t", 7)]
+    assert "slerp needs the parameter 't', which is set nowhere" in err.issues[0].message
+    assert "did you mean 'parameters.t'?" in err.issues[0].message
+
+
+def test_a_misplaced_weight_explains_only_its_own_source(tmp_path: Path) -> None:
+    err = _errors(
+        tmp_path,
+        """
+        merge_method: linear
+        slices:
+          - sources:
+              - {model: a, layer_range: [0, 2]}
+              - {model: b, layer_range: [0, 2], weight: 1}
+        """,
+    )
+    # only b's missing weight is explained by b's misplaced key; a's is the planner's to report
+    assert [(i.path, i.line) for i in err.issues] == [("slices[0].sources[1].weight", 6)]
+    assert "set nowhere for slices[0].sources[1]" in err.issues[0].message
+
+
+def test_a_key_given_three_times_keeps_the_last(tmp_path: Path) -> None:
+    cfg = _load(
+        tmp_path,
+        """
+        merge_method: linear
+        models: [{model: a, parameters: {weight: 1}}]
+        parameters:
+          normalize: true
+          normalize: false
+          normalize: true
+        """,
+    )
+    assert cfg.parameters == {"normalize": True}
+    assert [(k.path, k.line) for k in cfg.ignored] == [
+        ("parameters.normalize", 5),
+        ("parameters.normalize", 6),
+    ]
+    assert all("the value at line 7 is used" in k.render("c.yml") for k in cfg.ignored)
+    err = _errors(tmp_path, (tmp_path / "config.yml").read_text(), strict=True)
+    assert [i.line for i in err.issues] == [6, 7]

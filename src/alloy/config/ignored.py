@@ -80,29 +80,34 @@ class Reader:
         """Keys given twice in one mapping: YAML keeps the last value. The document reports
         each as an error (at the later key); unless ``strict``, that becomes an ignored key
         (the earlier one, which mergekit's YAML loader drops too)."""
-        for path, first, last in duplicate_keys(text):
-            located = fmt_path(path)
+        for path, lines in duplicate_keys(text):
+            located, last = fmt_path(path), lines[-1]
             if self.strict:
                 continue
             self.doc.issues[:] = [
-                i for i in self.doc.issues if not (i.path == located and i.line == last)
+                i for i in self.doc.issues if not (i.path == located and i.line in lines[1:])
             ]
-            self.ignored.append(
+            self.ignored += [
                 IgnoredKey(
                     located,
-                    first,
+                    line,
                     f"{str(path[-1])!r} is given again at line {last} and YAML keeps the last "
                     "value, so this one is dropped",
-                    hint=f"the value at line {last} is used; remove one of them",
+                    hint=f"the value at line {last} is used; remove the others",
                 )
-            )
+                for line in lines[:-1]
+            ]
 
-    def explain_missing(self, method: str, name: str, where: str, scope: Sequence[str]) -> bool:
-        """If an ignored key inside ``scope`` (locations; "" for the top level) would have set
-        the required parameter ``name``, which is set nowhere for ``where``: an error naming
-        both, and True."""
+    def explain_missing(
+        self, method: str, name: str, where: str, scope: Sequence[str] | None
+    ) -> bool:
+        """If an ignored key inside ``scope`` (locations, "" for the top level; None for
+        anywhere) would have set the required parameter ``name``, which is set nowhere for
+        ``where``: an error naming both, and True."""
         culprits = [
-            k for k in self.ignored if name in k.holds and any(_within(k.path, s) for s in scope)
+            k
+            for k in self.ignored
+            if name in k.holds and (scope is None or any(_within(k.path, s) for s in scope))
         ]
         if not culprits:
             return False
@@ -124,16 +129,18 @@ class Reader:
 
 
 def _within(path: str, scope: str) -> bool:
+    """``path`` is a key of the mapping at ``scope`` or below it, not of a slice's sources."""
     if not scope:
         return "[" not in path.split(".", 1)[0]  # a top-level key or `parameters.x`
-    return path == scope or path.startswith((scope + ".", scope + "["))
+    rest = path[len(scope) :] if path.startswith(scope) else ""
+    return rest.startswith((".", "[")) and not rest.startswith(".sources[")
 
 
-def duplicate_keys(text: str) -> list[tuple[Path_, int, int]]:
-    """(location, line of the first, line of the last) of every key given twice in one
-    mapping of the YAML ``text`` (which the document has already read without error)."""
+def duplicate_keys(text: str) -> list[tuple[Path_, list[int]]]:
+    """(location, the lines it is given on) of every key given more than once in one mapping
+    of the YAML ``text`` (which the document has already read without error)."""
     node = yaml.compose(text, Loader=yaml.SafeLoader)
-    found: list[tuple[Path_, int, int]] = []
+    found: list[tuple[Path_, list[int]]] = []
     seen: set[int] = set()
     stack: list[tuple[yaml.Node, Path_]] = [(node, ())] if node is not None else []
     while stack:
@@ -142,17 +149,15 @@ def duplicate_keys(text: str) -> list[tuple[Path_, int, int]]:
             continue
         seen.add(id(n))
         if isinstance(n, yaml.MappingNode):
-            first: dict[str, int] = {}
+            lines: dict[str, list[int]] = {}
             for k, v in n.value:
                 key = str(k.value) if isinstance(k, yaml.ScalarNode) else ""
-                line = int(k.start_mark.line) + 1
-                if key in first:
-                    found.append(((*path, key), first[key], line))
-                first.setdefault(key, line)
+                lines.setdefault(key, []).append(int(k.start_mark.line) + 1)
                 stack.append((v, (*path, key)))
+            found += [((*path, key), ls) for key, ls in lines.items() if len(ls) > 1]
         elif isinstance(n, yaml.SequenceNode):
             stack.extend((v, (*path, i)) for i, v in enumerate(n.value))
-    return sorted(found, key=lambda f: f[1])
+    return sorted(found, key=lambda f: f[1][0])
 
 
 def _required(method: str, per_model: bool) -> list[str]:
@@ -177,9 +182,8 @@ def explain_missing(
         return  # with strict, every ignored key is an error already
     slice_levels = [top, *(p for _, p, _ in slices)]
     for name in _required(method, per_model=False):
-        if not any(name in level for level in slice_levels):
-            scope = ["", *(loc for loc, _, _ in slices if loc)]
-            reader.explain_missing(method, name, "any tensor", scope)
+        if not any(name in level for level in slice_levels):  # set per model, or misspelled
+            reader.explain_missing(method, name, "any tensor", None)
     for name in _required(method, per_model=True):
         for loc, params, sources in slices:
             for src in sources:
