@@ -40,8 +40,8 @@ class MergeResult:
     report: dict[str, Any] | None = None  # the content of report.json
 
 
-def _config(config: ConfigLike) -> MergeConfig:
-    return config if isinstance(config, MergeConfig) else load_config(config)
+def _config(config: ConfigLike, strict: bool = False) -> MergeConfig:
+    return config if isinstance(config, MergeConfig) else load_config(config, strict=strict)
 
 
 def _lora_base(value: str | None) -> ModelRef | None:
@@ -76,7 +76,7 @@ def plan(
 
     ``lora_base`` is the base model of every input that is a bare LoRA adapter directory
     (default: the adapter's ``base_model_name_or_path``)."""
-    cfg = _config(config)
+    cfg = _config(config, strict)
     with open_config_models(cfg, lora_base) as models:
         return build_plan(
             cfg,
@@ -119,7 +119,7 @@ def merge(
     started = time.perf_counter()
     device = check_device(device)
     sets = steps.eval_sets(eval_data, eval_probes, copy_tokenizer)
-    cfg = _config(config)
+    cfg = _config(config, strict)
     if random_seed is None:  # a re-merge of alloy_config.yml: the seed it recorded
         random_seed = random_seed_of(cfg.raw, cfg.source_file)
     run = steps.Run(

@@ -13,6 +13,7 @@ from tiny import write_tiny
 from alloy.api import plan
 from alloy.cli import main
 from alloy.config.load import load_config
+from alloy.config.schema import ModelRef
 from alloy.errors import ConfigError, ConfigIssue
 
 
@@ -76,11 +77,24 @@ def test_override_architecture_is_refused_not_dropped(tmp_path: Path) -> None:
     assert [(i.path, i.line) for i in e.value.issues] == [("models[0].model", 3)]
 
 
-def test_an_unknown_key_of_a_model_mapping_is_an_error(tmp_path: Path) -> None:
+def test_an_unknown_key_of_a_model_mapping_is_an_error_under_strict(tmp_path: Path) -> None:
     p = tmp_path / "cfg.yml"
     p.write_text("merge_method: linear\nmodels:\n  - model: {model: {path: a}, lroa: x}\n")
-    with pytest.raises(ConfigError, match="unknown key 'lroa' in a model mapping"):
-        load_config(p)
+    with pytest.raises(ConfigError, match="'lroa' is not a key of a model mapping") as e:
+        load_config(p, strict=True)
+    assert "did you mean 'lora'?" in str(e.value)
+
+
+def test_an_unknown_key_of_a_model_mapping_is_ignored_as_mergekit_does(tmp_path: Path) -> None:
+    # mergekit's ModelReference drops unknown keys: the adapter misspelled here is not applied
+    p = tmp_path / "cfg.yml"
+    p.write_text(
+        "merge_method: linear\nmodels:\n  - model: {model: {path: a}, lroa: x}\n"
+        "    parameters: {weight: 1}\n"
+    )
+    cfg = load_config(p)
+    assert cfg.models is not None and cfg.models[0].model == ModelRef("a")
+    assert [(k.path, k.line, k.near) for k in cfg.ignored] == [("models[0].model.lroa", 3, "lora")]
 
 
 def test_a_config_file_that_is_not_text_is_a_config_error(tmp_path: Path) -> None:
@@ -89,3 +103,16 @@ def test_a_config_file_that_is_not_text_is_a_config_error(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match=r"cfg.yml:2: not UTF-8 text") as e:
         load_config(p)
     assert isinstance(e.value.__cause__, UnicodeDecodeError)
+
+
+def test_an_unknown_key_of_a_model_path_mapping_is_ignored_with_a_warning(tmp_path: Path) -> None:
+    p = tmp_path / "cfg.yml"
+    p.write_text(
+        "merge_method: linear\nmodels:\n  - model:\n      model: {path: a, revison: v2}\n"
+        "    parameters: {weight: 1}\n"
+    )
+    cfg = load_config(p)
+    assert cfg.models is not None and cfg.models[0].model == ModelRef("a")
+    assert [(k.path, k.line, k.near) for k in cfg.ignored] == [
+        ("models[0].model.model.revison", 4, "revision")
+    ]

@@ -14,6 +14,11 @@ from alloy.cli.eval import EXIT_FAILED, any_failed, print_evaluation, probe_opti
 from alloy.devices import check_count
 from alloy.io.sharding import human
 
+STRICT_HELP = (
+    "Refuse what Alloy otherwise ignores as mergekit does (unknown, misplaced or repeated keys, "
+    "parameters the method does not take) and method fallbacks (slerp over 3+ models)."
+)
+
 
 def _mergekit_compat(fn: F) -> F:
     """mergekit options that Alloy accepts for drop-in use; Alloy is always lazy and streaming."""
@@ -58,9 +63,7 @@ def _mergekit_compat(fn: F) -> F:
     "--allow-crimes", is_flag=True, help="Allow merging models of different architectures."
 )
 @click.option("--force", is_flag=True, help="Replace OUT if it exists and is not empty.")
-@click.option(
-    "--strict", is_flag=True, help="Turn method fallbacks (slerp over 3+ models) into errors."
-)
+@click.option("--strict", is_flag=True, help=STRICT_HELP)
 @click.option(
     "--eval",
     "eval_data",
@@ -192,7 +195,7 @@ def merge(
     "--tensor", "tensor", default=None, help="Show the inputs and parameters of one tensor."
 )
 @click.option("--out-shard-size", default="5GB", show_default=True)
-@click.option("--strict", is_flag=True)
+@click.option("--strict", is_flag=True, help=STRICT_HELP)
 @click.option("--lora-base", default=None, metavar="BASE", help="As for `alloy merge`.")
 @click.option("-v", "--verbose", count=True)
 @handle_errors

@@ -1,8 +1,9 @@
 """Load and validate a merge config. Every problem is collected and reported at once.
 
-Each problem names the key, its line in the YAML file and, for unknown keys, the closest valid
-key. Parameter names are checked against the chosen method's schema, and a global parameter
-set per model (which mergekit silently ignores) is an error.
+Each problem names the key and its line in the YAML file. Keys mergekit ignores (unknown,
+misplaced, parameters the method does not take, a key given twice) are ignored as mergekit
+ignores them and listed with their line and the closest valid key (`config/ignored.py`);
+``strict`` makes them errors.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import yaml
 
 from alloy.config.chat_templates import template_text
 from alloy.config.document import Doc as _Doc
+from alloy.config.document import Path_, read_config_text
 from alloy.config.document import fmt_path as _fmt_path
-from alloy.config.document import read_config_text
 from alloy.config.dtypes import canonical_dtype
 from alloy.config.fallback import slerp_fallbacks
+from alloy.config.ignored import Reader, explain_missing
 from alloy.config.schema import (
     InputSource,
     MergeConfig,
@@ -27,7 +29,7 @@ from alloy.config.schema import (
     OutputSlice,
     ParamMap,
 )
-from alloy.config.values import Path_, check_keys, read_layer_range, read_model, read_params
+from alloy.config.values import check_keys, read_layer_range, read_model, read_params
 from alloy.errors import ConfigError, ConfigIssue, UnknownMethodError
 
 TOP_KEYS = (
@@ -72,7 +74,12 @@ class _Method:
     allowed: tuple[str, ...] | None
     globals_: tuple[str, ...]
 
-    def params(self, doc: _Doc, value: Any, path: Path_, per_model: bool) -> ParamMap:
+    def moved(self, path: Path_) -> dict[str, str]:
+        """Where this method's parameters go when written directly in the mapping at ``path``."""
+        where = f"{_fmt_path(path)}.parameters" if path else "parameters"
+        return {n: f"{where}.{n}" for n in self.allowed or ()}
+
+    def params(self, doc: Reader, value: Any, path: Path_, per_model: bool) -> ParamMap:
         return read_params(
             doc,
             value,
@@ -98,7 +105,7 @@ def _count_models(raw: Mapping[str, Any]) -> int:
     )
 
 
-def _method_params(doc: _Doc, raw: Mapping[str, Any]) -> _Method:
+def _method_params(doc: Reader, raw: Mapping[str, Any]) -> _Method:
     method = raw.get("merge_method")
     if not isinstance(method, str) or not method:
         doc.error(("merge_method",), "`merge_method` is required (see `alloy methods`)")
@@ -112,7 +119,7 @@ def _method_params(doc: _Doc, raw: Mapping[str, Any]) -> _Method:
     return _Method(method, n_models, allowed, globals_)
 
 
-def _models(doc: _Doc, raw: Mapping[str, Any], method: _Method) -> tuple[InputSource, ...] | None:
+def _models(doc: Reader, raw: Mapping[str, Any], method: _Method) -> tuple[InputSource, ...] | None:
     if raw.get("models") is None:
         return None
     items = raw["models"]
@@ -127,7 +134,7 @@ def _models(doc: _Doc, raw: Mapping[str, Any], method: _Method) -> tuple[InputSo
         if not isinstance(item, dict):
             doc.error(path, "each entry must be a mapping with `model:`")
             continue
-        check_keys(doc, item, MODEL_KEYS, path)
+        check_keys(doc, item, MODEL_KEYS, path, "a model entry", method.moved(path))
         m = read_model(doc, item.get("model"), (*path, "model"))
         p = method.params(doc, item.get("parameters"), (*path, "parameters"), True)
         if m is not None:
@@ -135,11 +142,11 @@ def _models(doc: _Doc, raw: Mapping[str, Any], method: _Method) -> tuple[InputSo
     return tuple(built)
 
 
-def _slice_source(doc: _Doc, s: Any, spath: Path_, method: _Method) -> InputSource | None:
+def _slice_source(doc: Reader, s: Any, spath: Path_, method: _Method) -> InputSource | None:
     if not isinstance(s, dict):
         doc.error(spath, "each source must be a mapping with `model:`")
         return None
-    check_keys(doc, s, SOURCE_KEYS, spath)
+    check_keys(doc, s, SOURCE_KEYS, spath, "a slice source", method.moved(spath))
     m = read_model(doc, s.get("model"), (*spath, "model"))
     if "layer_range" not in s:
         doc.error(spath, "a slice source needs `layer_range: [start, end)`")
@@ -150,11 +157,11 @@ def _slice_source(doc: _Doc, s: Any, spath: Path_, method: _Method) -> InputSour
     return InputSource(m, lr, p, _fmt_path(spath)) if m is not None and lr is not None else None
 
 
-def _slice(doc: _Doc, item: Any, path: Path_, method: _Method) -> OutputSlice | None:
+def _slice(doc: Reader, item: Any, path: Path_, method: _Method) -> OutputSlice | None:
     if not isinstance(item, dict):
         doc.error(path, "each slice must be a mapping with `sources:`")
         return None
-    check_keys(doc, item, SLICE_KEYS, path)
+    check_keys(doc, item, SLICE_KEYS, path, "a slice", method.moved(path))
     srcs = item.get("sources")
     if not isinstance(srcs, list) or not srcs:
         doc.error((*path, "sources"), "a slice needs a non-empty `sources:` list")
@@ -174,7 +181,7 @@ def _slice(doc: _Doc, item: Any, path: Path_, method: _Method) -> OutputSlice | 
     return OutputSlice(tuple(sources), sbase, sp, _fmt_path(path))
 
 
-def _slices(doc: _Doc, raw: Mapping[str, Any], method: _Method) -> tuple[OutputSlice, ...] | None:
+def _slices(doc: Reader, raw: Mapping[str, Any], method: _Method) -> tuple[OutputSlice, ...] | None:
     if raw.get("slices") is None:
         return None
     items = raw["slices"]
@@ -185,7 +192,7 @@ def _slices(doc: _Doc, raw: Mapping[str, Any], method: _Method) -> tuple[OutputS
     return tuple(s for s in read if s is not None)
 
 
-def _layout(doc: _Doc, raw: Mapping[str, Any]) -> None:
+def _layout(doc: Reader, raw: Mapping[str, Any]) -> None:
     """Exactly one of ``models:`` and ``slices:``; no ``modules:``."""
     if "modules" in raw:
         doc.error(
@@ -197,7 +204,7 @@ def _layout(doc: _Doc, raw: Mapping[str, Any]) -> None:
         doc.error((), "give exactly one of `models:` or `slices:`")
 
 
-def _dtypes(doc: _Doc, raw: Mapping[str, Any]) -> dict[str, str | None]:
+def _dtypes(doc: Reader, raw: Mapping[str, Any]) -> dict[str, str | None]:
     dtypes: dict[str, str | None] = {}
     for key in ("dtype", "out_dtype"):
         v = raw.get(key)
@@ -211,13 +218,13 @@ def _dtypes(doc: _Doc, raw: Mapping[str, Any]) -> dict[str, str | None]:
     return dtypes
 
 
-def _tokenizer_value(doc: _Doc, raw: Mapping[str, Any]) -> tuple[Any, Path_]:
+def _tokenizer_value(doc: Reader, raw: Mapping[str, Any]) -> tuple[Any, Path_]:
     """The tokenizer source as written (``tokenizer_source:`` or ``tokenizer.source``)."""
     if "tokenizer_source" in raw and "tokenizer" in raw:
         doc.error(("tokenizer",), "give `tokenizer_source` or `tokenizer`, not both")
     tokenizer = raw.get("tokenizer")
     if isinstance(tokenizer, dict):
-        check_keys(doc, tokenizer, TOKENIZER_KEYS, ("tokenizer",))
+        check_keys(doc, tokenizer, TOKENIZER_KEYS, ("tokenizer",), "`tokenizer`")
         for key in ("tokens", "pad_to_multiple_of"):
             if key in tokenizer:
                 doc.error(
@@ -231,7 +238,7 @@ def _tokenizer_value(doc: _Doc, raw: Mapping[str, Any]) -> tuple[Any, Path_]:
     return raw.get("tokenizer_source"), ("tokenizer_source",)
 
 
-def _tokenizer(doc: _Doc, raw: Mapping[str, Any]) -> ModelRef | str | None:
+def _tokenizer(doc: Reader, raw: Mapping[str, Any]) -> ModelRef | str | None:
     value, path = _tokenizer_value(doc, raw)
     if value is None:
         return None
@@ -245,7 +252,7 @@ def _tokenizer(doc: _Doc, raw: Mapping[str, Any]) -> ModelRef | str | None:
     return "base" if value == "base" else read_model(doc, value, path)
 
 
-def _chat_template(doc: _Doc, raw: Mapping[str, Any]) -> str | None:
+def _chat_template(doc: Reader, raw: Mapping[str, Any]) -> str | None:
     template = raw.get("chat_template")
     if template is None:
         return None
@@ -260,7 +267,7 @@ def _chat_template(doc: _Doc, raw: Mapping[str, Any]) -> str | None:
 
 
 def _check_base(
-    doc: _Doc,
+    doc: Reader,
     method: _Method,
     base: ModelRef | None,
     slices: tuple[OutputSlice, ...] | None,
@@ -282,20 +289,26 @@ def _check_base(
         )
 
 
-def parse_config(data: Any, *, source: str | None = None, text: str | None = None) -> MergeConfig:
+def parse_config(
+    data: Any, *, source: str | None = None, text: str | None = None, strict: bool = False
+) -> MergeConfig:
     """Validate a config given as YAML text or as an already-parsed mapping: every section is
-    read, and all their problems are raised at once, each with its key and line."""
+    read, and all their problems are raised at once, each with its key and line. Keys mergekit
+    ignores are ignored and listed in `MergeConfig.ignored`; ``strict`` makes them errors."""
     if text is None:
         text = yaml.safe_dump(data, sort_keys=False)
-    doc = _Doc(text, source)
-    raw = doc.data
+    document = _Doc(text, source)
+    doc = Reader(document, strict)
+    doc.duplicates(text)
+    raw = document.data
     if not isinstance(raw, dict):
         raise ConfigError(
             [ConfigIssue("the config must be a YAML mapping with `merge_method`", "", 1)],
             source,
         )
-    check_keys(doc, raw, TOP_KEYS, ())
     method = _method_params(doc, raw)
+    moved = {**method.moved(()), **{k: f"tokenizer.{k}" for k in TOKENIZER_KEYS}}
+    check_keys(doc, raw, TOP_KEYS, (), "the top level", moved)
     _layout(doc, raw)
     base = read_model(doc, raw["base_model"], ("base_model",)) if "base_model" in raw else None
     models, slices = _models(doc, raw, method), _slices(doc, raw, method)
@@ -304,8 +317,13 @@ def parse_config(data: Any, *, source: str | None = None, text: str | None = Non
     tokenizer = _tokenizer(doc, raw)
     chat_template = _chat_template(doc, raw)
     _check_base(doc, method, base, slices)
-    if doc.issues:
-        raise ConfigError(doc.issues, source)
+    if method.allowed is not None and not (method.name == "slerp" and method.n_models > 2):
+        groups: list[tuple[str, ParamMap, tuple[InputSource, ...]]] = []
+        groups += [("", {}, models)] if models else []
+        groups += [(s.location, s.parameters, s.sources) for s in slices or ()]
+        explain_missing(doc, method.name, top_params, groups)
+    if document.issues:
+        raise ConfigError(document.issues, source)
     name = raw.get("name")
     return MergeConfig(
         merge_method=method.name,
@@ -320,13 +338,15 @@ def parse_config(data: Any, *, source: str | None = None, text: str | None = Non
         name=str(name) if name is not None else None,
         raw=raw,
         source_file=source,
-        lines={_fmt_path(path): line for path, line in doc.lines.items() if path},
+        lines={_fmt_path(path): line for path, line in document.lines.items() if path},
+        ignored=tuple(sorted(doc.ignored, key=lambda k: (k.line or 0, k.path))),
     )
 
 
-def load_config(config: str | Path | Mapping[str, Any]) -> MergeConfig:
-    """Load a config from a YAML file path, or validate an in-memory mapping."""
+def load_config(config: str | Path | Mapping[str, Any], *, strict: bool = False) -> MergeConfig:
+    """Load a config from a YAML file path, or validate an in-memory mapping (``strict``: keys
+    mergekit ignores are errors, see `parse_config`)."""
     if isinstance(config, Mapping):
-        return parse_config(dict(config))
+        return parse_config(dict(config), strict=strict)
     path = Path(config)
-    return parse_config(None, source=str(path), text=read_config_text(path))
+    return parse_config(None, source=str(path), text=read_config_text(path), strict=strict)

@@ -61,6 +61,29 @@ class OutputSlice:
 
 
 @dataclass(frozen=True)
+class IgnoredKey:
+    """A key mergekit ignores (unknown, misplaced, a parameter the method does not use, or the
+    first of a key given twice), so Alloy ignores it too and says so (`config/ignored.py`)."""
+
+    path: str  # where it is written: "models[0].paramters"
+    line: int | None
+    reason: str  # why mergekit does not read it
+    near: str | None = None  # the closest valid key, as a location: "parameters.int8_mask"
+    holds: tuple[str, ...] = ()  # the names it would have set (itself, its near key, its keys)
+    hint: str | None = None  # said instead of the closest key (a key given twice: which is kept)
+
+    def render(self, source: str | None = None) -> str:
+        where = f"{source}:{self.line}: " if source and self.line is not None else ""
+        hint = self.hint or (
+            f"closest valid key: `{self.near}`" if self.near else "no valid key is close"
+        )
+        return (
+            f"{where}`{self.path}` is ignored, as mergekit ignores it: {self.reason}; {hint} "
+            "(--strict makes this an error)"
+        )
+
+
+@dataclass(frozen=True)
 class MergeConfig:
     merge_method: str
     base_model: ModelRef | None
@@ -77,6 +100,7 @@ class MergeConfig:
     # the line of every key and item, by location ("models[1].parameters.weight"): problems
     # found after parsing (by the planner) name their line too
     lines: Mapping[str, int] = field(default_factory=dict)
+    ignored: tuple[IgnoredKey, ...] = ()  # the keys mergekit ignores, in document order
 
     def all_models(self) -> list[ModelRef]:
         """Every model the config references, in order of first appearance (deterministic)."""

@@ -8,27 +8,40 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from alloy.config.modelref import parse_model_ref
+from alloy.config.document import Path_  # a location: ("models", 1, "parameters")
+from alloy.config.modelref import MAPPING_KEYS, parse_model_ref
 from alloy.config.schema import Conditional, ModelRef, ParamMap, ParamSetting
 from alloy.errors import ModelRefSyntaxError, closest
-
-Path_ = tuple[str | int, ...]  # a location in the document: ("models", 1, "parameters")
 
 
 class Reporter(Protocol):
     def error(self, path: Path_, message: str) -> None: ...
 
+    def ignore(self, path: Path_, reason: str, near: str | None, value: Any = None) -> None: ...
+
 
 def check_keys(
-    doc: Reporter, value: Mapping[str, Any], allowed: tuple[str, ...], path: Path_
+    doc: Reporter,
+    value: Mapping[str, Any],
+    allowed: tuple[str, ...],
+    path: Path_,
+    where: str,
+    moved: Mapping[str, str] | None = None,
 ) -> None:
+    """Keys outside ``allowed`` are ignored, as mergekit's schema ignores them (`Reporter.ignore`):
+    ``where`` names the mapping ("a model entry"), ``moved`` gives the place of a key that
+    belongs elsewhere (``{"weight": "models[0].parameters.weight"}``), else the closest valid
+    key is suggested."""
     for key in value:
         if key not in allowed:
-            near = closest(str(key), allowed)
-            hint = f"; did you mean {near!r}?" if near else ""
-            doc.error(
+            near = (moved or {}).get(str(key))
+            if near is None:
+                near = closest(str(key), allowed)
+            doc.ignore(
                 (*path, str(key)),
-                f"unknown key {key!r}{hint} (valid here: {', '.join(allowed)})",
+                f"{str(key)!r} is not a key of {where} (valid here: {', '.join(allowed)})",
+                near,
+                value[key],
             )
 
 
@@ -47,7 +60,7 @@ def param_setting(doc: Reporter, value: Any, path: Path_) -> ParamSetting | None
             conds: list[Conditional] = []
             for i, item in enumerate(value):
                 ipath = (*path, i)
-                check_keys(doc, item, ("filter", "value"), ipath)
+                check_keys(doc, item, ("filter", "value"), ipath, "a filtered parameter")
                 if "value" not in item:
                     doc.error(ipath, "a filtered parameter needs a `value`")
                     continue
@@ -95,23 +108,23 @@ def read_params(
     out: ParamMap = {}
     for key, v in value.items():
         kpath = (*path, str(key))
+        setting = param_setting(doc, v, kpath)  # mergekit validates the value even if unused
         if allowed is not None and key not in allowed:
             near = closest(str(key), allowed)
-            hint = f"; did you mean {near!r}?" if near else ""
-            doc.error(
+            doc.ignore(
                 kpath,
-                f"{method} has no parameter {key!r}{hint} "
-                f"(its parameters: {', '.join(allowed) or 'none'})",
+                f"{method} has no parameter {key!r} (its parameters: {', '.join(allowed) or 'none'})",
+                near,
             )
             continue
         if per_model and key in globals_:
-            doc.error(
+            doc.ignore(
                 kpath,
-                f"{key!r} is one value per tensor for {method}: set it under the top-level or "
-                "slice `parameters`, not per model (mergekit silently ignores it there)",
+                f"{key!r} is one value per tensor for {method}, read from the top-level or "
+                "slice `parameters`, never per model",
+                f"parameters.{key}",
             )
             continue
-        setting = param_setting(doc, v, kpath)
         if setting is not None:
             out[str(key)] = setting
     return out
@@ -121,6 +134,13 @@ def read_model(doc: Reporter, value: Any, path: Path_) -> ModelRef | None:
     if value is None or value == "":
         doc.error(path, "a model reference is required here")
         return None
+    if isinstance(value, dict):
+        known = (*MAPPING_KEYS, "override_architecture")  # the last is refused by the parser
+        check_keys(doc, value, known, path, "a model mapping")
+        value = {k: v for k, v in value.items() if k in known}
+        for part in MAPPING_KEYS:  # {path, revision}: unknown keys dropped, as mergekit does
+            if isinstance(value.get(part), dict):
+                check_keys(doc, value[part], ("path", "revision"), (*path, part), f"`{part}`")
     try:
         return parse_model_ref(value)
     except ModelRefSyntaxError as e:

@@ -21,6 +21,7 @@ from alloy.arch.differences import CompatReport, Difference
 from alloy.arch.infer import is_embedding, is_output_embedding, remap_config_layers
 from alloy.config.dtypes import DTYPES
 from alloy.config.fallback import slerp_fallbacks
+from alloy.config.ignored import refuse_ignored
 from alloy.config.params import resolve_params
 from alloy.config.schema import MergeConfig, ModelRef
 from alloy.errors import ConfigError, ConfigIssue, IncompatibleModelsError
@@ -157,8 +158,12 @@ def build_plan(
 ) -> MergePlan:
     """The plan of ``config`` over its opened ``models`` (`alloy.plan.models.open_models`;
     headers, configs and architectures only: no tensor is read). The models stay the
-    caller's to close."""
-    notes: list[str] = []
+    caller's to close. ``strict`` refuses what Alloy otherwise accepts with a warning: keys
+    mergekit ignores (`MergeConfig.ignored`), and slerp over more than two models."""
+    # keys mergekit ignores (config/ignored.py): warnings first, errors with ``strict``
+    if strict:
+        refuse_ignored(config)
+    notes = [k.render(config.source_file) for k in config.ignored]
     method = choose_method(config, strict, notes)
     return _plan(config, method, models, notes, out_shard_size, allow_crimes)
 
