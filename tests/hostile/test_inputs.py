@@ -92,13 +92,20 @@ for name, text, says in [
         ["unreadable value", ":2:"],
     ),
     ("bad_int", "merge_method: linear\nname: !!int abc\n" + _models(), ["unreadable value", ":2:"]),
-    ("duplicate_key", "merge_method: linear\nmerge_method: ties\n" + _models(), ["twice", ":2:"]),
     ("random_seed_a_string", "merge_method: dare_ties\nrandom_seed: seven\n", ["random_seed"]),
     ("random_seed_negative", "merge_method: dare_ties\nrandom_seed: -1\n", ["random_seed"]),
     ("random_seed_float", "merge_method: dare_ties\nrandom_seed: 1.5\n", ["random_seed"]),
     ("random_seed_bool", "merge_method: dare_ties\nrandom_seed: true\n", ["random_seed"]),
 ]:
     _yaml_case(name, text, *says)
+
+
+@cases
+def yaml_duplicate_key_strict(s: Scene) -> Case:
+    """A key given twice is one mergekit ignores (YAML keeps the last; issue 14): under
+    ``--strict`` it is an error naming its line."""
+    s.cfg.write_text("merge_method: linear\nmerge_method: ties\n" + _models())
+    return Case([*s.merge_args(), "--strict"], 1, [str(s.cfg), "twice", ":2:"])
 
 
 @cases
