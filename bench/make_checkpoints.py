@@ -1,6 +1,6 @@
 """Write synthetic Llama checkpoints (a base and two fine-tunes) for the merge benchmark.
 
-Usage: make_checkpoints.py OUTDIR [--scale full|small]
+Usage: make_checkpoints.py OUTDIR [--scale 7b|full|small]
 
 Each model is a Hugging Face directory (config.json for LlamaForCausalLM plus sharded
 safetensors with model.safetensors.index.json). Weights are random but deterministic: every
@@ -8,10 +8,11 @@ tensor is drawn from a generator seeded by (model seed, tensor name), so a fine-
 rebuild its base tensor without reading the base from disk. A fine-tune is the base plus a
 small Gaussian delta, which gives task vectors that look like those of real fine-tunes.
 
-Generation streams one shard at a time, so memory is bounded by the shard size rather than the
-model size: about twice a shard (~1.9 GB at full scale), as save_file serializes a copy. A
-model directory is written under a temporary name and renamed when complete; complete models
-are skipped on later runs.
+Generation streams one tensor at a time: a shard's safetensors header is computed from the
+shapes before any weight exists, then each tensor is drawn, written and dropped, so memory is
+bounded by the largest tensor (a few hundred MB in float32 at 7B), not by the shard or the model.
+Free disk is checked before anything is written. A model directory is written under a temporary
+name and renamed when complete; complete models are skipped on later runs.
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ import shutil
 import sys
 import time
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 BASE_STD = 0.02  # std of base weights (Llama initializer_range)
 DELTA_STD = 0.002  # std of a fine-tune's delta: 10% of the base std
@@ -58,6 +57,8 @@ class Shape:
 
 
 SCALES: dict[str, Shape] = {
+    # The Mistral-7B shape, ~14.5 GB in bf16, written as ~5 GB shards.
+    "7b": Shape(4096, 14336, 32, 32, 8, 32000, max_shard_bytes=5_000_000_000),
     # The TinyLlama-1.1B shape, ~2.2 GB in bf16, written as ~1 GB shards.
     "full": Shape(2048, 5632, 22, 32, 4, 32000, max_shard_bytes=1_000_000_000),
     # A few MB; small shards so the smoke run still reads a multi-shard index.
@@ -202,30 +203,67 @@ def write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def shard_tensors(
-    spec: ModelSpec, shard: list[tuple[str, tuple[int, ...]]]
-) -> Iterator[tuple[str, torch.Tensor]]:
+def safetensors_header(shard: list[tuple[str, tuple[int, ...]]]) -> bytes:
+    """The length-prefixed JSON header of a bf16 safetensors file holding shard's tensors in
+    order, padded with spaces to a multiple of 8 bytes as the format recommends."""
+    entries: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
     for name, dims in shard:
-        yield name, model_tensor(spec, name, dims)
+        nbytes = tensor_bytes(dims)
+        entries[name] = {
+            "dtype": "BF16",
+            "shape": list(dims),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    text = json.dumps(entries, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text
+
+
+def write_shard(spec: ModelSpec, shard: list[tuple[str, tuple[int, ...]]], path: Path) -> int:
+    """Write one shard, drawing and writing one tensor at a time; return its data bytes."""
+    total = 0
+    with path.open("wb") as f:
+        f.write(safetensors_header(shard))
+        for name, dims in shard:
+            tensor = model_tensor(spec, name, dims).contiguous()
+            assert tuple(tensor.shape) == dims and tensor.dtype == DTYPE
+            f.write(tensor.view(torch.uint8).numpy().data)
+            total += tensor_bytes(dims)
+            del tensor
+    return total
 
 
 def write_model(spec: ModelSpec, shape: Shape, out_dir: Path) -> None:
-    """Write one model into out_dir (which must not exist yet), one shard at a time."""
+    """Write one model into out_dir (which must not exist yet), one tensor at a time."""
     out_dir.mkdir(parents=True)
     shards = plan_shards(tensor_shapes(shape), shape.max_shard_bytes)
     weight_map: dict[str, str] = {}
     total = 0
     for k, shard in enumerate(shards, start=1):
         filename = shard_filename(k, len(shards))
-        tensors = dict(shard_tensors(spec, shard))
-        save_file(tensors, str(out_dir / filename), metadata={"format": "pt"})
-        for name, tensor in tensors.items():
-            weight_map[name] = filename
-            total += tensor.numel() * tensor.element_size()
-        del tensors
+        total += write_shard(spec, shard, out_dir / filename)
+        weight_map.update(dict.fromkeys((name for name, _ in shard), filename))
         print(f"  {spec.name}: wrote {filename}", flush=True)
     write_json(out_dir / INDEX_NAME, {"metadata": {"total_size": total}, "weight_map": weight_map})
     write_json(out_dir / "config.json", hf_config(shape))
+
+
+def model_bytes(shape: Shape) -> int:
+    """Bytes of one model's weights (the safetensors data, without headers)."""
+    return sum(tensor_bytes(dims) for _, dims in tensor_shapes(shape))
+
+
+def check_free_disk(outdir: Path, needed: int, what: str) -> None:
+    """Stop with a clear message, before writing anything, if outdir's file system lacks room."""
+    free = shutil.disk_usage(outdir).free
+    if free < needed:
+        raise SystemExit(
+            f"{what} needs {needed / 1e9:.1f} GB free in {outdir}, which has {free / 1e9:.1f} GB: "
+            "free some space or pass another directory"
+        )
+    print(f"disk: {what} needs {needed / 1e9:.1f} GB, {free / 1e9:.1f} GB free", flush=True)
 
 
 def is_complete(model_dir: Path, shape: Shape) -> bool:
@@ -250,6 +288,7 @@ def ensure_model(spec: ModelSpec, shape: Shape, outdir: Path) -> Path:
         return final
     tmp = outdir / f"{spec.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
+    check_free_disk(outdir, model_bytes(shape), f"writing {spec.name}")
     start = time.perf_counter()
     write_model(spec, shape, tmp)
     tmp.rename(final)
@@ -263,6 +302,10 @@ def ensure_checkpoints(outdir: Path, scale: str) -> dict[str, Path]:
     check_seeds_distinct(shape)
     outdir.mkdir(parents=True, exist_ok=True)
     print(f"checkpoints ({scale} scale) in {outdir}", flush=True)
+    missing = [s for s in MODELS if not is_complete(outdir / s.name, shape)]
+    if missing:
+        names = ", ".join(s.name for s in missing)
+        check_free_disk(outdir, len(missing) * model_bytes(shape), f"writing {names}")
     return {spec.name: ensure_model(spec, shape, outdir) for spec in MODELS}
 
 
