@@ -89,10 +89,12 @@ GIB = 1024**3
 class TreeRssPoller(threading.Thread):
     """Samples the summed RSS of a process and all its descendants until stopped."""
 
-    def __init__(self, pid: int, interval: float) -> None:
+    def __init__(self, pid: int, interval: float, max_rss: int | None = None) -> None:
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
         self.interval = interval
+        self.max_rss = max_rss  # kill the tree above this summed RSS (a shared machine)
+        self.killed_at: int | None = None
         self.peak_bytes = 0  # summed over the tree, sampled
         self.hwm: dict[int, int] = {}  # per process: its own high-water mark (VmHWM)
         self.io: dict[int, tuple[int, int]] = {}  # per process: (read_bytes, rchar), last seen
@@ -103,6 +105,9 @@ class TreeRssPoller(threading.Thread):
         while not self._stop_event.is_set():
             total, marks = tree_rss(self.root)
             self.peak_bytes = max(self.peak_bytes, total)
+            if self.max_rss is not None and total > self.max_rss and self.killed_at is None:
+                self.killed_at = total
+                kill_tree(self.root)
             for pid, hwm in marks.items():
                 self.hwm[pid] = max(self.hwm.get(pid, 0), hwm)
                 self.sample_io(pid)
@@ -125,6 +130,13 @@ class TreeRssPoller(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join()
+
+
+def kill_tree(root: psutil.Process) -> None:
+    with contextlib.suppress(psutil.Error):
+        for proc in [*root.children(recursive=True), root]:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def tree_rss(root: psutil.Process) -> tuple[int, dict[int, int]]:
@@ -158,18 +170,25 @@ class Measurement:
     rss_samples: int
     read_bytes: int  # from storage (/proc/PID/io read_bytes, the tree)
     rchar: int  # through read calls, page-cache hits included
+    killed_at_rss_bytes: int | None  # set when --max-rss stopped the run
 
     @property
     def peak_rss_bytes(self) -> int:
         return max(self.hwm_peak_bytes, self.tree_peak_rss_bytes)
 
 
-def measure(cmd: list[str], log_path: Path, env: dict[str, str], interval: float) -> Measurement:
+def measure(
+    cmd: list[str],
+    log_path: Path,
+    env: dict[str, str],
+    interval: float,
+    max_rss: int | None = None,
+) -> Measurement:
     """Run cmd to completion (output to log_path); time it and track its peak memory."""
     with log_path.open("wb") as log:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        poller = TreeRssPoller(proc.pid, interval)
+        poller = TreeRssPoller(proc.pid, interval, max_rss)
         poller.start()
         # Wait for exit without reaping, so the poller never sees a recycled pid.
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
@@ -189,6 +208,7 @@ def measure(cmd: list[str], log_path: Path, env: dict[str, str], interval: float
         rss_samples=poller.samples,
         read_bytes=poller.read_bytes[0],
         rchar=poller.read_bytes[1],
+        killed_at_rss_bytes=poller.killed_at,
     )
 
 
@@ -355,13 +375,19 @@ def run_tool(
         cache="cold" if cold else "warm",
     )
     try:
-        m = measure(cmd, log_path, tool_env(), args.poll_interval)
+        max_rss = int(args.max_rss * GIB) if args.max_rss else None
+        m = measure(cmd, log_path, tool_env(), args.poll_interval, max_rss)
     except OSError as exc:  # e.g. the alloy command is not installed yet
         record.error = f"could not start {cmd[0]}: {exc}"
         return record
     record.measurement = {**asdict(m)}
     record.peak_rss_bytes = m.peak_rss_bytes
-    if m.returncode != 0:
+    if m.killed_at_rss_bytes is not None:
+        record.error = (
+            f"killed by the harness: the tree's RSS reached {m.killed_at_rss_bytes / GIB:.1f} "
+            f"GiB, above --max-rss {args.max_rss} GiB"
+        )
+    elif m.returncode != 0:
         tail = log_tail(log_path)
         last = next((ln for ln in reversed(tail.splitlines()) if ln.strip()), "")
         record.error = f"exit code {m.returncode}: {last.strip()}\nlog tail:\n{tail}"
@@ -714,6 +740,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--keep-outputs", action="store_true", help="do not delete outputs")
     parser.add_argument("--no-warmup", action="store_true", help="skip reading inputs first")
     parser.add_argument(
+        "--max-rss",
+        type=float,
+        default=None,
+        help="GiB: kill a run whose tree's RSS passes this (protects a shared machine)",
+    )
+    parser.add_argument(
         "--cache",
         choices=("auto", "cold", "warm"),
         default="auto",
@@ -775,8 +807,12 @@ def main(argv: list[str] | None = None) -> int:
         warm_page_cache(models)
     floor = None
     if args.floor:
+        read = {n for m in args.methods for n in config_models(m)}
         floor = measure_floor(
-            models, WORK_DIR / "out" / args.scale, out_bytes, args.cache == "cold"
+            {n: p for n, p in models.items() if n in read},
+            WORK_DIR / "out" / args.scale,
+            out_bytes,
+            args.cache == "cold",
         )
     records: list[RunRecord] = []
     summary: dict[str, MethodSummary] = {}
