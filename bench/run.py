@@ -1,13 +1,22 @@
 """Benchmark Alloy against mergekit: wall time and peak RSS per merge method.
 
-Usage: run.py [--scale full|small] [--methods linear,ties,...] [--repeat N]
-              [--tools alloy,mergekit]
+Usage: run.py [--scale 7b|full|small] [--methods linear,ties,...] [--repeat N]
+              [--tools alloy,mergekit] [--cache auto|cold|warm] [--floor]
 
 For each method the tools run alternately (alloy, mergekit, alloy, mergekit, ...) so that
 drift in the machine's load affects both. The SVD methods (tsv, iso_c, iso_cts) exist only in
 Alloy: they run with Alloy alone and are reported against Alloy's ties on the same models. Each run is a subprocess writing into a fresh
-directory under bench/work/out/; after each round the two outputs are compared on a few
-sampled tensors and deleted. Results go to bench/results/<timestamp>.json and a markdown table
+directory under bench/work/out/; right after each run a few sampled tensors are read from its
+output, which is then deleted (so the disk needs room for one output, checked first), and the
+two tools' samples are compared.
+
+With a cold cache (``--cache cold``; ``auto``, the default, means cold where this process may
+drop the page cache, i.e. as root) the page cache is dropped before every run, so every run
+reads its inputs from the disk. ``--floor`` (the default at the 7b scale) first measures the
+floor (bench/floor.py): reading each input model once sequentially plus writing and syncing
+one output of the model's size; each method's floor counts the models its config reads.
+Bytes read are the tree's ``read_bytes`` (from storage) and ``rchar`` (through read calls,
+cache hits included) in /proc/PID/io; a mapped file's pages count in ``read_bytes`` only. Results go to bench/results/<timestamp>.json and a markdown table
 is printed.
 
 Peak RSS is measured twice by a poller every ~50 ms: the summed RSS of the whole process tree,
@@ -41,7 +50,8 @@ import torch
 from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_checkpoints import ensure_checkpoints
+from floor import Floor, cache_control, drop_caches, measure_floor, process_io
+from make_checkpoints import SCALES, check_free_disk, ensure_checkpoints, model_bytes
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -66,6 +76,9 @@ SAMPLED_TENSORS = (
 # Alloy / mergekit ratios the project aims for.
 RSS_TARGET = 0.4
 TIME_TARGETS = {"linear": 0.5, "slerp": 0.5, "task_arithmetic": 0.5, "ties": 0.2, "dare_ties": 0.2}
+# At the 7b scale: Alloy's peak RSS in absolute terms, and wall time against the I/O floor.
+RSS_LIMIT_7B = 2 * 1024**3
+FLOOR_TARGETS = {"linear": 1.3, "ties": 1.3}
 LOG_TAIL_CHARS = 2000
 GIB = 1024**3
 
@@ -76,12 +89,15 @@ GIB = 1024**3
 class TreeRssPoller(threading.Thread):
     """Samples the summed RSS of a process and all its descendants until stopped."""
 
-    def __init__(self, pid: int, interval: float) -> None:
+    def __init__(self, pid: int, interval: float, max_rss: int | None = None) -> None:
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
         self.interval = interval
+        self.max_rss = max_rss  # kill the tree above this summed RSS (a shared machine)
+        self.killed_at: int | None = None
         self.peak_bytes = 0  # summed over the tree, sampled
         self.hwm: dict[int, int] = {}  # per process: its own high-water mark (VmHWM)
+        self.io: dict[int, tuple[int, int]] = {}  # per process: (read_bytes, rchar), last seen
         self.samples = 0
         self._stop_event = threading.Event()
 
@@ -89,10 +105,23 @@ class TreeRssPoller(threading.Thread):
         while not self._stop_event.is_set():
             total, marks = tree_rss(self.root)
             self.peak_bytes = max(self.peak_bytes, total)
+            if self.max_rss is not None and total > self.max_rss and self.killed_at is None:
+                self.killed_at = total
+                kill_tree(self.root)
             for pid, hwm in marks.items():
                 self.hwm[pid] = max(self.hwm.get(pid, 0), hwm)
+                self.sample_io(pid)
             self.samples += 1
             self._stop_event.wait(self.interval)
+
+    def sample_io(self, pid: int) -> None:
+        if (io := process_io(pid)) is not None:
+            self.io[pid] = io
+
+    @property
+    def read_bytes(self) -> tuple[int, int]:
+        """(read_bytes, rchar) summed over every process of the tree seen."""
+        return sum(r for r, _ in self.io.values()), sum(c for _, c in self.io.values())
 
     @property
     def peak_hwm_bytes(self) -> int:
@@ -101,6 +130,13 @@ class TreeRssPoller(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join()
+
+
+def kill_tree(root: psutil.Process) -> None:
+    with contextlib.suppress(psutil.Error):
+        for proc in [*root.children(recursive=True), root]:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def tree_rss(root: psutil.Process) -> tuple[int, dict[int, int]]:
@@ -132,23 +168,33 @@ class Measurement:
     tree_peak_rss_bytes: int
     hwm_peak_bytes: int
     rss_samples: int
+    read_bytes: int  # from storage (/proc/PID/io read_bytes, the tree)
+    rchar: int  # through read calls, page-cache hits included
+    killed_at_rss_bytes: int | None  # set when --max-rss stopped the run
 
     @property
     def peak_rss_bytes(self) -> int:
         return max(self.hwm_peak_bytes, self.tree_peak_rss_bytes)
 
 
-def measure(cmd: list[str], log_path: Path, env: dict[str, str], interval: float) -> Measurement:
+def measure(
+    cmd: list[str],
+    log_path: Path,
+    env: dict[str, str],
+    interval: float,
+    max_rss: int | None = None,
+) -> Measurement:
     """Run cmd to completion (output to log_path); time it and track its peak memory."""
     with log_path.open("wb") as log:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        poller = TreeRssPoller(proc.pid, interval)
+        poller = TreeRssPoller(proc.pid, interval, max_rss)
         poller.start()
         # Wait for exit without reaping, so the poller never sees a recycled pid.
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         wall = time.perf_counter() - start
         poller.stop()
+        poller.sample_io(proc.pid)  # the exited, unreaped root: its final counts
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     return Measurement(
@@ -160,6 +206,9 @@ def measure(cmd: list[str], log_path: Path, env: dict[str, str], interval: float
         tree_peak_rss_bytes=poller.peak_bytes,
         hwm_peak_bytes=poller.peak_hwm_bytes,
         rss_samples=poller.samples,
+        read_bytes=poller.read_bytes[0],
+        rchar=poller.read_bytes[1],
+        killed_at_rss_bytes=poller.killed_at,
     )
 
 
@@ -238,27 +287,42 @@ class Comparison:
     problems: list[str]
 
 
-def compare_outputs(alloy_dir: Path, mergekit_dir: Path) -> Comparison:
-    ours, theirs = tensor_files(alloy_dir), tensor_files(mergekit_dir)
+@dataclass
+class Samples:
+    """What the comparison needs of one output, kept in memory once the output is deleted:
+    every tensor name, and the sampled tensors."""
+
+    names: set[str]
+    tensors: dict[str, torch.Tensor]
+
+
+def read_samples(out_dir: Path) -> Samples:
+    files = tensor_files(out_dir)
+    tensors = {n: load_tensor(files[n], n) for n in SAMPLED_TENSORS if n in files}
+    return Samples(set(files), tensors)
+
+
+def compare_outputs(alloy: Samples, mergekit: Samples) -> Comparison:
+    ours, theirs = alloy.names, mergekit.names
     per_tensor: dict[str, float] = {}
     problems: list[str] = []
     for name in SAMPLED_TENSORS:
-        if name not in ours or name not in theirs:
+        if name not in alloy.tensors or name not in mergekit.tensors:
             problems.append(f"{name} missing from {'alloy' if name not in ours else 'mergekit'}")
             continue
-        a, b = load_tensor(ours[name], name), load_tensor(theirs[name], name)
+        a, b = alloy.tensors[name], mergekit.tensors[name]
         if a.shape != b.shape:
             problems.append(f"{name}: shape {tuple(a.shape)} vs {tuple(b.shape)}")
             continue
         if a.dtype != b.dtype:
             problems.append(f"{name}: dtype {a.dtype} vs {b.dtype}")
         per_tensor[name] = relative_diff(a, b)
-    if set(ours) != set(theirs):
-        problems.append(f"tensor names differ: {len(set(ours) ^ set(theirs))} not in both")
+    if ours != theirs:
+        problems.append(f"tensor names differ: {len(ours ^ theirs)} not in both")
     return Comparison(
         max_rel_diff=max(per_tensor.values()) if per_tensor else None,
         per_tensor=per_tensor,
-        same_tensor_names=set(ours) == set(theirs),
+        same_tensor_names=ours == theirs,
         problems=problems,
     )
 
@@ -275,6 +339,7 @@ class RunRecord:
     ok: bool
     error: str | None = None
     loadavg_at_start: list[float] = field(default_factory=list)
+    cache: str = "warm"  # "cold": the page cache was dropped just before the run
     measurement: dict[str, float | int] | None = None
     peak_rss_bytes: int | None = None
 
@@ -297,17 +362,32 @@ def run_tool(
     cmd = tool_command(tool, config, out, args)
     log_path = WORK_DIR / "logs" / args.scale / f"{method}-{tool}-{round_no}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    cold = args.cache == "cold"
+    if cold:
+        drop_caches()
     record = RunRecord(
-        method, tool, round_no, cmd, ok=False, loadavg_at_start=list(os.getloadavg())
+        method,
+        tool,
+        round_no,
+        cmd,
+        ok=False,
+        loadavg_at_start=list(os.getloadavg()),
+        cache="cold" if cold else "warm",
     )
     try:
-        m = measure(cmd, log_path, tool_env(), args.poll_interval)
+        max_rss = int(args.max_rss * GIB) if args.max_rss else None
+        m = measure(cmd, log_path, tool_env(), args.poll_interval, max_rss)
     except OSError as exc:  # e.g. the alloy command is not installed yet
         record.error = f"could not start {cmd[0]}: {exc}"
         return record
     record.measurement = {**asdict(m)}
     record.peak_rss_bytes = m.peak_rss_bytes
-    if m.returncode != 0:
+    if m.killed_at_rss_bytes is not None:
+        record.error = (
+            f"killed by the harness: the tree's RSS reached {m.killed_at_rss_bytes / GIB:.1f} "
+            f"GiB, above --max-rss {args.max_rss} GiB"
+        )
+    elif m.returncode != 0:
         tail = log_tail(log_path)
         last = next((ln for ln in reversed(tail.splitlines()) if ln.strip()), "")
         record.error = f"exit code {m.returncode}: {last.strip()}\nlog tail:\n{tail}"
@@ -324,7 +404,11 @@ def describe(record: RunRecord) -> str:
         return f"{record.tool:8s} FAILED ({first_line})"
     assert record.peak_rss_bytes is not None and record.measurement is not None
     wall = record.measurement["wall_s"]
-    return f"{record.tool:8s} {wall:7.1f} s  {record.peak_rss_bytes / GIB:6.2f} GiB"
+    read = record.measurement["read_bytes"] / 1e9
+    return (
+        f"{record.tool:8s} {wall:7.1f} s  {record.peak_rss_bytes / GIB:6.2f} GiB  "
+        f"read {read:5.1f} GB ({record.cache})"
+    )
 
 
 def method_tools(method: str, tools: list[str]) -> list[str]:
@@ -339,18 +423,19 @@ def run_round(
     tools = method_tools(method, args.tools)
     outs = {tool: WORK_DIR / "out" / args.scale / f"{method}-{tool}" for tool in tools}
     records = []
+    samples: dict[str, Samples] = {}
     for tool in tools:
         record = run_tool(tool, method, round_no, config, outs[tool], args)
         print(f"  {method} round {round_no}: {describe(record)}", flush=True)
         records.append(record)
+        if record.ok and method not in RANDOM_METHODS:
+            samples[tool] = read_samples(outs[tool])
+        if not args.keep_outputs:  # before the next run: the disk holds one output
+            shutil.rmtree(outs[tool], ignore_errors=True)
     comparison = None
-    oks = {r.tool for r in records if r.ok}
-    if {"alloy", "mergekit"} <= oks and method not in RANDOM_METHODS:
-        comparison = compare_outputs(outs["alloy"], outs["mergekit"])
+    if {"alloy", "mergekit"} <= set(samples):
+        comparison = compare_outputs(samples["alloy"], samples["mergekit"])
         print(f"  {method} round {round_no}: max rel diff {comparison.max_rel_diff}", flush=True)
-    if not args.keep_outputs:
-        for out in outs.values():
-            shutil.rmtree(out, ignore_errors=True)
     return records, comparison
 
 
@@ -363,6 +448,7 @@ class ToolSummary:
     runs_failed: int
     wall_s_median: float | None
     peak_rss_bytes_median: float | None
+    read_bytes_median: float | None
     error: str | None
 
 
@@ -374,6 +460,8 @@ class MethodSummary:
     compared: bool
     max_rel_diff: float | None
     comparisons: list[Comparison]
+    floor_s: float | None = None  # read the method's inputs once + write one output
+    floor_ratio: dict[str, float | None] = field(default_factory=dict)  # tool: wall / floor
 
     @property
     def problems(self) -> list[str]:
@@ -392,6 +480,9 @@ def summarize_tool(records: list[RunRecord]) -> ToolSummary:
         runs_failed=len(failed),
         wall_s_median=median_or_none([float(r.measurement["wall_s"]) for r in ok if r.measurement]),
         peak_rss_bytes_median=median_or_none([float(r.peak_rss_bytes or 0) for r in ok]),
+        read_bytes_median=median_or_none(
+            [float(r.measurement["read_bytes"]) for r in ok if r.measurement]
+        ),
         error=failed[0].error if failed else None,
     )
 
@@ -401,7 +492,11 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def summarize_method(
-    method: str, records: list[RunRecord], comparisons: list[Comparison], tools: list[str]
+    method: str,
+    records: list[RunRecord],
+    comparisons: list[Comparison],
+    tools: list[str],
+    floor_s: float | None = None,
 ) -> MethodSummary:
     by_tool = {
         t: summarize_tool([r for r in records if r.tool == t]) for t in method_tools(method, tools)
@@ -420,6 +515,8 @@ def summarize_method(
         compared=method not in RANDOM_METHODS and method not in ALLOY_ONLY,
         max_rel_diff=max(diffs) if diffs else None,
         comparisons=comparisons,
+        floor_s=floor_s,
+        floor_ratio={t: ratio(s.wall_s_median, floor_s) for t, s in by_tool.items()},
     )
 
 
@@ -491,6 +588,49 @@ def alloy_only_table(summary: dict[str, MethodSummary]) -> str | None:
             f"| {method} | {fmt_time(alloy)} | {fmt_time(ref_alloy)} "
             f"| {fmt_ratio(ratio(time, ref_time))} | {fmt_rss(alloy)} | {fmt_rss(ref_alloy)} "
             f"| {fmt_ratio(ratio(rss, ref_rss))} |"
+        )
+    return "\n".join(lines)
+
+
+def fmt_bytes(value: float | None) -> str:
+    return f"{value / 1e9:.1f} GB" if value is not None else "-"
+
+
+def io_table(summary: dict[str, MethodSummary], cache: str) -> str:
+    """Wall time against the I/O floor, and the bytes each tool read from storage."""
+    lines = [
+        "| method | cache | floor | alloy / floor | mergekit / floor | alloy read "
+        "| mergekit read |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, s in summary.items():
+        alloy, mk = s.tools.get("alloy"), s.tools.get("mergekit")
+        floor = f"{s.floor_s:.1f} s" if s.floor_s is not None else "not measured"
+        lines.append(
+            f"| {method} | {cache} | {floor} | {fmt_ratio(s.floor_ratio.get('alloy'))} "
+            f"| {fmt_ratio(s.floor_ratio.get('mergekit'))} "
+            f"| {fmt_bytes(alloy.read_bytes_median if alloy else None)} "
+            f"| {fmt_bytes(mk.read_bytes_median if mk else None)} |"
+        )
+    return "\n".join(lines)
+
+
+def targets_7b_table(summary: dict[str, MethodSummary]) -> str:
+    """The 7b targets: Alloy's peak RSS in absolute terms, its wall time against the floor."""
+    lines = [
+        "| method | alloy peak RSS | < 2 GiB | alloy / floor | target | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, s in summary.items():
+        alloy = s.tools.get("alloy")
+        rss = alloy.peak_rss_bytes_median if alloy else None
+        rss_ok = "not measured" if rss is None else "pass" if rss < RSS_LIMIT_7B else "FAIL"
+        target = FLOOR_TARGETS.get(method)
+        floor_ratio = s.floor_ratio.get("alloy")
+        lines.append(
+            f"| {method} | {fmt_rss(alloy)} | {rss_ok} | {fmt_ratio(floor_ratio)} "
+            f"| {f'<= {target}x' if target else '-'} "
+            f"| {verdict(floor_ratio, target) if target else '-'} |"
         )
     return "\n".join(lines)
 
@@ -584,12 +724,12 @@ def csv_choice(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", choices=("full", "small"), default="full")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
     parser.add_argument(
         "--models",
         type=Path,
         help="directory with base/, ft1/, ft2/ (default bench/work/models, or "
-        "bench/work/models-small for --scale small); generated if missing",
+        "bench/work/models-<scale> for the other scales); generated if missing",
     )
     parser.add_argument("--methods", type=csv_choice(METHODS), default=list(METHODS))
     parser.add_argument("--tools", type=csv_choice(TOOLS), default=list(TOOLS))
@@ -599,16 +739,48 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--mergekit-bin", type=Path, default=BIN_DIR / "mergekit-yaml")
     parser.add_argument("--keep-outputs", action="store_true", help="do not delete outputs")
     parser.add_argument("--no-warmup", action="store_true", help="skip reading inputs first")
+    parser.add_argument(
+        "--max-rss",
+        type=float,
+        default=None,
+        help="GiB: kill a run whose tree's RSS passes this (protects a shared machine)",
+    )
+    parser.add_argument(
+        "--cache",
+        choices=("auto", "cold", "warm"),
+        default="auto",
+        help="cold: drop the page cache before every run (root); auto: cold where possible",
+    )
+    parser.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure the read+write floor first (default: at the 7b scale)",
+    )
     args = parser.parse_args(argv)
     if args.models is None:
-        args.models = WORK_DIR / ("models" if args.scale == "full" else "models-small")
+        args.models = WORK_DIR / ("models" if args.scale == "full" else f"models-{args.scale}")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    why_not = cache_control()
+    if args.cache == "cold" and why_not:
+        parser.error(f"--cache cold: {why_not}")
+    if args.cache == "auto":
+        args.cache = "warm" if why_not else "cold"
+    if args.floor is None:
+        args.floor = args.scale == "7b"
     return args
 
 
+def config_models(method: str) -> list[str]:
+    """The placeholders (base, ft1, ft2) that bench/configs/<method>.yml reads."""
+    text = (CONFIG_DIR / f"{method}.yml").read_text()
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return [name for name in PLACEHOLDERS if "{" + name + "}" in body]
+
+
 def run_method(
-    method: str, models: dict[str, Path], args: argparse.Namespace
+    method: str, models: dict[str, Path], args: argparse.Namespace, floor: Floor | None
 ) -> tuple[list[RunRecord], MethodSummary]:
     """All rounds of one method."""
     config = render_config(method, models, WORK_DIR / "configs" / args.scale)
@@ -619,19 +791,33 @@ def run_method(
         records += round_records
         if comparison is not None:
             comparisons.append(comparison)
-    return records, summarize_method(method, records, comparisons, args.tools)
+    floor_s = floor.for_models(config_models(method)) if floor else None
+    return records, summarize_method(method, records, comparisons, args.tools, floor_s)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     timestamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     models = ensure_checkpoints(args.models.resolve(), args.scale)
-    if not args.no_warmup:
+    out_bytes = model_bytes(SCALES[args.scale])
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    check_free_disk(WORK_DIR, out_bytes + out_bytes // 20, "one output (the runs, the floor)")
+    load_at_start = list(os.getloadavg())
+    if args.cache == "warm" and not args.no_warmup:
         warm_page_cache(models)
+    floor = None
+    if args.floor:
+        read = {n for m in args.methods for n in config_models(m)}
+        floor = measure_floor(
+            {n: p for n, p in models.items() if n in read},
+            WORK_DIR / "out" / args.scale,
+            out_bytes,
+            args.cache == "cold",
+        )
     records: list[RunRecord] = []
     summary: dict[str, MethodSummary] = {}
     for method in args.methods:
-        method_records, summary[method] = run_method(method, models, args)
+        method_records, summary[method] = run_method(method, models, args, floor)
         records += method_records
     payload = {
         "timestamp": timestamp,
@@ -639,6 +825,10 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "tools": args.tools,
         "models": {k: str(v) for k, v in models.items()},
+        "cache": args.cache,
+        "floor": asdict(floor) if floor else None,
+        "loadavg_at_start": load_at_start,
+        "loadavg_at_end": list(os.getloadavg()),
         "environment": environment(),
         "targets": {"rss_ratio": RSS_TARGET, "time_ratio": TIME_TARGETS},
         "summary": {m: asdict(s) for m, s in summary.items()},
@@ -649,8 +839,11 @@ def main(argv: list[str] | None = None) -> int:
     if (svd := alloy_only_table(summary)) is not None:
         print(f"Alloy-only methods against Alloy's {REFERENCE_METHOD} on the same models:\n")
         print(f"{svd}\n")
+    print(f"I/O ({args.cache} cache):\n\n{io_table(summary, args.cache)}\n")
     note = "" if args.scale == "full" else " (the targets are meant for the full scale)"
-    print(f"targets{note}:\n\n{targets_table(summary)}\n")
+    print(f"targets against mergekit{note}:\n\n{targets_table(summary)}\n")
+    if args.scale == "7b":
+        print(f"7b targets:\n\n{targets_7b_table(summary)}\n")
     if failed := failures(summary):
         print(f"failures:\n{failed}\n")
     print(f"results: {path}")

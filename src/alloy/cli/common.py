@@ -1,10 +1,13 @@
-"""Helpers shared by the `alloy` subcommands: logging and error handling."""
+"""Helpers shared by the `alloy` subcommands: logging, error handling, and the group that
+imports a command's module only when the command runs."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -23,6 +26,13 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
 
 
+def _import_torch() -> None:
+    """Import torch while Ctrl-C still exits at once (`alloy._interrupt`; nothing is written
+    yet): every command needs it, and an interrupt in the middle of its import can leave it half
+    initialised, so that the command went on and failed strangely instead of exiting 130."""
+    import torch  # noqa: F401
+
+
 def handle_errors(fn: F) -> F:
     """An `AlloyError` prints as ``error: ...`` and exits 1; Ctrl-C exits 130. Commands that
     write their output atomically (a temporary sibling renamed at the end) set
@@ -30,6 +40,7 @@ def handle_errors(fn: F) -> F:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _import_torch()
         try:
             with interrupts_cleanly():
                 return fn(*args, **kwargs)
@@ -48,3 +59,55 @@ def atomic_output(fn: F) -> F:
     """Mark a command whose output directory appears only when complete (see handle_errors)."""
     fn.ATOMIC_OUTPUT = True  # type: ignore[attr-defined]
     return fn
+
+
+@dataclass(frozen=True)
+class LazyCommand:
+    """Where a command lives (``module``, and its ``attribute`` there) and its short help (the
+    first sentence of its docstring), so that ``--help`` can list it without importing it."""
+
+    module: str
+    attribute: str
+    short_help: str
+
+    def short_help_str(self, limit: int) -> str:
+        """The short help cut to ``limit`` characters exactly as click cuts a command's."""
+        return click.Command(None, help=self.short_help).get_short_help_str(limit)
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use: `alloy --help` and
+    `alloy --version` import no command module (and so neither torch nor numba)."""
+
+    def __init__(self, *args: Any, lazy: Mapping[str, LazyCommand], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = self.lazy.get(cmd_name)
+        if spec is not None and cmd_name not in self.commands:
+            command = getattr(importlib.import_module(spec.module), spec.attribute)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{spec.module}.{spec.attribute} is not a click command")
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click's, but a command not imported yet shows the short help of its entry."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            loaded = self.commands.get(name)
+            if loaded is not None:
+                if not loaded.hidden:
+                    rows.append((name, loaded.get_short_help_str(limit)))
+            else:
+                rows.append((name, self.lazy[name].short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)

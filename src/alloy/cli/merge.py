@@ -11,7 +11,6 @@ import click
 
 from alloy.cli.common import F, atomic_output, handle_errors, setup_logging
 from alloy.cli.eval import EXIT_FAILED, any_failed, print_evaluation, probe_option
-from alloy.devices import check_count
 from alloy.io.sharding import human
 
 STRICT_HELP = (
@@ -127,6 +126,7 @@ def merge(
     import torch
 
     from alloy.api import merge as run_merge
+    from alloy.devices import check_count
 
     setup_logging(verbose, quiet)
     progress = not quiet and sys.stderr.isatty()
