@@ -21,7 +21,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from alloy.cli import analyze, check, convert, demo, eval, lora, merge
+    from alloy.cli import analyze, check, convert, demo, eval, lora, merge, search
 
     for cmd in (
         merge.merge,
@@ -36,6 +36,7 @@ def _register() -> None:
         lora.lora,
         demo.demo,
         convert.convert,
+        search.search,
     ):
         main.add_command(cmd)
 
