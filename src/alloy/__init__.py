@@ -23,6 +23,7 @@ from alloy.api import (
     plan,
     recommend,
 )
+from alloy.api_search import SearchResult, search
 from alloy.arch.differences import CompatReport
 from alloy.config.load import load_config
 from alloy.config.schema import MergeConfig, ModelRef
@@ -76,6 +77,7 @@ __all__ = [
     "ModelRefSyntaxError",
     "OutputError",
     "Recommendation",
+    "SearchResult",
     "SourceRecord",
     "TensorJob",
     "UnknownMethodError",
@@ -93,4 +95,5 @@ __all__ = [
     "merge",
     "plan",
     "recommend",
+    "search",
 ]

@@ -50,7 +50,9 @@ def _baselines(paths: Sequence[str | Path]) -> list[tuple[str, dict[str, Any], s
     out = []
     for p in paths:
         cfg = load_config(p)  # errors name the file, key and line
-        out.append((f"fixed {Path(p).stem}", dict(cfg.raw), str(p)))
+        path = Path(p)
+        generic = path.stem in {"mergekit_config", "alloy_config", "config"}
+        out.append((f"fixed {path.parent.name if generic else path.stem}", dict(cfg.raw), str(p)))
     return out
 
 
