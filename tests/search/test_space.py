@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,3 +148,19 @@ def test_the_recommendation_maps_onto_the_space() -> None:
     }
     assert seed_values(space, {**rec, "merge_method": "slerp"}) is None  # not in the choice
     assert seed_values(space, {**rec, "base_model": "/m/a"}) is None  # another base
+
+
+def test_the_cli_reports_a_bad_space_with_its_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from alloy.cli import main
+
+    bad = tmp_path / "space.yml"
+    bad.write_text(SPACE.replace("[0.2, 1.0]", "[1.0, 0.2]"), encoding="utf-8")
+    data = tmp_path / "a.jsonl"
+    data.write_text('{"text": "a"}\n{"text": "b"}\n', encoding="utf-8")
+    r = CliRunner().invoke(main, ["search", str(bad), str(tmp_path / "out"), "--eval", str(data)])
+    assert r.exit_code == 1
+    assert "error:" in r.output and "models[0].parameters.weight" in r.output
+    assert ":6" in r.output  # the line of the bad range
+    assert not (tmp_path / "out").exists()
