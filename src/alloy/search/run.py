@@ -66,7 +66,8 @@ class SearchState:
     source_rows: list[Measured] = field(default_factory=list)
 
     def score(self, values: Values, split: str) -> Score:
-        return score(self.evaluator.splits.of(split), self.sources[split], self.reference, values)
+        sets = self.evaluator.splits.of(split)
+        return score(sets, self.sources[split], self.reference, values, self.skills)
 
     def both(
         self, label: str, kind: str, config: Mapping[str, Any], source: str | None = None
