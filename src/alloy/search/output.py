@@ -86,43 +86,37 @@ def to_json(state: SearchState) -> dict[str, Any]:
     }
 
 
-def plot(state: SearchState, path: Path) -> bool:
-    """Retention of the first skill against the second: trials, the best, the sources and
-    the fixed configs marked (matplotlib, imported here). False with fewer than two skills."""
-    if len(state.skills) < 2:
-        return False
-    import matplotlib
+def _short(label: str) -> str:
+    """A plot label: a source's directory name (``base+adapter``: the adapter's)."""
+    return Path(label.split("+")[-1]).name if "/" in label else label[:28]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _panel(ax: Any, state: SearchState, lim: tuple[float, float]) -> None:
     x, y = state.skills[0], state.skills[1]
-    fig, ax = plt.subplots(figsize=(6, 5))
+
+    def clip(v: float) -> float:
+        return min(max(v, lim[0]), lim[1])
+
     pts = [m.validation for m in state.trials if m.validation]
     ax.scatter(
-        [p.retention[x] for p in pts],
-        [p.retention[y] for p in pts],
+        [clip(p.retention[x]) for p in pts],
+        [clip(p.retention[y]) for p in pts],
         s=14,
-        c=["tab:blue" if p.feasible else "lightgray" for p in pts],
-        label="trials",
+        c=["tab:blue" if p.feasible else "silver" for p in pts],
+        label="trials (gray: degraded)",
     )
     for m in [*state.source_rows, *state.fixed]:
         if m.validation is None:
             continue
-        marker = "s" if m.kind == "source" else "^"
+        px, py = m.validation.retention[x], m.validation.retention[y]
+        if not (lim[0] <= px <= lim[1] and lim[0] <= py <= lim[1]):
+            continue
+        src = m.kind == "source"
         ax.scatter(
-            [m.validation.retention[x]],
-            [m.validation.retention[y]],
-            marker=marker,
-            s=50,
-            c="tab:orange" if m.kind == "source" else "tab:green",
+            [px], [py], marker="s" if src else "^", s=50, c="tab:orange" if src else "tab:green"
         )
         ax.annotate(
-            m.label[:24],
-            (m.validation.retention[x], m.validation.retention[y]),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
+            _short(m.label), (px, py), fontsize=7, xytext=(3, 3), textcoords="offset points"
         )
     b = best(state)
     if b is not None and b.validation is not None:
@@ -134,11 +128,36 @@ def plot(state: SearchState, path: Path) -> bool:
             c="tab:red",
             label=f"best ({b.label})",
         )
+    pad = (lim[1] - lim[0]) * 0.03
+    ax.set_xlim(lim[0] - pad, lim[1] + pad)
+    ax.set_ylim(lim[0] - pad, lim[1] + pad)
     ax.set_xlabel(f"retention of {x} (validation)")
     ax.set_ylabel(f"retention of {y} (validation)")
-    ax.set_title("alloy search: trials (gray: degraded), sources, fixed configs")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+
+
+def plot(state: SearchState, path: Path) -> bool:
+    """Retention of the first skill against the second: trials, the best, the sources and
+    the fixed configs marked (matplotlib, imported here); the whole square (values outside
+    it drawn at its edge) and a zoom around the best. False with fewer than two skills."""
+    if len(state.skills) < 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (whole, zoom) = plt.subplots(1, 2, figsize=(11, 5))
+    _panel(whole, state, (-0.05, 1.05))
+    b = best(state)
+    if b is not None and b.validation is not None:
+        low = min(b.validation.retention[s] for s in state.skills[:2])
+        _panel(zoom, state, (max(low - 0.1, -0.05), 1.02))
+        zoom.set_title("around the best", fontsize=9)
+    else:
+        zoom.set_visible(False)
+    whole.legend(fontsize=8, loc="center left")
+    fig.suptitle("alloy search: trials, sources (squares), fixed configs (triangles)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
