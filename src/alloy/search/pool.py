@@ -86,7 +86,7 @@ class Pool:
             import ray
         except ImportError as e:
             raise UsageError(
-                "--ray needs Ray: pip install 'alloy-merge[ray]' (or pip install 'ray[default]')."
+                "--ray needs Ray: pip install 'alloy-merge[ray]' (or pip install ray)."
             ) from e
         if not ray.is_initialized():
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
