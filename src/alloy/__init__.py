@@ -50,6 +50,7 @@ from alloy.lora.extract import ExtractResult
 from alloy.lora.merge import LoraMergeResult
 from alloy.methods.registry import MethodSpec, all_methods, get_method
 from alloy.plan.planner import MergePlan, TensorJob
+from alloy.search.run import SearchOptions
 
 __all__ = [
     "AlloyError",
@@ -77,6 +78,7 @@ __all__ = [
     "ModelRefSyntaxError",
     "OutputError",
     "Recommendation",
+    "SearchOptions",
     "SearchResult",
     "SourceRecord",
     "TensorJob",
