@@ -16,7 +16,8 @@ import yaml
 from alloy.errors import AlloyError
 from alloy.evaluate.models import EvalOptions
 from alloy.search.pool import Pool, Setup
-from alloy.search.score import Score, score, skills_of
+from alloy.search.score import Score, skills_of
+from alloy.search.score import score as score_values
 from alloy.search.seed import model_refs, seed_values
 from alloy.search.space import SearchSpace
 from alloy.search.splits import Splits
@@ -67,7 +68,7 @@ class SearchState:
 
     def score(self, values: Values, split: str) -> Score:
         sets = self.evaluator.splits.of(split)
-        return score(sets, self.sources[split], self.reference, values, self.skills)
+        return score_values(sets, self.sources[split], self.reference, values, self.skills)
 
     def both(
         self, label: str, kind: str, config: Mapping[str, Any], source: str | None = None

@@ -76,9 +76,17 @@ def retention(ref: float, best: float, merged: float) -> float:
     return (ref - merged) / gain if gain > 0 else math.nan
 
 
-def score(sets: EvalSets, sources: Mapping[str, Values], reference: str, merged: Values) -> Score:
-    """The score of the merged model's ``merged`` values against the ``sources``'."""
-    skills = skills_of(sets, sources, reference)
+def score(
+    sets: EvalSets,
+    sources: Mapping[str, Values],
+    reference: str,
+    merged: Values,
+    skills: list[str] | None = None,
+) -> Score:
+    """The score of the merged model's ``merged`` values against the ``sources``' (on the
+    ``skills``, by default those of these sets: the search fixes them on the validation split,
+    so that the test split reports the same ones)."""
+    skills = skills if skills is not None else skills_of(sets, sources, reference)
     keep = {}
     for s in skills:
         best = min(v[(s, "perplexity")] for k, v in sources.items() if k != reference)
