@@ -88,7 +88,10 @@ def rank_key(m: Measured) -> tuple[bool, float]:
     s = m.validation
     if s is None:
         return (False, float("-inf"))
-    return (s.feasible, s.min_retention if s.feasible else -s.violation)
+    # two tiers: trials that degrade no set first; within each, the smallest retention. (When
+    # no merge can stay within 10% of every specialist, the best degraded one still keeps the
+    # most of each skill, rather than the one that misses the rule by the least.)
+    return (s.feasible, s.min_retention)
 
 
 def _seed(state: SearchState, study: Any, options: SearchOptions) -> None:
