@@ -6,9 +6,10 @@ any package of a lower layer, and another package of its own layer unless that m
     cli, __main__                            the command line
     demo                                     a program built on the API, like the CLI
     alloy (the package), api, api_tools,     the public API (_merging: the steps of api.merge)
-    _merging, convert
-    evaluate, report, analysis, lora         what the API composes: LoRA merge and extract are
-                                             programs beside the planner
+    api_search, _merging, convert
+    evaluate, report, analysis, lora,        what the API composes: LoRA merge and extract are
+    search                                   programs beside the planner; the search drives
+                                             merges and evaluations
     plan                                     config -> jobs, the executor
     arch, io, config                         architecture knowledge, reading and writing
                                              (LoRA adapters as sources in io/lora), the config
@@ -31,8 +32,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "alloy"
 LAYERS: list[set[str]] = [
     {"cli", "__main__"},
     {"demo"},
-    {"alloy", "api", "api_tools", "_merging", "convert"},
-    {"evaluate", "report", "analysis", "lora"},
+    {"alloy", "api", "api_tools", "api_search", "_merging", "convert"},
+    {"evaluate", "report", "analysis", "lora", "search"},
     {"plan"},
     {"arch", "io", "config"},
     {"methods"},

@@ -55,6 +55,7 @@ if _typing.TYPE_CHECKING:
         record_evaluation,
         render_report,
     )
+    from alloy.api_search import SearchResult, search
     from alloy.arch.differences import CompatReport
     from alloy.config.load import load_config
     from alloy.config.schema import MergeConfig, ModelRef
@@ -64,6 +65,7 @@ if _typing.TYPE_CHECKING:
     from alloy.lora.merge import LoraMergeResult
     from alloy.methods.registry import MethodSpec, all_methods, get_method
     from alloy.plan.planner import MergePlan, TensorJob
+    from alloy.search.run import SearchOptions
 
 # The lazily loaded names and the module each comes from (the TYPE_CHECKING imports above,
 # which tests/test_startup.py checks against this table).
@@ -96,6 +98,9 @@ _LAZY: dict[str, str] = {
     "get_method": "alloy.methods.registry",
     "MergePlan": "alloy.plan.planner",
     "TensorJob": "alloy.plan.planner",
+    "SearchResult": "alloy.api_search",
+    "search": "alloy.api_search",
+    "SearchOptions": "alloy.search.run",
 }
 
 
@@ -151,6 +156,8 @@ __all__ = [
     "ModelRefSyntaxError",
     "OutputError",
     "Recommendation",
+    "SearchOptions",
+    "SearchResult",
     "SourceRecord",
     "TensorJob",
     "UnknownMethodError",
@@ -170,4 +177,5 @@ __all__ = [
     "recommend",
     "record_evaluation",
     "render_report",
+    "search",
 ]

@@ -79,6 +79,12 @@ COMMANDS: dict[str, LazyCommand] = {
         "Convert SRC to DST: a .gguf file (or a directory holding one) becomes the Hugging Face "
         "directory DST; a Hugging Face directory becomes the GGUF file DST.",
     ),
+    "search": LazyCommand(
+        "alloy.cli.search",
+        "search",
+        "Search CONFIG's ranges and choices for the merge that keeps the most of each skill; "
+        "write best.yml, trials.md, trials.json, pareto.png and report.md into OUT.",
+    ),
 }
 
 

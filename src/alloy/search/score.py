@@ -1,0 +1,109 @@
+"""A trial's score: each skill's retention and the degradation check.
+
+A **skill** is a perplexity set on which some source is better than the reference model (the
+base the fine-tunes started from). The merge's **retention** of it is
+``(reference - merged) / (reference - best source)``: 1 keeps all of the best source's gain,
+0 none (the demo's "keeps" columns). The default objective is the smallest retention over
+the skills; a trial is **feasible** when no set or probe metric is degraded by the evaluation's
+rule (more than 10% worse than the best source, `alloy.evaluate.compare`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from alloy.errors import EvaluationError
+from alloy.evaluate.compare import DEGRADED, Direction, compare_row
+from alloy.evaluate.run import EvalSets
+
+Values = Mapping[tuple[str, str], float]
+OBJECTIVES = ("min-retention", "pareto")
+
+
+@dataclass(frozen=True)
+class Score:
+    retention: dict[str, float]  # skill -> retention
+    values: dict[str, float]  # "set/metric" -> the merged model's value
+    degraded: list[str] = field(default_factory=list)  # "set/metric (ratio 1.23)"
+    violation: float = 0.0  # sum of the ratios' excess over the 10% rule; 0 when feasible
+
+    @property
+    def feasible(self) -> bool:
+        return not self.degraded
+
+    @property
+    def min_retention(self) -> float:
+        return min(self.retention.values())
+
+    def objectives(self, objective: str, skills: list[str]) -> list[float]:
+        if objective == "pareto":
+            return [self.retention[s] for s in skills]
+        return [self.min_retention]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "retention": self.retention,
+            "min_retention": self.min_retention,
+            "feasible": self.feasible,
+            "degraded": self.degraded,
+            "violation": self.violation,
+            "values": self.values,
+        }
+
+
+def skills_of(sets: EvalSets, sources: Mapping[str, Values], reference: str) -> list[str]:
+    """The perplexity sets on which a source beats ``reference``."""
+    out = []
+    for d in sets.data:
+        ref = sources[reference][(d.name, "perplexity")]
+        others = [v[(d.name, "perplexity")] for k, v in sources.items() if k != reference]
+        if others and min(others) < ref:
+            out.append(d.name)
+    if not out:
+        raise EvaluationError(
+            f"no source is better than the reference {reference} on any perplexity set, so "
+            "there is no skill to keep; give the sets each fine-tune was trained for "
+            "(--eval NAME=FILE) and the base as --reference."
+        )
+    return out
+
+
+def retention(ref: float, best: float, merged: float) -> float:
+    gain = ref - best
+    return (ref - merged) / gain if gain > 0 else math.nan
+
+
+def score(
+    sets: EvalSets,
+    sources: Mapping[str, Values],
+    reference: str,
+    merged: Values,
+    skills: list[str] | None = None,
+) -> Score:
+    """The score of the merged model's ``merged`` values against the ``sources``' (on the
+    ``skills``, by default those of these sets: the search fixes them on the validation split,
+    so that the test split reports the same ones)."""
+    skills = skills if skills is not None else skills_of(sets, sources, reference)
+    keep = {}
+    for s in skills:
+        best = min(v[(s, "perplexity")] for k, v in sources.items() if k != reference)
+        keep[s] = retention(sources[reference][(s, "perplexity")], best, merged[(s, "perplexity")])
+    degraded, violation = [], 0.0
+    for key in merged:
+        direction: Direction = "lower" if key[1] == "perplexity" else "higher"
+        row = compare_row(
+            key[0],
+            key[1],
+            direction,
+            {k: v[key] for k, v in sources.items()},
+            "merged",
+            merged[key],
+        )
+        if row.flag in ("degraded", "failed") and row.ratio is not None:
+            degraded.append(f"{key[0]}/{key[1]} (ratio {row.ratio:.2f})")
+            violation += min(row.ratio, 10.0) - DEGRADED
+    values = {f"{k[0]}/{k[1]}": v for k, v in merged.items()}
+    return Score(keep, values, degraded, violation)
