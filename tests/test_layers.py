@@ -17,8 +17,8 @@ any package of a lower layer, and another package of its own layer unless that m
     kernels, devices, errors, tabulate,      the bottom
     _version, _interrupt
 
-Imports under ``if TYPE_CHECKING:`` are not edges: they run no code (``errors.py`` names the
-`CompatReport` type that `IncompatibleModelsError.report` holds).
+Imports under ``if TYPE_CHECKING:`` are not edges: they run no code (``alloy/__init__.py``
+names its lazily loaded exports that way).
 """
 
 from __future__ import annotations

@@ -48,6 +48,8 @@ class Run:
     sets: EvalSets | None
     eval_options: EvalOptions | None
     started: float
+    model_card: bool = True
+    gguf: str | None = None  # also write OUT/OUT.<TYPE>.gguf
 
 
 def eval_sets(
@@ -84,11 +86,16 @@ def merge_into(
             write_configs(summary, tmp)
             if run.copy_tokenizer:
                 write_tokenizer(summary, tmp)
-            write_model_card(summary, tmp)
+            if run.model_card:
+                write_model_card(summary, tmp)
             rec, evaluation, eval_error = _measure(the_plan, summary, models, tmp, run)
             write_sources(list(rec.sources), tmp / "sources.json")
             report = build_report(rec)
             write_report(report, tmp)
+            if run.gguf is not None:  # inside the output, so its marker lists it
+                from alloy.io.gguf.writer import write_gguf
+
+                write_gguf(tmp, tmp / f"{run.out.name}.{run.gguf}.gguf", run.gguf)
             files = sorted(p.name for p in tmp.iterdir())
             commit_output(tmp, run.out)
         except BaseException:

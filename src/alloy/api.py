@@ -87,6 +87,17 @@ def plan(
         )
 
 
+def _gguf_type(gguf: str | None) -> str | None:
+    """``gguf`` as the GGUF type name written (F32, F16, BF16, Q8_0), checked before merging."""
+    if gguf is None:
+        return None
+    from alloy.io.gguf.writer import TYPES
+
+    if gguf.upper() not in TYPES:
+        raise UsageError(f"gguf (--gguf) {gguf!r}: Alloy writes {', '.join(TYPES)}.")
+    return gguf.upper()
+
+
 def merge(
     config: ConfigLike,
     out: str | Path,
@@ -103,6 +114,8 @@ def merge(
     eval_probes: Sequence[ProbeSpec] = (),
     eval_options: EvalOptions | None = None,
     lora_base: str | None = None,
+    write_model_card: bool = True,
+    gguf: str | None = None,
 ) -> MergeResult:
     """Merge the models of ``config`` (a mergekit YAML path, a mapping, or a parsed config)
     into the Hugging Face model directory ``out``, with report.md and report.json.
@@ -115,6 +128,9 @@ def merge(
     the merged model against its sources before the output is committed; the files are
     validated before merging. If the evaluation itself fails, the merge is still committed (its
     report says why) and `EvaluationError` is raised.
+
+    ``write_model_card=False`` leaves out README.md; ``gguf`` (F32, F16, BF16 or Q8_0) also
+    writes the merge as ``out/<name>.<TYPE>.gguf``. Both are part of the atomic output.
     """
     started = time.perf_counter()
     device = check_device(device)
@@ -122,8 +138,18 @@ def merge(
     cfg = _config(config, strict)
     if random_seed is None:  # a re-merge of alloy_config.yml: the seed it recorded
         random_seed = random_seed_of(cfg.raw, cfg.source_file)
+    gguf_type = _gguf_type(gguf)
     run = steps.Run(
-        Path(out), device, random_seed, copy_tokenizer, progress, sets, eval_options, started
+        Path(out),
+        device,
+        random_seed,
+        copy_tokenizer,
+        progress,
+        sets,
+        eval_options,
+        started,
+        model_card=write_model_card,
+        gguf=gguf_type,
     )
     with open_config_models(cfg, lora_base) as models:
         the_plan = build_plan(

@@ -29,10 +29,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from alloy.arch.differences import CompatReport
+from typing import Protocol
 
 
 class AlloyError(Exception):
@@ -132,11 +129,19 @@ class CheckpointError(AlloyError):
     """A checkpoint (or adapter) is missing files, truncated, corrupt, or unsafe to load."""
 
 
+class DifferencesReport(Protocol):
+    """What an `IncompatibleModelsError` carries when the compatibility check found differences
+    (an `alloy.arch.differences.CompatReport`; named by its use, so that the bottom layer
+    imports nothing above it)."""
+
+    def mergeable(self, allow_crimes: bool = False) -> bool: ...
+
+
 class IncompatibleModelsError(AlloyError):
-    """The models cannot be merged as asked. ``report`` (an `alloy.arch.compat.CompatReport`)
+    """The models cannot be merged as asked. ``report`` (an `alloy.arch.differences.CompatReport`)
     holds the table of differences when the compatibility check found them."""
 
-    def __init__(self, message: str, report: CompatReport | None = None) -> None:
+    def __init__(self, message: str, report: DifferencesReport | None = None) -> None:
         super().__init__(message)
         self.report = report
 

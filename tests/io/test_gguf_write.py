@@ -252,3 +252,27 @@ def test_a_merge_into_the_directory_of_an_input_gguf_is_refused(tmp_path: Path) 
     assert r.exit_code == 1 and "overlaps the input model" in r.output
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["a.gguf"]
     assert a.read_bytes() == before
+
+
+def test_a_merge_with_gguf_is_one_alloy_output_that_force_replaces(
+    tmp_path: Path, make_model: MakeModel
+) -> None:
+    """The GGUF is written inside the atomic output, so the output's marker lists it and a
+    rerun with --force replaces the whole output (the side file is not "a file Alloy did not
+    write")."""
+    a = make_model("llama", tmp_path / "a", seed=1)
+    b = make_model("llama", tmp_path / "b", seed=2)
+    cfg = tmp_path / "merge.yml"
+    cfg.write_text(
+        f"merge_method: linear\nmodels:\n  - model: {a}\n    parameters: {{weight: 0.5}}\n"
+        f"  - model: {b}\n    parameters: {{weight: 0.5}}\n"
+    )
+    out = tmp_path / "out"
+    args = ["merge", str(cfg), str(out), "--gguf", "f16", "--no-write-model-card"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    marker = json.loads((out / ".alloy-output.json").read_text())
+    assert "out.F16.gguf" in marker["files"] and "README.md" not in marker["files"]
+    again = CliRunner().invoke(main, [*args, "--force"])
+    assert again.exit_code == 0, again.output
+    assert (out / "out.F16.gguf").is_file() and not (out / "README.md").exists()

@@ -36,7 +36,7 @@ def check_config(config: str | Path) -> CompatReport:
         with open_models_of(cfg) as models:
             the_plan = build_plan(cfg, models, allow_crimes=True)
     except IncompatibleModelsError as e:
-        if e.report is not None:
+        if isinstance(e.report, CompatReport):
             return e.report
         raise
     assert the_plan.compat is not None

@@ -160,14 +160,9 @@ def merge(
         eval_probes=list(probes),
         eval_options=eval_options,
         lora_base=lora_base,
+        write_model_card=write_model_card,
+        gguf=gguf_type,
     )
-    if not write_model_card:
-        (result.out_dir / "README.md").unlink(missing_ok=True)
-    if gguf_type:
-        from alloy.io.gguf.writer import write_gguf
-
-        name = f"{result.out_dir.name}.{gguf_type.upper()}.gguf"
-        result.files.append(write_gguf(result.out_dir, result.out_dir / name, gguf_type).name)
     merge_seconds = result.report["run"]["merge_seconds"] if result.report else result.seconds
     if not quiet:
         click.echo(
