@@ -39,6 +39,26 @@ def _mergekit_compat(fn: F) -> F:
     return fn
 
 
+def _eval_options(device: str, batch_size: int, assistant_only: bool, progress: bool) -> Any:
+    """The evaluation options of `alloy merge --eval/--probe`."""
+    from alloy.evaluate.models import EvalOptions
+
+    return EvalOptions(
+        device=device, batch_size=batch_size, assistant_only=assistant_only, progress=progress
+    )
+
+
+def _print_written(result: Any) -> None:
+    """What the merge wrote: method, tensors, size, time, and each file with its size."""
+    seconds = result.report["run"]["merge_seconds"] if result.report else result.seconds
+    click.echo(
+        f"merged with {result.method}: {result.tensors} tensors, "
+        f"{human(result.bytes_written)}, in {seconds:.1f} s -> {result.out_dir}"
+    )
+    for f in result.files:
+        click.echo(f"  {f}  ({human((result.out_dir / f).stat().st_size)})")
+
+
 @click.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
@@ -132,14 +152,8 @@ def merge(
     progress = not quiet and sys.stderr.isatty()
     eval_options = None
     if eval_data or probes:
-        from alloy.evaluate.models import EvalOptions
-
-        eval_options = EvalOptions(
-            device="cuda" if cuda else device,
-            batch_size=eval_batch_size,
-            assistant_only=assistant_only,
-            progress=progress,
-        )
+        device_ = "cuda" if cuda else device
+        eval_options = _eval_options(device_, eval_batch_size, assistant_only, progress)
     threads = check_count(num_threads, "num_threads", "--num-threads")
     if threads is not None:
         torch.set_num_threads(threads)
@@ -163,15 +177,8 @@ def merge(
         write_model_card=write_model_card,
         gguf=gguf_type,
     )
-    merge_seconds = result.report["run"]["merge_seconds"] if result.report else result.seconds
     if not quiet:
-        click.echo(
-            f"merged with {result.method}: {result.tensors} tensors, "
-            f"{human(result.bytes_written)}, in {merge_seconds:.1f} s -> {result.out_dir}"
-        )
-        for f in result.files:
-            size = (result.out_dir / f).stat().st_size
-            click.echo(f"  {f}  ({human(size)})")
+        _print_written(result)
     if result.evaluation is not None:
         ev = result.evaluation.to_dict()
         if not quiet:
