@@ -9,6 +9,7 @@ Private to `alloy.api`: `merge` is the entry point. One tensor's way is
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -16,12 +17,16 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alloy._version import __version__
 from alloy.analysis.inventory import SourceRecord, record, write_sources
 from alloy.config.schema import ModelRef
 from alloy.errors import AlloyError, EvaluationError, OutputError
-from alloy.io.output import commit_output, discard, prepare_output
+from alloy.io import resume as resuming
+from alloy.io.output import commit_output, discard, prepare_output, release
+from alloy.io.sharding import shard_file_names
 from alloy.io.sources import TensorSource
 from alloy.io.writer import ShardedSafetensorsWriter
+from alloy.kernels import cpu_kernels_enabled
 from alloy.plan.executor import Executor
 from alloy.plan.models import InputModel, OpenedModels
 from alloy.plan.planner import MergePlan, TensorJob
@@ -34,6 +39,9 @@ from alloy.report.report import peak_rss_bytes, write_report
 if TYPE_CHECKING:
     from alloy.evaluate.models import EvalOptions
     from alloy.evaluate.run import EvalSets, Evaluation, NamedFile, ProbeSpec
+
+log = logging.getLogger("alloy")
+RESUME_HINT = "alloy_resume_hint"  # set on a KeyboardInterrupt that left shards to resume
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,23 @@ class Run:
     started: float
     model_card: bool = True
     gguf: str | None = None  # also write OUT/OUT.<TYPE>.gguf
+    resume: bool = False  # continue an interrupted run's temporary (alloy.io.resume)
+    out_shard_size: int | None = None  # as asked (the plan's shards follow from it)
+
+
+@dataclass(frozen=True)
+class Shards:
+    """This run's resume manifest, and the shards it took complete from an interrupted run."""
+
+    manifest: resuming.Manifest
+    done: frozenset[int] = frozenset()  # shard indices
+    resumed: bool = False  # the temporary was an interrupted run's
+
+    def note(self, total: int) -> str:
+        return (
+            f"resumed an interrupted merge: {len(self.done)} of {total} shards were complete "
+            "(verified by size and SHA-256) and kept; the rest were merged in this run"
+        )
 
 
 def eval_sets(
@@ -73,22 +98,23 @@ def eval_sets(
 
 def merge_into(
     the_plan: MergePlan, models: OpenedModels, run: Run, force: bool
-) -> tuple[list[str], dict[str, Any], Evaluation | None, str | None]:
+) -> tuple[list[str], dict[str, Any], Evaluation | None, str | None, Shards]:
     """Write the merge into a temporary directory beside ``run.out`` and commit it there:
     the weights, the files beside them, sources.json and the report. (files, report.json's
-    content, evaluation, its error)."""
+    content, evaluation, its error, the shards resumed)."""
     inputs = [p for m in the_plan.models.values() for p in m.paths]
     try:
-        tmp = prepare_output(run.out, force, inputs)
+        tmp = prepare_output(run.out, force, inputs, resume=run.resume)
+        shards = _shards(the_plan, tmp, run)
         try:
-            _execute(the_plan, models.sources(), tmp, run)
+            _execute(the_plan, models.sources(), tmp, run, shards)
             summary = merge_summary(the_plan, run.out.name, run.seed)
             write_configs(summary, tmp)
             if run.copy_tokenizer:
                 write_tokenizer(summary, tmp)
             if run.model_card:
                 write_model_card(summary, tmp)
-            rec, evaluation, eval_error = _measure(the_plan, summary, models, tmp, run)
+            rec, evaluation, eval_error = _measure(the_plan, summary, models, tmp, run, shards)
             write_sources(list(rec.sources), tmp / "sources.json")
             report = build_report(rec)
             write_report(report, tmp)
@@ -96,21 +122,96 @@ def merge_into(
                 from alloy.io.gguf.writer import write_gguf
 
                 write_gguf(tmp, tmp / f"{run.out.name}.{run.gguf}.gguf", run.gguf)
-            files = sorted(p.name for p in tmp.iterdir())
+            files = sorted(p.name for p in tmp.iterdir() if p.name != resuming.MANIFEST)
+            resuming.pause_point("before-swap")  # tests: everything written, not moved
             commit_output(tmp, run.out)
-        except BaseException:
-            discard(tmp)
+        except BaseException as e:
+            _abandon(tmp, shards, e, len(the_plan.shards))
             raise
     except OSError as e:
         raise OutputError(f"writing {run.out} failed: {e}. Nothing was written.") from e
-    return files, report, evaluation, eval_error
+    return files, report, evaluation, eval_error, shards
+
+
+def resume_key(the_plan: MergePlan, run: Run) -> dict[str, Any]:
+    """What decides the bytes of the shards: a resumed run must have the same (alloy.io.resume)."""
+    import torch
+
+    randomized = the_plan.method.randomized
+    return {
+        "alloy": __version__,
+        "torch": torch.__version__,
+        "config": resuming.digest(the_plan.config.raw),
+        "plan": resuming.digest(repr((the_plan.method.name, the_plan.jobs, the_plan.shards))),
+        "options": {
+            "out_shard_size": run.out_shard_size,
+            "device": run.device,
+            "seed": (run.seed or 0) if randomized else None,
+            "kernels": run.device == "cpu" and cpu_kernels_enabled(),
+        },
+        "inputs": resuming.fingerprint_inputs(p for m in the_plan.models.values() for p in m.paths),
+    }
+
+
+def _shards(the_plan: MergePlan, tmp: Path, run: Run) -> Shards:
+    """Start this run's manifest in ``tmp``, or (``run.resume`` and ``tmp`` an interrupted
+    run's) check it and keep its complete shards; the temporary is kept when that fails."""
+    resumed = run.resume and resuming.has_manifest(tmp)
+    try:
+        key = resume_key(the_plan, run)
+        if not resumed:
+            if run.resume:
+                log.warning(
+                    "nothing to resume for %s (no interrupted run of it was found): starting "
+                    "a new merge",
+                    run.out,
+                )
+            return Shards(resuming.start(tmp, key))
+        names = shard_file_names(len(the_plan.shards))
+        manifest, rejected = resuming.resume(tmp, key, names, run.out)
+    except BaseException:
+        (release if resumed else discard)(tmp)
+        raise
+    for name in rejected:
+        log.warning("%s: %s is not what was written; it is merged again", tmp.name, name)
+    done = frozenset(i for i, n in enumerate(names) if n in manifest.complete)
+    log.info("resuming %s from %s: %d of %d shards kept", run.out, tmp.name, len(done), len(names))
+    return Shards(manifest, done, resumed=True)
+
+
+def _abandon(tmp: Path, shards: Shards, e: BaseException, total: int) -> None:
+    """A run that failed: its temporary is removed, unless it was interrupted (Ctrl-C, SIGTERM,
+    SIGHUP) with complete shards: those are kept for ``--resume`` (``e`` says where, in `RESUME_HINT`)."""
+    complete = len(shards.manifest.complete)
+    if not isinstance(e, KeyboardInterrupt) or complete == 0:
+        discard(tmp)
+        return
+    release(tmp)
+    setattr(  # read by the CLI (BaseException.add_note is Python 3.11+)
+        e,
+        RESUME_HINT,
+        f"{complete} of {total} shards are complete in {tmp}: run the same command with "
+        "--resume to continue from them (a run without --resume starts over and removes them).",
+    )
 
 
 def _execute(
-    the_plan: MergePlan, sources: Mapping[ModelRef, TensorSource], tmp: Path, run: Run
+    the_plan: MergePlan,
+    sources: Mapping[ModelRef, TensorSource],
+    tmp: Path,
+    run: Run,
+    shards: Shards,
 ) -> None:
-    """The tensors: ``the_plan`` run over ``sources`` into sharded safetensors in ``tmp``."""
-    writer = ShardedSafetensorsWriter(tmp, the_plan.shard_layout())
+    """The tensors: ``the_plan`` run over ``sources`` into sharded safetensors in ``tmp``, but
+    the shards ``shards.done`` (each shard completed is recorded in ``shards.manifest``)."""
+    manifest = shards.manifest
+    writer = ShardedSafetensorsWriter(
+        tmp,
+        the_plan.shard_layout(),
+        done=shards.done,
+        on_shard=lambda _, name, size, sha256: manifest.add(name, size, sha256),
+    )
+    skip = frozenset(j for i in shards.done for j in the_plan.shards[i])
     bar = _progress_bar(the_plan, run.progress)
     on_tensor = None
     if bar is not None:
@@ -121,9 +222,18 @@ def _execute(
             b.set_postfix_str(f"{b.n_tensors + 1}/{len(the_plan.jobs)} tensors")
             b.n_tensors += 1
 
+        b.update(sum(the_plan.jobs[j].info.nbytes for j in skip))
+        b.n_tensors = len(skip)
+
     try:
         Executor(
-            the_plan, sources, writer, device=run.device, seed=run.seed or 0, on_tensor=on_tensor
+            the_plan,
+            sources,
+            writer,
+            device=run.device,
+            seed=run.seed or 0,
+            on_tensor=on_tensor,
+            skip=skip,
         ).run()
     finally:
         writer.abort()
@@ -159,7 +269,12 @@ def merge_summary(the_plan: MergePlan, name: str, seed: int | None) -> MergeSumm
 
 
 def _measure(
-    the_plan: MergePlan, summary: MergeSummary, models: OpenedModels, tmp: Path, run: Run
+    the_plan: MergePlan,
+    summary: MergeSummary,
+    models: OpenedModels,
+    tmp: Path,
+    run: Run,
+    shards: Shards,
 ) -> tuple[MergeRecord, Evaluation | None, str | None]:
     """The record of the written merge: its evaluation (when asked), task-vector facts,
     warnings, timings and the inputs' inventory."""
@@ -171,6 +286,8 @@ def _measure(
         eval_seconds = time.perf_counter() - eval_started
     facts = merge_facts(the_plan, models.sources())
     warnings = list(the_plan.notes)
+    if shards.resumed:
+        warnings.append(shards.note(len(the_plan.shards)))
     if eval_error is not None:
         warnings.append(f"evaluation failed: {eval_error}")
     times = RunTimes(

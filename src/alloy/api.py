@@ -38,6 +38,8 @@ class MergeResult:
     notes: list[str] = field(default_factory=list)
     evaluation: Evaluation | None = None  # when the merge ran with evaluation sets
     report: dict[str, Any] | None = None  # the content of report.json
+    resumed_shards: int | None = None  # resume=True found an interrupted run: shards it kept
+    shards: int = 1  # weight shards written
 
 
 def _config(config: ConfigLike, strict: bool = False) -> MergeConfig:
@@ -116,6 +118,7 @@ def merge(
     lora_base: str | None = None,
     write_model_card: bool = True,
     gguf: str | None = None,
+    resume: bool = False,
 ) -> MergeResult:
     """Merge the models of ``config`` (a mergekit YAML path, a mapping, or a parsed config)
     into the Hugging Face model directory ``out``, with report.md and report.json.
@@ -131,6 +134,12 @@ def merge(
 
     ``write_model_card=False`` leaves out README.md; ``gguf`` (F32, F16, BF16 or Q8_0) also
     writes the merge as ``out/<name>.<TYPE>.gguf``. Both are part of the atomic output.
+
+    ``resume=True`` continues a merge into ``out`` that was killed or interrupted, from the
+    complete shards its temporary directory kept, if the config, the inputs, Alloy's version
+    and the options that change bytes are the same (else `OutputError` says what differs);
+    with nothing to resume it merges from the start. The bytes are those of an uninterrupted
+    run (docs/safety.md).
     """
     started = time.perf_counter()
     device = check_device(device)
@@ -139,6 +148,7 @@ def merge(
     if random_seed is None:  # a re-merge of alloy_config.yml: the seed it recorded
         random_seed = random_seed_of(cfg.raw, cfg.source_file)
     gguf_type = _gguf_type(gguf)
+    shard_size = parse_size(out_shard_size)
     run = steps.Run(
         Path(out),
         device,
@@ -150,16 +160,16 @@ def merge(
         started,
         model_card=write_model_card,
         gguf=gguf_type,
+        resume=resume,
+        out_shard_size=shard_size,
     )
     with open_config_models(cfg, lora_base) as models:
         the_plan = build_plan(
-            cfg,
-            models,
-            out_shard_size=parse_size(out_shard_size),
-            strict=strict,
-            allow_crimes=allow_crimes,
+            cfg, models, out_shard_size=shard_size, strict=strict, allow_crimes=allow_crimes
         )
-        files, report, evaluation, eval_error = steps.merge_into(the_plan, models, run, force)
+        files, report, evaluation, eval_error, shards = steps.merge_into(
+            the_plan, models, run, force
+        )
     if eval_error is not None:
         raise EvaluationError(
             f"the merge was written to {run.out}, but its evaluation failed: {eval_error} "
@@ -175,6 +185,8 @@ def merge(
         notes=list(the_plan.notes),
         evaluation=evaluation,
         report=report,
+        resumed_shards=len(shards.done) if shards.resumed else None,
+        shards=len(the_plan.shards),
     )
 
 

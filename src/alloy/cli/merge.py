@@ -18,6 +18,14 @@ STRICT_HELP = (
     "parameters the method does not take) and method fallbacks (slerp over 3+ models)."
 )
 
+RESUME_HELP = (
+    "Continue a merge into OUT that was killed or interrupted, from the complete shards it "
+    "left in its temporary directory (same bytes as an uninterrupted run). Refused, with the "
+    "reason, if the config, an input, Alloy's version or an option that changes the bytes "
+    "(--out-shard-size, --device, --random-seed) differs; with nothing to resume it says so "
+    "and starts. A run without --resume starts over and removes what an interrupted run left."
+)
+
 
 def _mergekit_compat(fn: F) -> F:
     """mergekit options that Alloy accepts for drop-in use; Alloy is always lazy and streaming."""
@@ -55,6 +63,11 @@ def _print_written(result: Any) -> None:
         f"merged with {result.method}: {result.tensors} tensors, "
         f"{human(result.bytes_written)}, in {seconds:.1f} s -> {result.out_dir}"
     )
+    if result.resumed_shards is not None:
+        click.echo(
+            f"resumed: {result.resumed_shards} of {result.shards} shards were kept from the "
+            "interrupted run (verified), the rest merged now"
+        )
     for f in result.files:
         click.echo(f"  {f}  ({human((result.out_dir / f).stat().st_size)})")
 
@@ -82,6 +95,7 @@ def _print_written(result: Any) -> None:
     "--allow-crimes", is_flag=True, help="Allow merging models of different architectures."
 )
 @click.option("--force", is_flag=True, help="Replace OUT if it exists and is not empty.")
+@click.option("--resume", is_flag=True, help=RESUME_HELP)
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
 @click.option(
     "--eval",
@@ -128,6 +142,7 @@ def merge(
     write_model_card: bool,
     allow_crimes: bool,
     force: bool,
+    resume: bool,
     strict: bool,
     eval_data: tuple[str, ...],
     probes: tuple[tuple[str, str], ...],
@@ -159,24 +174,33 @@ def merge(
         torch.set_num_threads(threads)
     if transformers_cache is not None:
         os.environ["HF_HUB_CACHE"] = str(transformers_cache)
-    result = run_merge(
-        config,
-        out,
-        device="cuda" if cuda else device,
-        out_shard_size=out_shard_size,
-        random_seed=random_seed,
-        copy_tokenizer=copy_tokenizer,
-        allow_crimes=allow_crimes,
-        force=force,
-        strict=strict,
-        progress=progress,
-        eval_data=list(eval_data),
-        eval_probes=list(probes),
-        eval_options=eval_options,
-        lora_base=lora_base,
-        write_model_card=write_model_card,
-        gguf=gguf_type,
-    )
+    try:
+        result = run_merge(
+            config,
+            out,
+            device="cuda" if cuda else device,
+            out_shard_size=out_shard_size,
+            random_seed=random_seed,
+            copy_tokenizer=copy_tokenizer,
+            allow_crimes=allow_crimes,
+            force=force,
+            strict=strict,
+            progress=progress,
+            eval_data=list(eval_data),
+            eval_probes=list(probes),
+            eval_options=eval_options,
+            lora_base=lora_base,
+            write_model_card=write_model_card,
+            gguf=gguf_type,
+            resume=resume,
+        )
+    except KeyboardInterrupt as e:  # where the complete shards were kept, if they were
+        from alloy._merging import RESUME_HINT
+
+        hint = getattr(e, RESUME_HINT, None)
+        if hint:
+            click.echo(hint, err=True)
+        raise
     if not quiet:
         _print_written(result)
     if result.evaluation is not None:

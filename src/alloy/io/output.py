@@ -33,6 +33,7 @@ from typing import Any
 from alloy._interrupt import exit_at_once
 from alloy.errors import OutputError
 from alloy.io.guard import InputGuard, input_guard
+from alloy.io.resume import MANIFEST, has_manifest
 
 MARKER = ".alloy-output.json"
 _RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
@@ -94,20 +95,31 @@ def _release_lock(run: _Run) -> None:
     os.close(run.lock_fd)
 
 
-def remove_dead_temporaries(out: Path) -> list[Path]:
-    """Remove the ``.OUT.alloy-tmp-*`` / ``-old-*`` siblings of ``out``. Call only while holding
-    ``out``'s lock: any such directory then belongs to a run that died."""
+def _dead_temporaries(out: Path) -> list[Path]:
     pattern = _sibling_re(out.name)
-    removed: list[Path] = []
     try:
         entries = list(os.scandir(out.parent))
     except OSError:
-        return removed
-    for e in entries:
-        if pattern.match(e.name) and e.is_dir(follow_symlinks=False):
-            shutil.rmtree(e.path, ignore_errors=True)
-            removed.append(Path(e.path))
+        return []
+    return [
+        Path(e.path) for e in entries if pattern.match(e.name) and e.is_dir(follow_symlinks=False)
+    ]
+
+
+def remove_dead_temporaries(out: Path, keep: Path | None = None) -> list[Path]:
+    """Remove the ``.OUT.alloy-tmp-*`` / ``-old-*`` siblings of ``out`` (but ``keep``). Call
+    only while holding ``out``'s lock: any such directory then belongs to a run that died."""
+    removed = [p for p in _dead_temporaries(out) if p != keep]
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
     return removed
+
+
+def resumable_temporary(out: Path) -> Path | None:
+    """The temporary of a dead run into ``out`` that recorded a resume manifest (the newest, if
+    several did). Call only while holding ``out``'s lock."""
+    found = [p for p in _dead_temporaries(out) if "alloy-tmp-" in p.name and has_manifest(p)]
+    return max(found, key=lambda p: os.stat(p / MANIFEST).st_mtime_ns, default=None)
 
 
 def _check_replaceable(out: Path, force: bool, guard: InputGuard) -> tuple[int, int] | None:
@@ -180,8 +192,10 @@ def write_marker(directory: Path, what: str) -> None:
     (directory / MARKER).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
-def prepare_output(out: Path, force: bool, inputs: Iterable[Path]) -> Path:
-    """Validate ``out``, lock it, and create the temporary sibling the run writes into."""
+def prepare_output(out: Path, force: bool, inputs: Iterable[Path], *, resume: bool = False) -> Path:
+    """Validate ``out``, lock it, and create the temporary sibling the run writes into. With
+    ``resume``, the temporary of a dead run that recorded a resume manifest is the one returned
+    (`alloy.io.resume` checks it) when there is one."""
     out = Path(os.path.abspath(out.expanduser()))
     guard = input_guard(inputs)
     guard.check_target(out, "the output directory")
@@ -193,8 +207,9 @@ def prepare_output(out: Path, force: bool, inputs: Iterable[Path]) -> Path:
     lock_path, fd = _acquire_lock(out)
     try:
         existing = _check_replaceable(out, force, guard)
-        remove_dead_temporaries(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.alloy-tmp-", dir=parent))
+        kept = resumable_temporary(out) if resume else None
+        remove_dead_temporaries(out, keep=kept)
+        tmp = kept or Path(tempfile.mkdtemp(prefix=f".{out.name}.alloy-tmp-", dir=parent))
     except BaseException as e:
         os.unlink(lock_path)
         os.close(fd)
@@ -272,6 +287,8 @@ def commit_output(tmp: Path, out: Path, what: str = "run") -> None:
     run = _RUNS.get(tmp)
     if run is None:
         raise OutputError(f"{tmp} was not prepared by prepare_output; nothing was written.")
+    with suppress(FileNotFoundError):
+        os.unlink(tmp / MANIFEST)  # the resume manifest is not part of the output
     write_marker(tmp, what)
     with _signals_deferred():
         old = _swap_in(tmp, run)
@@ -284,6 +301,11 @@ def commit_output(tmp: Path, out: Path, what: str = "run") -> None:
 def discard(tmp: Path) -> None:
     """Remove an unfinished ``tmp`` and release its output's lock."""
     shutil.rmtree(tmp, ignore_errors=True)
+    release(tmp)
+
+
+def release(tmp: Path) -> None:
+    """Release the lock of ``tmp``'s output and leave ``tmp`` as it is (a run to resume)."""
     run = _RUNS.pop(tmp, None)
     if run is not None:
         _release_lock(run)
@@ -365,6 +387,8 @@ __all__ = [
     "interrupts_cleanly",
     "prepare_output",
     "read_marker",
+    "release",
     "remove_dead_temporaries",
+    "resumable_temporary",
     "write_marker",
 ]

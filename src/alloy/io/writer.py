@@ -8,10 +8,11 @@ files are byte-identical across runs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -19,6 +20,7 @@ from typing import BinaryIO, Protocol
 import torch
 
 from alloy.errors import OutputError
+from alloy.io import resume as resuming
 from alloy.io.sharding import shard_file_names
 from alloy.io.sources import DTYPE_CODES, TensorInfo
 
@@ -69,19 +71,40 @@ def _header(tensors: Sequence[OutTensor]) -> bytes:
     return len(raw).to_bytes(8, "little") + raw
 
 
+# called with (shard index, file name, size, SHA-256) once a shard is closed and synced
+ShardDone = Callable[[int, str, int, str], None]
+
+
 class ShardedSafetensorsWriter:
     """Writes tensors, in the planned order, into ``model-0000k-of-0000n.safetensors`` files
-    (``model.safetensors`` when there is one shard) plus ``model.safetensors.index.json``."""
+    (``model.safetensors`` when there is one shard) plus ``model.safetensors.index.json``.
 
-    def __init__(self, directory: Path, shards: Sequence[Sequence[OutTensor]]) -> None:
+    ``done`` are the shards already complete in ``directory`` (a resumed run): their tensors
+    are not expected. ``on_shard`` hears of each shard this writer completes, with its size
+    and SHA-256 (computed as it is written)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        shards: Sequence[Sequence[OutTensor]],
+        *,
+        done: Collection[int] = (),
+        on_shard: ShardDone | None = None,
+    ) -> None:
         self.directory = directory
         self.shards = [list(s) for s in shards]
         self.files = shard_file_names(len(self.shards))
-        self._order = [(si, t) for si, shard in enumerate(self.shards) for t in shard]
+        self.done = frozenset(done)
+        self._order = [
+            (si, t) for si, shard in enumerate(self.shards) if si not in self.done for t in shard
+        ]
         self._pos = 0  # index into _order of the tensor being written
         self._written = 0  # bytes of that tensor written so far
         self._fh: BinaryIO | None = None
         self._open_shard: int | None = None
+        self._opened: set[int] = set()
+        self._hash = hashlib.sha256()
+        self._on_shard = on_shard
 
     def _current(self) -> tuple[int, OutTensor]:
         if self._pos >= len(self._order):
@@ -96,8 +119,11 @@ class ShardedSafetensorsWriter:
                 self._fh = open(path, "wb")  # noqa: SIM115 - closed in _close
             except OSError as e:
                 raise OutputError(f"cannot write {path}: {e}") from e
-            self._fh.write(_header(self.shards[shard]))
+            header = _header(self.shards[shard])
+            self._fh.write(header)
+            self._hash = hashlib.sha256(header)
             self._open_shard = shard
+            self._opened.add(shard)
         assert self._fh is not None
         return self._fh
 
@@ -122,20 +148,28 @@ class ShardedSafetensorsWriter:
             fh.write(raw)
         except OSError as e:
             raise OutputError(f"cannot write {self.directory / self.files[shard]}: {e}") from e
+        self._hash.update(raw)
         self._written += cpu.numel() * cpu.element_size()
         if self._written > expected.info.nbytes:
             raise OutputError(f"internal error: too many bytes for {name!r}")
         if self._written == expected.info.nbytes:
             self._pos += 1
             self._written = 0
+            if expected is self.shards[shard][0]:
+                fh.flush()
+                resuming.pause_point(f"mid-shard:{shard + 1}")  # tests: a partial shard on disk
 
     def _close(self) -> None:
         if self._fh is not None:
             self._fh.flush()
             os.fsync(self._fh.fileno())
+            size = self._fh.tell()
             self._fh.close()
             self._fh = None
-            self._open_shard = None
+            shard, self._open_shard = self._open_shard, None
+            if self._on_shard is not None and shard is not None:
+                self._on_shard(shard, self.files[shard], size, self._hash.hexdigest())
+                resuming.pause_point(f"shard-done:{shard + 1}")  # tests: a shard recorded complete
 
     def finish(self) -> None:
         # tensors with no elements are never passed to add(); account for them here
@@ -146,7 +180,7 @@ class ShardedSafetensorsWriter:
             missing = self._order[self._pos][1].name
             raise OutputError(f"internal error: output ended before tensor {missing!r}")
         for si in range(len(self.shards)):
-            if not (self.directory / self.files[si]).exists():
+            if si not in self.done and si not in self._opened:
                 self._ensure_open(si)
         self._close()
         if len(self.shards) > 1:

@@ -210,7 +210,7 @@ def unit_spans(plan: MergePlan, unit: Unit) -> list[tuple[int, int] | None]:
 class Executor:
     """Runs ``plan``: reads each job's inputs from ``sources`` (one per model reference of the
     plan; the caller opens and closes them), merges, and hands the results to ``writer``
-    (finished at the end)."""
+    (finished at the end). The jobs in ``skip`` are not run (a resumed merge wrote them)."""
 
     def __init__(
         self,
@@ -221,6 +221,7 @@ class Executor:
         device: str = "cpu",
         seed: int = 0,
         on_tensor: Callable[[TensorJob], None] | None = None,
+        skip: frozenset[int] = frozenset(),
     ) -> None:
         missing = {r.model for j in plan.jobs for r in j.all_inputs} - set(sources)
         if missing:
@@ -235,10 +236,11 @@ class Executor:
         self.device = torch.device(device)
         self.seed = seed
         self.on_tensor = on_tensor
+        self.skip = skip
         self.kernels = self.device.type == "cpu" and cpu_kernels_enabled()
 
     def units(self) -> Iterator[Unit]:
-        for i in (i for shard in self.plan.shards for i in shard):
+        for i in (i for shard in self.plan.shards for i in shard if i not in self.skip):
             yield from job_units(self.plan, self.plan.jobs[i])
 
     def _read(self, ref: InputRef, rows: tuple[int, int] | None) -> torch.Tensor:
