@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import stat
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +52,11 @@ _OPTION_NAMES = {
 
 def pause_point(name: str) -> None:
     """Tests only: stop this process (SIGSTOP) when ``ALLOY_TEST_PAUSE`` is ``name``, so that a
-    test can kill it at exactly that point."""
+    test can kill it at exactly that point. The signal goes to the calling thread, which takes
+    it on its way out of the call and so stops there (sent to the process, another thread may
+    take it while this one goes on writing)."""
     if os.environ.get(PAUSE_ENV) == name:
-        os.kill(os.getpid(), signal.SIGSTOP)
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 
 
 def _sha256_file(path: Path, start: int = 0, length: int | None = None) -> str:
