@@ -23,7 +23,8 @@ RESUME_HELP = (
     "left in its temporary directory (same bytes as an uninterrupted run). Refused, with the "
     "reason, if the config, an input, Alloy's version or an option that changes the bytes "
     "(--out-shard-size, --device, --random-seed) differs; with nothing to resume it says so "
-    "and starts. A run without --resume starts over and removes what an interrupted run left."
+    "and starts. A run without --resume starts over and removes what an interrupted run left "
+    "(docs/safety.md)."
 )
 
 

@@ -9,7 +9,8 @@ What Alloy promises about your files (docs/safety.md):
 - a run holds a lock on OUT for its whole duration, so two runs into one OUT cannot both win;
 - the final rename swaps the directories atomically, and fails (instead of replacing) when OUT
   appeared or changed meanwhile; an interrupted run leaves the old output as it was;
-- temporaries left by dead runs (killed, power loss) are removed by the next run into OUT.
+- temporaries left by dead runs (killed, power loss) are removed by the next run into OUT, but
+  for the one a resumed merge continues (``prepare_output(resume=True)``, `alloy.io.resume`).
 """
 
 from __future__ import annotations
