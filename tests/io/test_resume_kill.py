@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from alloy.api import merge
 from alloy.cli import main
+from alloy.errors import OutputError
 from alloy.io.resume import MANIFEST, PAUSE_ENV
 
 from .test_resume import SHARD, contents, scene, temporaries
@@ -146,6 +147,8 @@ def test_a_refused_resume_exits_1_and_keeps_the_temporary(
     out = tmp_path / "out"
     proc = _start(cfg, out, pause="shard-done:2")
     _stopped(proc)
+    with pytest.raises(OutputError, match="another Alloy run is writing"):  # alive: its lock
+        merge(cfg, out, out_shard_size=SHARD, resume=True)
     _kill(proc)
     (tmp,) = temporaries(tmp_path)
     # the last --out-shard-size given wins (click), so this run asks for 30KB
