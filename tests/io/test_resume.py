@@ -332,9 +332,19 @@ def test_resume_into_an_existing_output_needs_force(
     with pytest.raises(KeyboardInterrupt):
         merge(cfg, out, out_shard_size=SHARD, force=True)
     assert (out / "model.safetensors").is_file()  # the earlier output is untouched
-    with pytest.raises(OutputError, match="pass --force"):
+    with pytest.raises(OutputError, match="was replacing it .*pass --force with --resume"):
         merge(cfg, out, out_shard_size=SHARD, resume=True)
     assert len(temporaries(tmp_path)) == 1
     result = merge(cfg, out, out_shard_size=SHARD, resume=True, force=True)
     assert result.resumed_shards == 2
     assert contents(out) == clean
+
+
+def test_resume_of_a_finished_output_says_there_is_nothing_to_resume(
+    tmp_path: Path, linear: tuple[Path, dict[str, bytes]]
+) -> None:
+    cfg, _ = linear
+    out = tmp_path / "out"
+    merge(cfg, out, out_shard_size=SHARD)
+    with pytest.raises(OutputError, match="finished Alloy output .* nothing to resume"):
+        merge(cfg, out, out_shard_size=SHARD, resume=True)

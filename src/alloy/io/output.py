@@ -123,8 +123,11 @@ def resumable_temporary(out: Path) -> Path | None:
     return max(found, key=lambda p: os.stat(p / MANIFEST).st_mtime_ns, default=None)
 
 
-def _check_replaceable(out: Path, force: bool, guard: InputGuard) -> tuple[int, int] | None:
-    """Validate an existing ``out``: (dev, ino) of the directory a commit may replace."""
+def _check_replaceable(
+    out: Path, force: bool, guard: InputGuard, resume: tuple[bool, bool] = (False, False)
+) -> tuple[int, int] | None:
+    """Validate an existing ``out``: (dev, ino) of the directory a commit may replace.
+    ``resume``: (whether the run resumes, whether it found an interrupted run to resume)."""
     if not _lexists(out):
         return None
     st = os.stat(out, follow_symlinks=False)
@@ -138,12 +141,26 @@ def _check_replaceable(out: Path, force: bool, guard: InputGuard) -> tuple[int, 
     names = sorted(os.listdir(out))
     if names:
         if not force:
-            raise OutputError(
-                f"{out} exists and is not empty; pass --force to replace it (only an earlier "
-                "Alloy output is replaced), or choose another directory."
-            )
+            raise OutputError(_exists_message(out, resume))
         _check_owned(out, names, guard)
     return (st.st_dev, st.st_ino)
+
+
+def _exists_message(out: Path, resume: tuple[bool, bool]) -> str:
+    if resume == (True, True):
+        return (
+            f"{out} exists and is not empty: the interrupted run was replacing it (with "
+            "--force); pass --force with --resume to resume it."
+        )
+    if resume == (True, False) and read_marker(out) is not None:
+        return (
+            f"{out} is a finished Alloy output and no interrupted run of it is left: there is "
+            "nothing to resume. Pass --force (without --resume) to merge into it again."
+        )
+    return (
+        f"{out} exists and is not empty; pass --force to replace it (only an earlier Alloy "
+        "output is replaced), or choose another directory."
+    )
 
 
 def _check_owned(out: Path, names: list[str], guard: InputGuard) -> None:
@@ -207,8 +224,8 @@ def prepare_output(out: Path, force: bool, inputs: Iterable[Path], *, resume: bo
         raise OutputError(f"cannot create {parent}: {e.strerror or e}.") from e
     lock_path, fd = _acquire_lock(out)
     try:
-        existing = _check_replaceable(out, force, guard)
         kept = resumable_temporary(out) if resume else None
+        existing = _check_replaceable(out, force, guard, (resume, kept is not None))
         remove_dead_temporaries(out, keep=kept)
         tmp = kept or Path(tempfile.mkdtemp(prefix=f".{out.name}.alloy-tmp-", dir=parent))
     except BaseException as e:
