@@ -4,7 +4,8 @@ write the files beside the weights, evaluate (when asked), record the merge, com
 Private to `alloy.api`: `merge` is the entry point. One tensor's way is
 `merge_into` -> `_execute` (`alloy.plan.executor.Executor` over the sources, into
 `alloy.io.writer.ShardedSafetensorsWriter`); the report is built from one `MergeRecord`
-(`_measure`), never from the plan.
+(`_measure`), never from the plan. Every run records the resume manifest of its temporary
+(`_shards`, `alloy.io.resume`); ``Run.resume`` continues an interrupted run's.
 """
 
 from __future__ import annotations
