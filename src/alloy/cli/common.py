@@ -40,7 +40,8 @@ def handle_errors(fn: F) -> F:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        _import_torch()
+        if not getattr(fn, "WITHOUT_TORCH", False):
+            _import_torch()
         try:
             with interrupts_cleanly():
                 return fn(*args, **kwargs)
@@ -53,6 +54,12 @@ def handle_errors(fn: F) -> F:
             sys.exit(128 + e.signum if isinstance(e, Terminated) else 130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def without_torch(fn: F) -> F:
+    """Mark a command that needs no torch (`alloy methods`): handle_errors does not import it."""
+    fn.WITHOUT_TORCH = True  # type: ignore[attr-defined]
+    return fn
 
 
 def atomic_output(fn: F) -> F:
