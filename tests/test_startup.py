@@ -173,3 +173,25 @@ def test_lazy_table_matches_the_type_checking_imports() -> None:
     assert set(alloy._LAZY) <= set(alloy.__all__)
     for name, module in alloy._LAZY.items():
         assert getattr(alloy, name) is getattr(importlib.import_module(module), name)
+
+
+def test_the_report_plot_is_drawn_without_pyplot(tmp_path: Path) -> None:
+    png = tmp_path / "layers.png"
+    facts = {
+        "measure": "m",
+        "with_base": True,
+        "layers": {"labels": ["0", "1"], "m": {"a": [1, 2]}},
+    }
+    code = (
+        f"from alloy.report.plots import layers_plot\nassert layers_plot({facts!r}, {str(png)!r})"
+    )
+    assert imported_heavy(code, ("matplotlib.pyplot", "matplotlib")) == ["matplotlib"]
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_torch_is_imported_with_the_collector_off_and_frozen_after() -> None:
+    code = (
+        "import gc\nfrom alloy.cli.common import _import_torch\n_import_torch()\n"
+        "assert gc.isenabled() and gc.get_freeze_count() > 100_000, gc.get_freeze_count()\n"
+    )
+    assert imported_heavy(code, ("torch",)) == ["torch"]
