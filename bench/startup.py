@@ -18,6 +18,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -29,7 +30,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
-HEAVY = ("torch", "numba", "matplotlib", "transformers", "scipy")
+HEAVY = ("torch", "numba", "matplotlib", "matplotlib.pyplot", "transformers", "scipy")
 COMMANDS: dict[str, list[str]] = {
     "--version": ["--version"],
     "--help": ["--help"],
@@ -44,15 +45,22 @@ def command_line(name: str, out: Path, importtime: bool = False) -> list[str]:
     return [sys.executable, *flags, "-m", "alloy", *args]
 
 
-def run_once(cmd: list[str], src: Path, cwd: Path) -> tuple[float, str]:
-    """Wall time of one run, and its stderr; raises if the command fails."""
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_once(cmd: list[str], src: Path, cwd: Path) -> tuple[float, float, str]:
+    """Wall time and CPU time (user + system) of one run, and its stderr; raises if the
+    command fails. On a loaded machine the CPU time moves much less than the wall time."""
     env = {**os.environ, "PYTHONPATH": str(src), "CUDA_VISIBLE_DEVICES": ""}
+    cpu = children_cpu()
     start = time.perf_counter()
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} (PYTHONPATH={src}) failed:\n{result.stderr[-2000:]}")
-    return wall, result.stderr
+    return wall, children_cpu() - cpu, result.stderr
 
 
 def heavy_imports(importtime_log: str) -> list[str]:
@@ -89,38 +97,44 @@ def git(*cmd: str) -> str:
 
 
 def measure(args: argparse.Namespace, out: Path) -> dict[str, dict[str, dict[str, object]]]:
-    """{command: {tree: {"walls": [...], "median_s": ..., "heavy": [...]}}}."""
+    """{command: {tree: {"walls": [...], "cpus": [...], "median_s": ..., "median_cpu_s": ...,
+    "heavy": [...]}}}."""
     trees: dict[str, Path] = dict(args.tree)
-    results = {c: {t: {"walls": [], "heavy": []} for t in trees} for c in COMMANDS}
+    results = {c: {t: {"walls": [], "cpus": [], "heavy": []} for t in trees} for c in COMMANDS}
     for name in COMMANDS:
         for tree, src in trees.items():
             run_once(command_line(name, out), src, args.tiny)  # untimed: caches
-            _, log = run_once(command_line(name, out, importtime=True), src, args.tiny)
+            _, _, log = run_once(command_line(name, out, importtime=True), src, args.tiny)
             results[name][tree]["heavy"] = heavy_imports(log)
     for _ in range(args.repeat):
         for name in COMMANDS:
             for tree, src in trees.items():
-                wall, _ = run_once(command_line(name, out), src, args.tiny)
-                walls = results[name][tree]["walls"]
-                assert isinstance(walls, list)
+                wall, cpu, _ = run_once(command_line(name, out), src, args.tiny)
+                walls, cpus = results[name][tree]["walls"], results[name][tree]["cpus"]
+                assert isinstance(walls, list) and isinstance(cpus, list)
                 walls.append(wall)
+                cpus.append(cpu)
     for per_tree in results.values():
         for entry in per_tree.values():
-            walls = entry["walls"]
-            assert isinstance(walls, list)
+            walls, cpus = entry["walls"], entry["cpus"]
+            assert isinstance(walls, list) and isinstance(cpus, list)
             entry["median_s"] = statistics.median(walls)
+            entry["median_cpu_s"] = statistics.median(cpus)
     return results
 
 
 def table(results: dict[str, dict[str, dict[str, object]]], trees: list[str]) -> str:
-    head = " | ".join(f"{t} median | {t} imports" for t in trees)
-    lines = [f"| command | {head} |", "|---|" + "---|---|" * len(trees)]
+    head = " | ".join(f"{t} median | {t} CPU | {t} imports" for t in trees)
+    lines = [f"| command | {head} |", "|---|" + "---|---|---|" * len(trees)]
     for name, per_tree in results.items():
         cells = []
         for t in trees:
             heavy = per_tree[t]["heavy"]
             assert isinstance(heavy, list)
-            cells.append(f"{per_tree[t]['median_s']:.2f} s | {', '.join(heavy) or 'none heavy'}")
+            cells.append(
+                f"{per_tree[t]['median_s']:.2f} s | {per_tree[t]['median_cpu_s']:.2f} s "
+                f"| {', '.join(heavy) or 'none heavy'}"
+            )
         lines.append(f"| `alloy {name}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -36,14 +36,14 @@ atexit.register(lambda: print(json.dumps(sorted(m for m in {heavy!r} if m in sys
 """
 
 
-def imported_heavy(code: str) -> list[str]:
-    """The HEAVY modules a fresh interpreter has imported after running ``code``."""
+def imported_heavy(code: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    """The ``heavy`` modules a fresh interpreter has imported after running ``code``."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
     }
     result = subprocess.run(
-        [sys.executable, "-c", PROBE.format(heavy=HEAVY, code=code)],
+        [sys.executable, "-c", PROBE.format(heavy=heavy, code=code)],
         capture_output=True,
         text=True,
         env=env,
@@ -68,11 +68,16 @@ def test_import_alloy_imports_nothing_heavy() -> None:
     assert imported_heavy("import alloy\nfrom alloy import AlloyError, __version__") == []
 
 
-def test_methods_needs_torch_but_neither_numba_nor_matplotlib() -> None:
-    # The method registry's schemas and functions are torch code (alloy.methods), so
-    # `alloy methods` imports torch; the kernels and the plots stay out.
-    heavy = imported_heavy(cli("methods"))
-    assert "numba" not in heavy and "matplotlib" not in heavy
+@pytest.mark.parametrize("args", [("methods",), ("methods", "ties")])
+def test_methods_answers_without_heavy_imports(args: tuple[str, ...]) -> None:
+    # `alloy methods` reads the stored catalog (alloy.methods.catalog), not the registry of
+    # torch functions; tests/methods/test_catalog.py checks the two agree.
+    assert imported_heavy(cli(*args)) == []
+
+
+def test_methods_does_not_load_the_registry() -> None:
+    loaded = imported_heavy(cli("methods", "slerp"), ("alloy.methods.registry", "pydantic"))
+    assert loaded == []
 
 
 def test_kernel_check_does_not_import_numba() -> None:
@@ -168,3 +173,25 @@ def test_lazy_table_matches_the_type_checking_imports() -> None:
     assert set(alloy._LAZY) <= set(alloy.__all__)
     for name, module in alloy._LAZY.items():
         assert getattr(alloy, name) is getattr(importlib.import_module(module), name)
+
+
+def test_the_report_plot_is_drawn_without_pyplot(tmp_path: Path) -> None:
+    png = tmp_path / "layers.png"
+    facts = {
+        "measure": "m",
+        "with_base": True,
+        "layers": {"labels": ["0", "1"], "m": {"a": [1, 2]}},
+    }
+    code = (
+        f"from alloy.report.plots import layers_plot\nassert layers_plot({facts!r}, {str(png)!r})"
+    )
+    assert imported_heavy(code, ("matplotlib.pyplot", "matplotlib")) == ["matplotlib"]
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_torch_is_imported_with_the_collector_off_and_frozen_after() -> None:
+    code = (
+        "import gc\nfrom alloy.cli.common import _import_torch\n_import_torch()\n"
+        "assert gc.isenabled() and gc.get_freeze_count() > 100_000, gc.get_freeze_count()\n"
+    )
+    assert imported_heavy(code, ("torch",)) == ["torch"]

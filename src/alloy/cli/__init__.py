@@ -26,7 +26,7 @@ COMMANDS: dict[str, LazyCommand] = {
         "Show what merging CONFIG will read, write and need in memory (reads headers only).",
     ),
     "methods": LazyCommand(
-        "alloy.cli.merge",
+        "alloy.cli.methods",
         "methods",
         "List merge methods, or describe one: parameters, defaults, base model, paper.",
     ),

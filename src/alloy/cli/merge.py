@@ -1,4 +1,4 @@
-"""`alloy merge`, `alloy plan`, `alloy methods`."""
+"""`alloy merge`, `alloy plan`."""
 
 from __future__ import annotations
 
@@ -241,14 +241,3 @@ def plan(
     setup_logging(verbose, False)
     the_plan = make_plan(config, out_shard_size=out_shard_size, strict=strict, lora_base=lora_base)
     click.echo(describe_tensor(the_plan, tensor) if tensor else describe_plan(the_plan))
-
-
-@click.command()
-@click.argument("name", required=False)
-@handle_errors
-def methods(name: str | None) -> None:
-    """List merge methods, or describe one: parameters, defaults, base model, paper."""
-    from alloy.methods.describe import describe_method, list_methods
-    from alloy.methods.registry import get_method
-
-    click.echo(describe_method(get_method(name)) if name else list_methods())
