@@ -105,12 +105,12 @@ def _count_models(raw: Mapping[str, Any]) -> int:
     )
 
 
-def _method_params(doc: Reader, raw: Mapping[str, Any]) -> _Method:
+def _method_params(doc: Reader, raw: Mapping[str, Any], section: Mapping[str, Any]) -> _Method:
     method = raw.get("merge_method")
     if not isinstance(method, str) or not method:
         doc.error(("merge_method",), "`merge_method` is required (see `alloy methods`)")
         return _Method("", 0, None, ())
-    n_models = _count_models(raw)
+    n_models = _count_models(section)
     try:
         allowed, globals_ = _method_param_names(method, n_models)
     except UnknownMethodError as e:
@@ -119,16 +119,18 @@ def _method_params(doc: Reader, raw: Mapping[str, Any]) -> _Method:
     return _Method(method, n_models, allowed, globals_)
 
 
-def _models(doc: Reader, raw: Mapping[str, Any], method: _Method) -> tuple[InputSource, ...] | None:
+def _models(
+    doc: Reader, raw: Mapping[str, Any], method: _Method, prefix: Path_ = ()
+) -> tuple[InputSource, ...] | None:
     if raw.get("models") is None:
         return None
     items = raw["models"]
     if not isinstance(items, list) or not items:
-        doc.error(("models",), "`models` must be a non-empty list of `- model: PATH`")
+        doc.error((*prefix, "models"), "`models` must be a non-empty list of `- model: PATH`")
         return None
     built: list[InputSource] = []
     for i, item in enumerate(items):
-        path: Path_ = ("models", i)
+        path: Path_ = (*prefix, "models", i)
         if isinstance(item, str):
             item = {"model": item}
         if not isinstance(item, dict):
@@ -181,27 +183,57 @@ def _slice(doc: Reader, item: Any, path: Path_, method: _Method) -> OutputSlice 
     return OutputSlice(tuple(sources), sbase, sp, _fmt_path(path))
 
 
-def _slices(doc: Reader, raw: Mapping[str, Any], method: _Method) -> tuple[OutputSlice, ...] | None:
+def _slices(
+    doc: Reader, raw: Mapping[str, Any], method: _Method, prefix: Path_ = ()
+) -> tuple[OutputSlice, ...] | None:
     if raw.get("slices") is None:
         return None
     items = raw["slices"]
     if not isinstance(items, list) or not items:
-        doc.error(("slices",), "`slices` must be a non-empty list of `- sources: [...]`")
+        doc.error((*prefix, "slices"), "`slices` must be a non-empty list of `- sources: [...]`")
         return None
-    read = [_slice(doc, item, ("slices", i), method) for i, item in enumerate(items)]
+    read = [_slice(doc, item, (*prefix, "slices", i), method) for i, item in enumerate(items)]
     return tuple(s for s in read if s is not None)
 
 
-def _layout(doc: Reader, raw: Mapping[str, Any]) -> None:
-    """Exactly one of ``models:`` and ``slices:``; no ``modules:``."""
-    if "modules" in raw:
+MODULE_KEYS = ("slices", "models", "parameters")
+# mergekit's name for the one module of a single-module architecture (what its model cards
+# write when a config is saved with `modules:`).
+DEFAULT_MODULE = "default"
+
+
+def _module_section(doc: Reader, raw: Mapping[str, Any]) -> tuple[Mapping[str, Any], Path_]:
+    """The mapping that holds ``models:`` or ``slices:`` and its path: the top level, or the
+    one module of ``modules: {default: ...}``, which mergekit reads as the same merge."""
+    modules = raw.get("modules")
+    if modules is None:
+        return raw, ()
+    if raw.get("models") is not None or raw.get("slices") is not None:
+        doc.error(("modules",), "give exactly one of `models:`, `slices:` or `modules:`")
+        return raw, ()
+    if not isinstance(modules, dict) or list(modules) != [DEFAULT_MODULE]:
+        names = sorted(modules) if isinstance(modules, dict) else modules
         doc.error(
             ("modules",),
-            "`modules:` (multi-module models such as vision-language models) is not supported "
-            "yet; merge the text model with `models:` or `slices:`",
+            f"`modules:` with modules {names!r} (multi-module models such as vision-language "
+            "models) is not supported yet; only `modules: {default: ...}`, the one module of a "
+            "text model, is; merge the text model with `models:` or `slices:`",
         )
-    if (raw.get("models") is not None) == (raw.get("slices") is not None):
-        doc.error((), "give exactly one of `models:` or `slices:`")
+        return raw, ()
+    section = modules[DEFAULT_MODULE]
+    if not isinstance(section, dict):
+        doc.error(
+            ("modules", DEFAULT_MODULE), "a module must be a mapping with `slices:` or `models:`"
+        )
+        return {}, ("modules", DEFAULT_MODULE)
+    check_keys(doc, section, MODULE_KEYS, ("modules", DEFAULT_MODULE), "a module")
+    return section, ("modules", DEFAULT_MODULE)
+
+
+def _layout(doc: Reader, section: Mapping[str, Any], prefix: Path_) -> None:
+    """Exactly one of ``models:`` and ``slices:`` (at the top level or in the module)."""
+    if (section.get("models") is not None) == (section.get("slices") is not None):
+        doc.error(prefix, "give exactly one of `models:` or `slices:`")
 
 
 def _dtypes(doc: Reader, raw: Mapping[str, Any]) -> dict[str, str | None]:
@@ -306,13 +338,20 @@ def parse_config(
             [ConfigIssue("the config must be a YAML mapping with `merge_method`", "", 1)],
             source,
         )
-    method = _method_params(doc, raw)
+    section, prefix = _module_section(doc, raw)
+    method = _method_params(doc, raw, section)
     moved = {**method.moved(()), **{k: f"tokenizer.{k}" for k in TOKENIZER_KEYS}}
     check_keys(doc, raw, TOP_KEYS, (), "the top level", moved)
-    _layout(doc, raw)
+    _layout(doc, section, prefix)
     base = read_model(doc, raw["base_model"], ("base_model",)) if "base_model" in raw else None
-    models, slices = _models(doc, raw, method), _slices(doc, raw, method)
+    models = _models(doc, section, method, prefix)
+    slices = _slices(doc, section, method, prefix)
     top_params = method.params(doc, raw.get("parameters"), ("parameters",), False)
+    if prefix:  # a module's parameters take precedence over the top level's, per parameter
+        module_params = method.params(
+            doc, section.get("parameters"), (*prefix, "parameters"), False
+        )
+        top_params = {**top_params, **module_params}
     dtypes = _dtypes(doc, raw)
     tokenizer = _tokenizer(doc, raw)
     chat_template = _chat_template(doc, raw)
