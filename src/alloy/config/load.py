@@ -26,6 +26,7 @@ from alloy.config.schema import (
     InputSource,
     MergeConfig,
     ModelRef,
+    ModuleDef,
     OutputSlice,
     ParamMap,
 )
@@ -105,12 +106,14 @@ def _count_models(raw: Mapping[str, Any]) -> int:
     )
 
 
-def _method_params(doc: Reader, raw: Mapping[str, Any], section: Mapping[str, Any]) -> _Method:
+def _method_params(
+    doc: Reader, raw: Mapping[str, Any], sections: list[tuple[str, Mapping[str, Any]]]
+) -> _Method:
     method = raw.get("merge_method")
     if not isinstance(method, str) or not method:
         doc.error(("merge_method",), "`merge_method` is required (see `alloy methods`)")
         return _Method("", 0, None, ())
-    n_models = _count_models(section)
+    n_models = max(_count_models(section) for _, section in sections)
     try:
         allowed, globals_ = _method_param_names(method, n_models)
     except UnknownMethodError as e:
@@ -202,32 +205,46 @@ MODULE_KEYS = ("slices", "models", "parameters")
 DEFAULT_MODULE = "default"
 
 
-def _module_section(doc: Reader, raw: Mapping[str, Any]) -> tuple[Mapping[str, Any], Path_]:
-    """The mapping that holds ``models:`` or ``slices:`` and its path: the top level, or the
-    one module of ``modules: {default: ...}``, which mergekit reads as the same merge."""
+def _module_sections(doc: Reader, raw: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The mappings that hold ``models:`` or ``slices:``, by module name: the top level alone
+    (name ""), or each module of ``modules:``; ``modules: {default: ...}`` (the one module of a
+    text model, as mergekit writes it) is the same merge as its content at the top level."""
     modules = raw.get("modules")
     if modules is None:
-        return raw, ()
+        return [("", raw)]
     if raw.get("models") is not None or raw.get("slices") is not None:
         doc.error(("modules",), "give exactly one of `models:`, `slices:` or `modules:`")
-        return raw, ()
-    if not isinstance(modules, dict) or list(modules) != [DEFAULT_MODULE]:
-        names = sorted(modules) if isinstance(modules, dict) else modules
+        return [("", raw)]
+    if not isinstance(modules, dict) or not modules:
         doc.error(
-            ("modules",),
-            f"`modules:` with modules {names!r} (multi-module models such as vision-language "
-            "models) is not supported yet; only `modules: {default: ...}`, the one module of a "
-            "text model, is; merge the text model with `models:` or `slices:`",
+            ("modules",), "`modules` must map module names to `{models: ...}` or `{slices: ...}`"
         )
-        return raw, ()
-    section = modules[DEFAULT_MODULE]
-    if not isinstance(section, dict):
-        doc.error(
-            ("modules", DEFAULT_MODULE), "a module must be a mapping with `slices:` or `models:`"
-        )
-        return {}, ("modules", DEFAULT_MODULE)
-    check_keys(doc, section, MODULE_KEYS, ("modules", DEFAULT_MODULE), "a module")
-    return section, ("modules", DEFAULT_MODULE)
+        return [("", {})]
+    sections: list[tuple[str, Mapping[str, Any]]] = []
+    for name, section in modules.items():
+        if not isinstance(section, dict):
+            doc.error(("modules", name), "a module must be a mapping with `slices:` or `models:`")
+            continue
+        check_keys(doc, section, MODULE_KEYS, ("modules", name), "a module")
+        sections.append((str(name), section))
+    return sections or [("", {})]
+
+
+def _prefix(name: str) -> Path_:
+    return ("modules", name) if name else ()
+
+
+def _module(
+    doc: Reader, name: str, section: Mapping[str, Any], method: _Method, top: ParamMap
+) -> ModuleDef:
+    """One section read: its models or slices, and the parameters its tensors see (the
+    module's own over the top level's, per parameter, as mergekit looks them up)."""
+    prefix = _prefix(name)
+    _layout(doc, section, prefix)
+    models = _models(doc, section, method, prefix)
+    slices = _slices(doc, section, method, prefix)
+    own = method.params(doc, section.get("parameters"), (*prefix, "parameters"), False)
+    return ModuleDef(name, models, slices, {**top, **own} if prefix else top, _fmt_path(prefix))
 
 
 def _layout(doc: Reader, section: Mapping[str, Any], prefix: Path_) -> None:
@@ -338,29 +355,24 @@ def parse_config(
             [ConfigIssue("the config must be a YAML mapping with `merge_method`", "", 1)],
             source,
         )
-    section, prefix = _module_section(doc, raw)
-    method = _method_params(doc, raw, section)
+    sections = _module_sections(doc, raw)
+    method = _method_params(doc, raw, sections)
     moved = {**method.moved(()), **{k: f"tokenizer.{k}" for k in TOKENIZER_KEYS}}
     check_keys(doc, raw, TOP_KEYS, (), "the top level", moved)
-    _layout(doc, section, prefix)
     base = read_model(doc, raw["base_model"], ("base_model",)) if "base_model" in raw else None
-    models = _models(doc, section, method, prefix)
-    slices = _slices(doc, section, method, prefix)
-    top_params = method.params(doc, raw.get("parameters"), ("parameters",), False)
-    if prefix:  # a module's parameters take precedence over the top level's, per parameter
-        module_params = method.params(
-            doc, section.get("parameters"), (*prefix, "parameters"), False
-        )
-        top_params = {**top_params, **module_params}
+    raw_top = method.params(doc, raw.get("parameters"), ("parameters",), False)
+    modules = [_module(doc, name, section, method, raw_top) for name, section in sections]
+    models, slices, top_params = modules[0].models, modules[0].slices, modules[0].parameters
     dtypes = _dtypes(doc, raw)
     tokenizer = _tokenizer(doc, raw)
     chat_template = _chat_template(doc, raw)
     _check_base(doc, method, base, slices)
     if method.allowed is not None and not (method.name == "slerp" and method.n_models > 2):
-        groups: list[tuple[str, ParamMap, tuple[InputSource, ...]]] = []
-        groups += [("", {}, models)] if models else []
-        groups += [(s.location, s.parameters, s.sources) for s in slices or ()]
-        explain_missing(doc, method.name, top_params, groups)
+        for module in modules:
+            groups: list[tuple[str, ParamMap, tuple[InputSource, ...]]] = []
+            groups += [(module.location, {}, module.models)] if module.models else []
+            groups += [(s.location, s.parameters, s.sources) for s in module.slices or ()]
+            explain_missing(doc, method.name, module.parameters, groups)
     if document.issues:
         raise ConfigError(document.issues, source)
     name = raw.get("name")
@@ -379,6 +391,9 @@ def parse_config(
         source_file=source,
         lines={_fmt_path(path): line for path, line in document.lines.items() if path},
         ignored=tuple(sorted(doc.ignored, key=lambda k: (k.line or 0, k.path))),
+        modules=None
+        if len(sections) == 1 and sections[0][0] in ("", DEFAULT_MODULE)
+        else tuple(modules),
     )
 
 
