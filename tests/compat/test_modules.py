@@ -15,12 +15,15 @@ import pytest
 import torch
 import yaml
 from checkpoints import load_state_dict
-
 from compat.test_corpus import rel_err, run_alloy, run_mergekit
 
 pytestmark = pytest.mark.parity
 
-WEIGHTS = {"text_decoder": (0.7, 0.3), "vision_tower": (0.2, 0.9), "multi_modal_projector": (0.5, 0.5)}
+WEIGHTS = {
+    "text_decoder": (0.7, 0.3),
+    "vision_tower": (0.2, 0.9),
+    "multi_modal_projector": (0.5, 0.5),
+}
 
 
 def _write(path: Path, seed: int) -> Path:
@@ -122,7 +125,9 @@ def test_each_module_merged_with_its_own_definition(vlms: list[Path], tmp_path: 
     assert seen == set(WEIGHTS)
 
 
-def test_the_output_loads_as_the_multi_module_architecture(vlms: list[Path], tmp_path: Path) -> None:
+def test_the_output_loads_as_the_multi_module_architecture(
+    vlms: list[Path], tmp_path: Path
+) -> None:
     import transformers
 
     out = run_alloy(yaml.safe_dump(_config(vlms)), tmp_path / "alloy")
@@ -150,4 +155,41 @@ def test_an_unknown_module_name_is_an_error(vlms: list[Path], tmp_path: Path) ->
     config = _config(vlms)
     config["modules"]["vision_encoder"] = config["modules"].pop("vision_tower")
     with pytest.raises(ConfigError, match="'vision_encoder' is none of them"):
+        run_alloy(yaml.safe_dump(config), tmp_path / "alloy")
+
+
+def test_slices_inside_a_module_are_refused(vlms: list[Path], tmp_path: Path) -> None:
+    from alloy.errors import ConfigError
+
+    config = _config(vlms)
+    a, b = (str(p) for p in vlms[1:])
+    config["modules"]["text_decoder"] = {
+        "slices": [
+            {
+                "sources": [
+                    {"model": a, "layer_range": [0, 2], "parameters": {"weight": 0.5}},
+                    {"model": b, "layer_range": [0, 2], "parameters": {"weight": 0.5}},
+                ]
+            }
+        ]
+    }
+    with pytest.raises(ConfigError, match="`slices:` inside a module"):
+        run_alloy(yaml.safe_dump(config), tmp_path / "alloy")
+
+
+def test_modules_of_an_architecture_without_modules_are_an_error(tmp_path: Path) -> None:
+    from compat.standins import family
+
+    from alloy.errors import ConfigError
+
+    _base, a, b = family(tmp_path / "standins", "llama", 2, 2)
+    config = {
+        "merge_method": "linear",
+        "modules": {
+            "text_decoder": {"models": [{"model": str(a)}, {"model": str(b)}]},
+            "vision_tower": {"models": [{"model": str(a)}, {"model": str(b)}]},
+        },
+        "parameters": {"weight": 0.5},
+    }
+    with pytest.raises(ConfigError, match="knows none of model type 'llama'"):
         run_alloy(yaml.safe_dump(config), tmp_path / "alloy")

@@ -41,6 +41,14 @@ def _check_modules(config: MergeConfig, model_type: str) -> None:
             "`models:` (every tensor with one definition)"
         )
         raise ConfigError([ConfigIssue(msg, where)], config.source_file, config.lines)
+    sliced = [m for m in config.modules or () if m.slices is not None]
+    if sliced:
+        msg = (
+            f"`slices:` inside a module of a multi-module model ({sliced[0].name}) is not "
+            "supported yet: the layer stacks of such a checkpoint are not sliced; give the "
+            "module `models:`"
+        )
+        raise ConfigError([ConfigIssue(msg, sliced[0].location)], config.source_file, config.lines)
     unknown = [m for m in config.modules or () if m.name not in known]
     if unknown:
         msg = (
