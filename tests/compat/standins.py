@@ -13,6 +13,7 @@ depends on a sort's tie order). Every directory gets the same word-level tokeniz
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ ARCHS: dict[str, tuple[str, str, dict[str, Any]]] = {
             "tie_word_embeddings": False,
         },
     ),
+    "qwen2_vl": ("Qwen2VLConfig", "Qwen2VLForConditionalGeneration", {}),
     "gpt2": (
         "GPT2Config",
         "GPT2LMHeadModel",
@@ -61,14 +63,30 @@ ARCHS: dict[str, tuple[str, str, dict[str, Any]]] = {
 _LAYER_KEY = {"gpt2": "n_layer"}
 
 
+def _qwen2_vl_config(layers: int) -> Any:
+    """A Qwen2-VL: the text decoder of ``layers`` layers, a two-block vision tower."""
+    import transformers
+
+    text = {**_DECODER, "num_hidden_layers": layers, "tie_word_embeddings": False}
+    text["rope_scaling"] = {"type": "mrope", "mrope_section": [1, 1, 0]}
+    vision = {"depth": 2, "embed_dim": 16, "hidden_size": 16, "num_heads": 2, "mlp_ratio": 2}
+    vision |= {"patch_size": 2, "temporal_patch_size": 1, "spatial_merge_size": 1}
+    return transformers.Qwen2VLConfig(
+        text_config=text, vision_config=vision, vocab_size=VOCAB, tie_word_embeddings=False
+    )
+
+
 def _fresh(arch: str, layers: int, path: Path) -> dict[str, torch.Tensor]:
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     cfg_name, model_name, kwargs = ARCHS[arch]
-    config = getattr(transformers, cfg_name)(
-        **kwargs, **{_LAYER_KEY.get(arch, "num_hidden_layers"): layers}
-    )
+    if arch == "qwen2_vl":
+        config = _qwen2_vl_config(layers)
+    else:
+        config = getattr(transformers, cfg_name)(
+            **kwargs, **{_LAYER_KEY.get(arch, "num_hidden_layers"): layers}
+        )
     config.architectures = [model_name]
     torch.manual_seed(layers)
     model = getattr(transformers, model_name)(config)
@@ -77,6 +95,10 @@ def _fresh(arch: str, layers: int, path: Path) -> dict[str, torch.Tensor]:
         for p in model.parameters():  # no constant tensors (norms of ones, zero biases)
             p.add_(0.05 * torch.randn(p.shape, generator=gen))
     model.save_pretrained(path)
+    if arch == "qwen2_vl":  # as the published Qwen2-VL configs have it (mergekit reads it)
+        cfg = json.loads((path / "config.json").read_text())
+        cfg["num_hidden_layers"] = layers
+        (path / "config.json").write_text(json.dumps(cfg, indent=2))
     write_tokenizer(path, VOCAB)
     return load_state_dict(path)
 
