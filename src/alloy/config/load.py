@@ -243,8 +243,10 @@ def _module(
     _layout(doc, section, prefix)
     models = _models(doc, section, method, prefix)
     slices = _slices(doc, section, method, prefix)
+    if not prefix:  # the top level: its parameters are ``top``, read once
+        return ModuleDef(name, models, slices, top, "")
     own = method.params(doc, section.get("parameters"), (*prefix, "parameters"), False)
-    return ModuleDef(name, models, slices, {**top, **own} if prefix else top, _fmt_path(prefix))
+    return ModuleDef(name, models, slices, {**top, **own}, _fmt_path(prefix))
 
 
 def _layout(doc: Reader, section: Mapping[str, Any], prefix: Path_) -> None:
