@@ -26,6 +26,7 @@ from alloy.config.schema import (
     InputSource,
     MergeConfig,
     ModelRef,
+    ModuleDef,
     OutputSlice,
     ParamMap,
 )
@@ -105,12 +106,14 @@ def _count_models(raw: Mapping[str, Any]) -> int:
     )
 
 
-def _method_params(doc: Reader, raw: Mapping[str, Any]) -> _Method:
+def _method_params(
+    doc: Reader, raw: Mapping[str, Any], sections: list[tuple[str, Mapping[str, Any]]]
+) -> _Method:
     method = raw.get("merge_method")
     if not isinstance(method, str) or not method:
         doc.error(("merge_method",), "`merge_method` is required (see `alloy methods`)")
         return _Method("", 0, None, ())
-    n_models = _count_models(raw)
+    n_models = max(_count_models(section) for _, section in sections)
     try:
         allowed, globals_ = _method_param_names(method, n_models)
     except UnknownMethodError as e:
@@ -119,16 +122,18 @@ def _method_params(doc: Reader, raw: Mapping[str, Any]) -> _Method:
     return _Method(method, n_models, allowed, globals_)
 
 
-def _models(doc: Reader, raw: Mapping[str, Any], method: _Method) -> tuple[InputSource, ...] | None:
+def _models(
+    doc: Reader, raw: Mapping[str, Any], method: _Method, prefix: Path_ = ()
+) -> tuple[InputSource, ...] | None:
     if raw.get("models") is None:
         return None
     items = raw["models"]
     if not isinstance(items, list) or not items:
-        doc.error(("models",), "`models` must be a non-empty list of `- model: PATH`")
+        doc.error((*prefix, "models"), "`models` must be a non-empty list of `- model: PATH`")
         return None
     built: list[InputSource] = []
     for i, item in enumerate(items):
-        path: Path_ = ("models", i)
+        path: Path_ = (*prefix, "models", i)
         if isinstance(item, str):
             item = {"model": item}
         if not isinstance(item, dict):
@@ -181,27 +186,73 @@ def _slice(doc: Reader, item: Any, path: Path_, method: _Method) -> OutputSlice 
     return OutputSlice(tuple(sources), sbase, sp, _fmt_path(path))
 
 
-def _slices(doc: Reader, raw: Mapping[str, Any], method: _Method) -> tuple[OutputSlice, ...] | None:
+def _slices(
+    doc: Reader, raw: Mapping[str, Any], method: _Method, prefix: Path_ = ()
+) -> tuple[OutputSlice, ...] | None:
     if raw.get("slices") is None:
         return None
     items = raw["slices"]
     if not isinstance(items, list) or not items:
-        doc.error(("slices",), "`slices` must be a non-empty list of `- sources: [...]`")
+        doc.error((*prefix, "slices"), "`slices` must be a non-empty list of `- sources: [...]`")
         return None
-    read = [_slice(doc, item, ("slices", i), method) for i, item in enumerate(items)]
+    read = [_slice(doc, item, (*prefix, "slices", i), method) for i, item in enumerate(items)]
     return tuple(s for s in read if s is not None)
 
 
-def _layout(doc: Reader, raw: Mapping[str, Any]) -> None:
-    """Exactly one of ``models:`` and ``slices:``; no ``modules:``."""
-    if "modules" in raw:
+MODULE_KEYS = ("slices", "models", "parameters")
+# mergekit's name for the one module of a single-module architecture (what its model cards
+# write when a config is saved with `modules:`).
+DEFAULT_MODULE = "default"
+
+
+def _module_sections(doc: Reader, raw: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The mappings that hold ``models:`` or ``slices:``, by module name: the top level alone
+    (name ""), or each module of ``modules:``; ``modules: {default: ...}`` (the one module of a
+    text model, as mergekit writes it) is the same merge as its content at the top level."""
+    modules = raw.get("modules")
+    if modules is None:
+        return [("", raw)]
+    if raw.get("models") is not None or raw.get("slices") is not None:
+        doc.error(("modules",), "give exactly one of `models:`, `slices:` or `modules:`")
+        return [("", raw)]
+    if not isinstance(modules, dict) or not modules:
         doc.error(
-            ("modules",),
-            "`modules:` (multi-module models such as vision-language models) is not supported "
-            "yet; merge the text model with `models:` or `slices:`",
+            ("modules",), "`modules` must map module names to `{models: ...}` or `{slices: ...}`"
         )
-    if (raw.get("models") is not None) == (raw.get("slices") is not None):
-        doc.error((), "give exactly one of `models:` or `slices:`")
+        return [("", {})]
+    sections: list[tuple[str, Mapping[str, Any]]] = []
+    for name, section in modules.items():
+        if not isinstance(section, dict):
+            doc.error(("modules", name), "a module must be a mapping with `slices:` or `models:`")
+            continue
+        check_keys(doc, section, MODULE_KEYS, ("modules", name), "a module")
+        sections.append((str(name), section))
+    return sections or [("", {})]
+
+
+def _prefix(name: str) -> Path_:
+    return ("modules", name) if name else ()
+
+
+def _module(
+    doc: Reader, name: str, section: Mapping[str, Any], method: _Method, top: ParamMap
+) -> ModuleDef:
+    """One section read: its models or slices, and the parameters its tensors see (the
+    module's own over the top level's, per parameter, as mergekit looks them up)."""
+    prefix = _prefix(name)
+    _layout(doc, section, prefix)
+    models = _models(doc, section, method, prefix)
+    slices = _slices(doc, section, method, prefix)
+    if not prefix:  # the top level: its parameters are ``top``, read once
+        return ModuleDef(name, models, slices, top, "")
+    own = method.params(doc, section.get("parameters"), (*prefix, "parameters"), False)
+    return ModuleDef(name, models, slices, {**top, **own}, _fmt_path(prefix))
+
+
+def _layout(doc: Reader, section: Mapping[str, Any], prefix: Path_) -> None:
+    """Exactly one of ``models:`` and ``slices:`` (at the top level or in the module)."""
+    if (section.get("models") is not None) == (section.get("slices") is not None):
+        doc.error(prefix, "give exactly one of `models:` or `slices:`")
 
 
 def _dtypes(doc: Reader, raw: Mapping[str, Any]) -> dict[str, str | None]:
@@ -306,22 +357,24 @@ def parse_config(
             [ConfigIssue("the config must be a YAML mapping with `merge_method`", "", 1)],
             source,
         )
-    method = _method_params(doc, raw)
+    sections = _module_sections(doc, raw)
+    method = _method_params(doc, raw, sections)
     moved = {**method.moved(()), **{k: f"tokenizer.{k}" for k in TOKENIZER_KEYS}}
     check_keys(doc, raw, TOP_KEYS, (), "the top level", moved)
-    _layout(doc, raw)
     base = read_model(doc, raw["base_model"], ("base_model",)) if "base_model" in raw else None
-    models, slices = _models(doc, raw, method), _slices(doc, raw, method)
-    top_params = method.params(doc, raw.get("parameters"), ("parameters",), False)
+    raw_top = method.params(doc, raw.get("parameters"), ("parameters",), False)
+    modules = [_module(doc, name, section, method, raw_top) for name, section in sections]
+    models, slices, top_params = modules[0].models, modules[0].slices, modules[0].parameters
     dtypes = _dtypes(doc, raw)
     tokenizer = _tokenizer(doc, raw)
     chat_template = _chat_template(doc, raw)
     _check_base(doc, method, base, slices)
     if method.allowed is not None and not (method.name == "slerp" and method.n_models > 2):
-        groups: list[tuple[str, ParamMap, tuple[InputSource, ...]]] = []
-        groups += [("", {}, models)] if models else []
-        groups += [(s.location, s.parameters, s.sources) for s in slices or ()]
-        explain_missing(doc, method.name, top_params, groups)
+        for module in modules:
+            groups: list[tuple[str, ParamMap, tuple[InputSource, ...]]] = []
+            groups += [(module.location, {}, module.models)] if module.models else []
+            groups += [(s.location, s.parameters, s.sources) for s in module.slices or ()]
+            explain_missing(doc, method.name, module.parameters, groups)
     if document.issues:
         raise ConfigError(document.issues, source)
     name = raw.get("name")
@@ -340,6 +393,9 @@ def parse_config(
         source_file=source,
         lines={_fmt_path(path): line for path, line in document.lines.items() if path},
         ignored=tuple(sorted(doc.ignored, key=lambda k: (k.line or 0, k.path))),
+        modules=None
+        if len(sections) == 1 and sections[0][0] in ("", DEFAULT_MODULE)
+        else tuple(modules),
     )
 
 

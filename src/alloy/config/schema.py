@@ -84,6 +84,18 @@ class IgnoredKey:
 
 
 @dataclass(frozen=True)
+class ModuleDef:
+    """One module of a multi-module model (``modules.<name>``: a text decoder, a vision
+    tower, ...), merged with its own ``models:`` or ``slices:`` and parameters."""
+
+    name: str
+    models: tuple[InputSource, ...] | None
+    slices: tuple[OutputSlice, ...] | None
+    parameters: ParamMap  # the top level's, overridden per parameter by the module's own
+    location: str  # "modules.vision_tower"
+
+
+@dataclass(frozen=True)
 class MergeConfig:
     merge_method: str
     base_model: ModelRef | None
@@ -101,19 +113,23 @@ class MergeConfig:
     # found after parsing (by the planner) name their line too
     lines: Mapping[str, int] = field(default_factory=dict)
     ignored: tuple[IgnoredKey, ...] = ()  # the keys mergekit ignores, in document order
+    # ``modules:`` with more than one module; then ``models``/``slices`` are the first one's
+    modules: tuple[ModuleDef, ...] | None = None
 
     def all_models(self) -> list[ModelRef]:
         """Every model the config references, in order of first appearance (deterministic)."""
         seen: dict[ModelRef, None] = {}
         if self.base_model is not None:
             seen[self.base_model] = None
-        for src in self.models or ():
-            seen[src.model] = None
-        for sl in self.slices or ():
-            if sl.base_model is not None:
-                seen[sl.base_model] = None
-            for src in sl.sources:
+        sections = [(m.models, m.slices) for m in self.modules or ()]
+        for models, slices in [(self.models, self.slices), *sections]:
+            for src in models or ():
                 seen[src.model] = None
+            for sl in slices or ():
+                if sl.base_model is not None:
+                    seen[sl.base_model] = None
+                for src in sl.sources:
+                    seen[src.model] = None
         if isinstance(self.tokenizer_source, ModelRef):
             seen[self.tokenizer_source] = None
         return list(seen)

@@ -165,6 +165,15 @@ def build_plan(
         refuse_ignored(config)
     notes = [k.render(config.source_file) for k in config.ignored]
     method = choose_method(config, strict, notes)
+    if config.modules:  # a multi-module model: one plan per module, combined
+        from alloy.plan.modules import plan_modules
+
+        def plan_one(
+            sub: MergeConfig, m: MethodSpec, ms: Mapping[ModelRef, InputModel], n: list[str]
+        ) -> MergePlan:
+            return _plan(sub, m, ms, n, out_shard_size, allow_crimes)
+
+        return plan_modules(config, method, models, notes, out_shard_size, plan_one)
     return _plan(config, method, models, notes, out_shard_size, allow_crimes)
 
 
