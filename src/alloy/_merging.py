@@ -10,7 +10,7 @@ Private to `alloy.api`: `merge` is the entry point. One tensor's way is
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -24,7 +24,8 @@ from alloy.io.sources import TensorSource
 from alloy.io.writer import ShardedSafetensorsWriter
 from alloy.plan.executor import Executor
 from alloy.plan.models import InputModel, OpenedModels
-from alloy.plan.planner import MergePlan, TensorJob
+from alloy.plan.planner import InputRef, MergePlan, TensorJob
+from alloy.plan.vocab_read import AlignedReader
 from alloy.report.card import write_configs, write_model_card, write_tokenizer
 from alloy.report.facts import FactTensor, task_vector_facts
 from alloy.report.merge_record import MergeRecord, MergeSummary, ModelEntry, RunTimes
@@ -32,6 +33,8 @@ from alloy.report.record import build_report
 from alloy.report.report import peak_rss_bytes, write_report
 
 if TYPE_CHECKING:
+    import torch
+
     from alloy.evaluate.models import EvalOptions
     from alloy.evaluate.run import EvalSets, Evaluation, NamedFile, ProbeSpec
 
@@ -84,8 +87,8 @@ def merge_into(
             _execute(the_plan, models.sources(), tmp, run)
             summary = merge_summary(the_plan, run.out.name, run.seed)
             write_configs(summary, tmp)
-            if run.copy_tokenizer:
-                write_tokenizer(summary, tmp)
+            if run.copy_tokenizer or summary.tokenizer_files is not None:
+                write_tokenizer(summary, tmp)  # a new (aligned) vocabulary is always written
             if run.model_card:
                 write_model_card(summary, tmp)
             rec, evaluation, eval_error = _measure(the_plan, summary, models, tmp, run)
@@ -155,6 +158,8 @@ def merge_summary(the_plan: MergePlan, name: str, seed: int | None) -> MergeSumm
         bytes_read=the_plan.bytes_to_read,
         bytes_written=the_plan.bytes_to_write,
         notes=the_plan.notes,
+        vocabulary=the_plan.vocab.provenance if the_plan.vocab is not None else None,
+        tokenizer_files=the_plan.vocab.files if the_plan.vocab is not None else None,
     )
 
 
@@ -197,6 +202,7 @@ def merge_facts(the_plan: MergePlan, sources: Mapping[ModelRef, TensorSource]) -
     when the method uses one, else against their mean), read from ``sources`` in samples."""
     with_base = the_plan.method.base != "none" and any(j.base is not None for j in the_plan.jobs)
     tensors: list[FactTensor] = []
+    aligned = AlignedReader(sources)
     for job in the_plan.jobs:
         if job.copy_only or not job.inputs or (with_base and job.base is None):
             continue
@@ -208,14 +214,23 @@ def merge_facts(the_plan: MergePlan, sources: Mapping[ModelRef, TensorSource]) -
                 job.name,
                 job.info.shape,
                 tuple(str(r.model) for r in job.inputs),
-                tuple(partial(sources[r.model].get, r.name) for r in job.inputs),
-                partial(sources[base.model].get, base.name) if base is not None else None,
+                tuple(_reader(sources, aligned, r) for r in job.inputs),
+                _reader(sources, aligned, base) if base is not None else None,
             )
         )
     base_model = the_plan.config.base_model
     return task_vector_facts(
         tensors, with_base=with_base, base=str(base_model) if base_model is not None else None
     )
+
+
+def _reader(
+    sources: Mapping[ModelRef, TensorSource], aligned: AlignedReader, ref: InputRef
+) -> Callable[..., torch.Tensor]:
+    """How to read input ``ref`` (through its `RowMap` when its vocabulary is aligned)."""
+    if ref.vocab is not None:
+        return partial(aligned.read, ref.vocab)
+    return partial(sources[ref.model].get, ref.name)
 
 
 def _evaluate_tmp(

@@ -31,6 +31,7 @@ from alloy.io.writer import OutTensor
 from alloy.methods.registry import MethodSpec, Params, get_method
 from alloy.plan.layout import OutSpec, SliceSpec, normalize_slices, output_tensors
 from alloy.plan.models import InputModel
+from alloy.plan.vocab import RowMap, VocabPlan, aligner_for
 
 log = logging.getLogger("alloy")
 
@@ -46,6 +47,8 @@ class InputRef:
     name: str
     label: str
     info: TensorInfo
+    # a token-indexed tensor of a merge that aligns vocabularies: how its rows are gathered
+    vocab: RowMap | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class MergePlan:
     donor: ModelRef  # the model config.json and generation_config.json come from
     notes: tuple[str, ...] = ()
     compat: CompatReport | None = None  # the compatibility check run before planning
+    vocab: VocabPlan | None = None  # the vocabulary alignment (`tokenizer:`), when there is one
 
     def input_info(self, ref: InputRef) -> TensorInfo:
         return ref.info
@@ -177,6 +181,9 @@ def _plan(
     allow_crimes: bool,
 ) -> MergePlan:
     slices = _check_slices(config, method, notes)
+    aligner = aligner_for(config, models, _vocab_members(config, slices))
+    if aligner is not None:  # token-indexed tensors seen with the output vocabulary's rows
+        models = aligner.view(models)
     report = compatibility(config, slices, models)
     report.enforce(allow_crimes, notes)
     outs, layer_sources, problems = output_tensors(slices, models, config.slices is not None)
@@ -198,6 +205,12 @@ def _plan(
 
     donor = config.base_model or slices[0].sources[0].model
     out_cfg = _output_config(models[donor], jobs, layer_sources, config, jobs_of.out_dtype)
+    vocab = None
+    if aligner is not None:
+        jobs = [aligner.align(j) for j in jobs]
+        out_cfg = aligner.output_config(out_cfg)
+        vocab = aligner.finish()
+        notes += vocab.notes
     shards = plan_shards([j.info.nbytes for j in jobs], out_shard_size)
     for n in notes:
         log.warning(n)
@@ -212,7 +225,16 @@ def _plan(
         donor,
         tuple(notes),
         report,
+        vocab,
     )
+
+
+def _vocab_members(config: MergeConfig, slices: list[SliceSpec]) -> list[ModelRef]:
+    """The models whose vocabularies an aligned merge reads: the base first (when it takes
+    part), then the others in the config's order."""
+    refs = list(dict.fromkeys(s.model for sl in slices for s in sl.sources))
+    base = config.base_model
+    return ([base] if base in refs else []) + [r for r in refs if r != base]
 
 
 def _check_slices(config: MergeConfig, method: MethodSpec, notes: list[str]) -> list[SliceSpec]:
