@@ -185,6 +185,8 @@ def _plan(
     if aligner is not None:  # token-indexed tensors seen with the output vocabulary's rows
         models = aligner.view(models)
     report = compatibility(config, slices, models)
+    if aligner is not None:
+        aligner.settle(report)
     report.enforce(allow_crimes, notes)
     outs, layer_sources, problems = output_tensors(slices, models, config.slices is not None)
     if problems:

@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import torch
 
+from alloy.arch.differences import CompatReport
 from alloy.arch.infer import is_embedding
 from alloy.arch.tokenizer import tokenizer_info
 from alloy.arch.vocab_build import VocabInput, Vocabularies, build_vocabularies
@@ -141,6 +142,12 @@ class Aligner:
         own[own >= rows] = -1
         return torch.cat([own, torch.full((self.size - self.tokens,), -1, dtype=torch.int64)])
 
+    def settle(self, report: CompatReport) -> None:
+        """Drop the check's note that the vocabularies differ: this merge aligns them."""
+        report.differences[:] = [
+            d for d in report.differences if (d.kind, d.key) != ("tokenizer", "vocabulary")
+        ]
+
     def view(self, models: Mapping[ModelRef, InputModel]) -> dict[ModelRef, InputModel]:
         """The models as the planner sees them: token-indexed tensors with the output's rows."""
         out = dict(models)
@@ -196,7 +203,7 @@ class Aligner:
         """The group's fill rows and their sources, and how many tokens came from where."""
         own = torch.stack([self.own[r][: self.tokens] for r in refs])  # [M, N]
         present = own >= 0
-        count = present.sum(0)
+        count = present.sum(0).tolist()
         listed = {t.token: t for t in self.spec.tokens}
         rows: list[int] = []
         ids: list[list[int]] = []
@@ -207,9 +214,9 @@ class Aligner:
         for t in range(self.tokens):
             token = self.by_id[t]
             entry = listed.get(token)
-            c = int(count[t])
+            c = count[t]
             if c == m and not (entry is not None and entry.force):
-                kinds["all"] += 1
+                kinds["all_models"] += 1
                 continue
             row, kind = self._fill(token, t, refs, own, present, c, base_i, entry)
             rows.append(t)
@@ -220,7 +227,7 @@ class Aligner:
         fill_ids = torch.tensor(ids, dtype=torch.int64).reshape(len(rows), m)
         counts: dict[str, Any] = {"tokens": self.tokens, "rows": self.size, "from": dict(kinds)}
         counts["padding"] = self.size - self.tokens
-        counts["listed"] = {k: v[:LISTED] for k, v in named.items()}
+        counts["named"] = {k: v[:LISTED] for k, v in named.items()}
         counts["lacking"] = {str(r): int((~present[i]).sum()) for i, r in enumerate(refs)}
         return (fill_rows, fill_ids), counts
 
@@ -240,10 +247,10 @@ class Aligner:
         if entry is not None and entry.source is not None:
             return self._listed(token, t, refs, own, entry)
         if count == 0:
-            return none, "zero (no model has it)"
+            return none, "zero"
         if count == 1:
             j = int(present[:, t].nonzero()[0])
-            return [int(own[j, t]) if i == j else -1 for i in range(len(refs))], "one model"
+            return [int(own[j, t]) if i == j else -1 for i in range(len(refs))], "one_model"
         if base_i is not None and bool(present[base_i, t]):
             return [int(own[base_i, t]) if i == base_i else -1 for i in range(len(refs))], "base"
         return [int(v) for v in own[:, t]], "averaged"
