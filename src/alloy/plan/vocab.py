@@ -302,14 +302,16 @@ class Aligner:
             **self.record,
         }
         notes = list(self.vocabs.notes)
-        for r, n in self.rows.items():
+        for r in self.rows:
             kept = int((self.own[r] >= 0).sum())
             prov["models"][str(r)]["tokens_kept"] = kept
-            rows = self.models[r].weights.info(self.models[r].arch.input_embedding() or "").shape
-            if rows and rows[0] > kept and rows[0] > n:
+            name = self.models[r].arch.input_embedding()
+            stored = self.models[r].weights.info(name).shape[0] if name else 0
+            if stored > kept:
                 notes.append(
-                    f"{r}: {rows[0] - n} embedding rows beyond its vocabulary of {n} tokens hold "
-                    "no token and are not carried into the merge (mergekit drops them too)"
+                    f"{r}: {stored - kept} of its {stored} embedding rows hold no token of the "
+                    "output vocabulary (padding, or tokens the output does not carry) and are "
+                    "not carried into the merge, as in mergekit"
                 )
         return VocabPlan(
             str(spec.source), self.size, self.tokens, self.vocabs.files, prov, tuple(notes)
