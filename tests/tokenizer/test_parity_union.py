@@ -218,3 +218,19 @@ def test_model_source_takes_that_models_vocabulary(
     assert tok["tokens"] == 122
     # Ġquokka and <tool> are ft_reordered's alone: the other models take its rows
     assert tok["tensors"]["lm_head.weight"]["from"] == {"all_models": 120, "one_model": 2}
+
+
+@pytest.mark.parametrize(
+    "tied", [(True, True, True), (True, False, False)], ids=["all_tied", "tied_base"]
+)
+def test_union_with_tied_heads(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, tied: tuple[bool, bool, bool]
+) -> None:
+    """A tied model's input embedding stands in for its head, aligned like the head rows of
+    the untied models (all tied: the output stays tied, with no head)."""
+    from vocab_models import build_vocab_models
+
+    models = build_vocab_models(tmp_path_factory.mktemp("tied"), tied)
+    report = compare(tmp_path, _three(models, "ties"), same_ids=False)
+    tensors = report["tokenizer"]["tensors"]
+    assert ("lm_head.weight" in tensors) == (not all(tied))

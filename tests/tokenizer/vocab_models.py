@@ -84,7 +84,7 @@ def _vocab_of(data: dict) -> dict[str, int]:
     return vocab
 
 
-def _model_config(vocab_size: int) -> dict:
+def _model_config(vocab_size: int, tied: bool = False) -> dict:
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -96,7 +96,7 @@ def _model_config(vocab_size: int) -> dict:
         "vocab_size": vocab_size,
         "max_position_embeddings": 64,
         "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": tied,
         "bos_token_id": 1,
         "eos_token_id": 2,
         "torch_dtype": "float32",
@@ -112,9 +112,12 @@ def _base_weights(vocab_size: int, seed: int) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
 
-def _write(path: Path, weights: dict[str, torch.Tensor], vocab_size: int) -> None:
+def _write(path: Path, weights: dict[str, torch.Tensor], vocab_size: int, tied: bool) -> None:
+    """A tied model stores no ``lm_head.weight`` (its input embedding stands in)."""
+    if tied:
+        weights = {k: v for k, v in weights.items() if k != "lm_head.weight"}
     save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
-    (path / "config.json").write_text(json.dumps(_model_config(vocab_size), indent=2))
+    (path / "config.json").write_text(json.dumps(_model_config(vocab_size, tied), indent=2))
 
 
 def _fine_tune(
@@ -138,7 +141,9 @@ def _fine_tune(
     return out
 
 
-def build_vocab_models(root: Path) -> VocabModels:
+def build_vocab_models(root: Path, tied: tuple[bool, bool, bool] = (False,) * 3) -> VocabModels:
+    """The three models under ``root``; ``tied``: which of (base, ft_added, ft_reordered) tie
+    their head to their input embedding."""
     data = _train_base_tokenizer()
     base_vocab = _vocab_of(data)
     n = len(base_vocab)
@@ -146,7 +151,7 @@ def build_vocab_models(root: Path) -> VocabModels:
     base = root / "base"
     _save_tokenizer(data, base)
     weights = _base_weights(n, seed=0)
-    _write(base, weights, n)
+    _write(base, weights, n, tied[0])
 
     added = json.loads(json.dumps(data))
     added["added_tokens"] += [
@@ -157,7 +162,7 @@ def build_vocab_models(root: Path) -> VocabModels:
     ft_added = root / "ft_added"
     _save_tokenizer(added, ft_added)
     vocab = _vocab_of(added)
-    _write(ft_added, _fine_tune(weights, base_vocab, vocab, seed=1), len(vocab))
+    _write(ft_added, _fine_tune(weights, base_vocab, vocab, seed=1), len(vocab), tied[1])
 
     reordered = json.loads(json.dumps(data))
     plain = sorted(reordered["model"]["vocab"].items(), key=lambda kv: kv[1])
@@ -174,5 +179,5 @@ def build_vocab_models(root: Path) -> VocabModels:
     ft_reordered = root / "ft_reordered"
     _save_tokenizer(reordered, ft_reordered)
     vocab = _vocab_of(reordered)
-    _write(ft_reordered, _fine_tune(weights, base_vocab, vocab, seed=2), len(vocab))
+    _write(ft_reordered, _fine_tune(weights, base_vocab, vocab, seed=2), len(vocab), tied[2])
     return VocabModels(base, ft_added, ft_reordered)

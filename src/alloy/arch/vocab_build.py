@@ -138,10 +138,10 @@ def union(base: Any, tokenizers: Sequence[tuple[Any, int]]) -> tuple[Any, list[s
     out = _copy(base)
     base_vocab = base.get_vocab()
     new = [t for t in vocab if t not in added and t not in base_vocab]
-    for t in new:
-        out.add_tokens(t)
-    for info in added.values():
-        out.add_tokens(info)
+    if new:  # one call per kind: the same ids as one call per token, in the same order
+        out.add_tokens(new)
+    if added:
+        out.add_tokens(list(added.values()))
     return out, [*new, *(t for t in added if t not in base_vocab)]
 
 
@@ -178,8 +178,7 @@ def build_vocabularies(
     missing = [t for t in dict.fromkeys(add_tokens) if t not in out.get_vocab()]
     if missing:
         out = _copy(out) if not new_files else out
-        for t in missing:
-            out.add_tokens(t)
+        out.add_tokens(missing)
         new_files = True
     inputs = {label: tok.get_vocab() for label, (tok, _) in toks.items()}
     for m in others:

@@ -107,8 +107,12 @@ class Aligner:
         assert spec is not None
         self.config, self.spec, self.models = config, spec, models
         self.base = config.base_model if config.base_model in members else None
-        first = self.base or members[0]
-        ins = {r: VocabInput(str(r), models[r].path, _rows_of(models[r])) for r in members}
+        # the base tokenizer: the config's base model (merged or not), else the first model
+        first = config.base_model or members[0]
+        ins = {
+            r: VocabInput(str(r), models[r].path, _rows_of(models[r]))
+            for r in dict.fromkeys([first, *members])
+        }
         src = spec.source
         out_src: str | VocabInput = (
             src if isinstance(src, str) else VocabInput(str(src), models[src].path, 0)
@@ -354,8 +358,7 @@ def aligner_for(
         return None
     out = models[spec.source] if isinstance(spec.source, ModelRef) else None
     if out is None:
-        base = config.base_model if config.base_model in members else members[0]
-        out = models[base]
+        out = models[config.base_model or members[0]]
     if not _needs_alignment(spec, [models[r] for r in members], out):
         return None
     return Aligner(config, models, members)
