@@ -234,3 +234,22 @@ def test_union_with_tied_heads(
     report = compare(tmp_path, _three(models, "ties"), same_ids=False)
     tensors = report["tokenizer"]["tensors"]
     assert ("lm_head.weight" in tensors) == (not all(tied))
+
+
+def test_union_over_slices(vocab_models: VocabModels, tmp_path: Path) -> None:
+    """A frankenmerge: the embedding comes from the first slice's model, the head from the
+    last's; tokens only another model has get zero rows there (no model of that tensor has
+    them), as in mergekit."""
+    m = vocab_models
+    config = {
+        "merge_method": "passthrough",
+        "slices": [
+            {"sources": [{"model": _ref(m, "ft_added"), "layer_range": [0, 1]}]},
+            {"sources": [{"model": _ref(m, "ft_reordered"), "layer_range": [1, 2]}]},
+        ],
+        "tokenizer_source": "union",
+        "dtype": "float32",
+    }
+    report = compare(tmp_path, config, same_ids=False)
+    embed = report["tokenizer"]["tensors"]["model.embed_tokens.weight"]
+    assert embed["from"]["zero"] == 2 and set(embed["named"]["zero"]) == {"Ġquokka", "<tool>"}
