@@ -43,6 +43,31 @@ def test_gather_reads_any_ids_in_runs() -> None:
     assert gather(MemorySource({"w": t}), "w", torch.tensor([], dtype=torch.int64)).shape == (0, 3)
 
 
+class _Counting(MemorySource):
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__(tensors)
+        self.rows_read = 0
+
+    def get(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        out = super().get(name, rows)
+        self.rows_read += out.shape[0]
+        return out
+
+
+def test_gather_of_spread_ids_reads_about_what_it_wants() -> None:
+    """Every 20th row, and rows in pairs: a run reads at most twice the rows it wants,
+    never the whole span of the ids."""
+    t = torch.randn(10_000, 2)
+    for ids in (
+        torch.arange(0, 10_000, 20),
+        torch.arange(0, 10_000, 3),
+        torch.randperm(10_000)[:700],
+    ):
+        src = _Counting({"w": t})
+        assert torch.equal(gather(src, "w", ids), t[ids])
+        assert src.rows_read <= 2 * ids.unique().numel()
+
+
 def test_small_chunks_give_the_same_bytes(
     vocab_models: VocabModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

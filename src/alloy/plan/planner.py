@@ -181,7 +181,7 @@ def _plan(
     allow_crimes: bool,
 ) -> MergePlan:
     slices = _check_slices(config, method, notes)
-    aligner = aligner_for(config, models, _vocab_members(config, slices))
+    aligner = aligner_for(config, models, [s.sources for s in slices])
     if aligner is not None:  # token-indexed tensors seen with the output vocabulary's rows
         models = aligner.view(models)
     report = compatibility(config, slices, models)
@@ -229,14 +229,6 @@ def _plan(
         report,
         vocab,
     )
-
-
-def _vocab_members(config: MergeConfig, slices: list[SliceSpec]) -> list[ModelRef]:
-    """The models whose vocabularies an aligned merge reads: the base first (when it takes
-    part), then the others in the config's order."""
-    refs = list(dict.fromkeys(s.model for sl in slices for s in sl.sources))
-    base = config.base_model
-    return ([base] if base in refs else []) + [r for r in refs if r != base]
 
 
 def _check_slices(config: MergeConfig, method: MethodSpec, notes: list[str]) -> list[SliceSpec]:

@@ -17,7 +17,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -25,10 +25,20 @@ from alloy.arch.differences import CompatReport
 from alloy.arch.infer import is_embedding
 from alloy.arch.tokenizer import tokenizer_info
 from alloy.arch.vocab_build import VocabInput, Vocabularies, build_vocabularies
-from alloy.config.schema import MergeConfig, ModelRef, ModelToken, TokenizerSpec, ZeroToken
+from alloy.config.schema import (
+    InputSource,
+    MergeConfig,
+    ModelRef,
+    ModelToken,
+    TokenizerSpec,
+    ZeroToken,
+)
 from alloy.errors import ConfigError, ConfigIssue
 from alloy.io.sources import TensorInfo
 from alloy.plan.models import InputModel
+
+if TYPE_CHECKING:
+    from alloy.plan.planner import TensorJob
 
 LISTED = 50  # tokens named per category in the report
 
@@ -170,7 +180,7 @@ class Aligner:
             )
         return out
 
-    def align(self, job: Any) -> Any:
+    def align(self, job: TensorJob) -> TensorJob:
         """``job`` (a `TensorJob`) with a `RowMap` on each input when it is token-indexed."""
         if not job.embedding or job.copy_only or not job.all_inputs:
             return job
@@ -348,11 +358,16 @@ class _Shaped:
 
 
 def aligner_for(
-    config: MergeConfig, models: Mapping[ModelRef, InputModel], members: list[ModelRef]
+    config: MergeConfig,
+    models: Mapping[ModelRef, InputModel],
+    groups: Sequence[Sequence[InputSource]],
 ) -> Aligner | None:
-    """The aligner of ``config``'s merge over ``members`` (base first when it takes part), or
-    None when its tokenizer settings need no alignment (no ``tokenizer:``, or ``base`` / a
+    """The aligner of ``config``'s merge over the models of ``groups`` (each slice's sources),
+    or None when its tokenizer settings need no alignment (no ``tokenizer:``, or ``base`` / a
     model whose vocabulary every model shares)."""
+    refs = list(dict.fromkeys(s.model for g in groups for s in g))
+    base = config.base_model
+    members = ([base] if base is not None and base in refs else []) + [r for r in refs if r != base]
     spec = config.tokenizer
     if spec is None or not members:
         return None

@@ -1,7 +1,8 @@
 """Reading the aligned rows of a token-indexed tensor (`alloy.plan.vocab.RowMap`), chunk by chunk.
 
 The rows a chunk needs are gathered from the sources in runs of nearby ids (one positioned read
-per run), so a permuted vocabulary costs reads, not a copy of the matrix. A fill row is the
+per run, at most twice the rows wanted), so a permuted vocabulary costs reads, not a copy of
+the matrix. A fill row is the
 float32 mean of its members' rows, summed in member order (as mergekit sums them); the padding
 rows are the mean of the input's aligned token rows, computed once per input in chunks.
 """
@@ -17,7 +18,7 @@ from alloy.config.schema import ModelRef
 from alloy.io.sources import TensorSource
 from alloy.plan.vocab import RowMap
 
-GAP = 32  # ids at most this far apart are read in one run
+GAP = 32  # ids at most this far apart are read in one run, if it stays half dense
 MEAN_ROWS_BUDGET = 4 * 1024 * 1024  # elements per chunk when averaging for the padding rows
 
 
@@ -30,11 +31,14 @@ def gather(source: TensorSource, name: str, ids: torch.Tensor) -> torch.Tensor:
     values = uniq.tolist()
     parts: list[torch.Tensor] = []
     start = prev = values[0]
+    count = 1
     for v in values[1:]:
-        if v - prev > GAP:
+        # a run reads at most twice the rows it wants: memory stays near the chunk's
+        if v - prev > GAP or v - start + 1 > 2 * (count + 1):
             parts.append(_run(source, name, start, prev, uniq))
-            start = v
+            start, count = v, 0
         prev = v
+        count += 1
     parts.append(_run(source, name, start, prev, uniq))
     return torch.cat(parts)[inverse]
 
