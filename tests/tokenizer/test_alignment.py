@@ -18,6 +18,7 @@ import alloy
 from alloy.config.load import load_config
 from alloy.errors import ConfigError, IncompatibleModelsError
 from alloy.io.sources import MemorySource
+from alloy.plan.describe import describe_plan
 from alloy.plan.models import open_models_of
 from alloy.plan.planner import build_plan
 from alloy.plan.vocab_read import gather
@@ -137,6 +138,7 @@ def test_the_plan_holds_the_alignment_and_no_open_file(vocab_models: VocabModels
     other = next(j for j in plan.jobs if j.name == "model.norm.weight")
     assert all(r.vocab is None for r in other.all_inputs)
     assert plan.output_config["vocab_size"] == 125
+    assert "vocabulary: union, 125 tokens in 125 rows (aligned)" in describe_plan(plan)
 
 
 def test_merges_without_alignment_are_unchanged(llama_models: ModelSet, tmp_path: Path) -> None:
