@@ -125,3 +125,51 @@ def test_shared_vocabulary_with_padding_rows_keeps_them(
     )
     assert load_state_dict(union.out_dir)["lm_head.weight"].shape[0] == 120
     assert any("8 of its 128 embedding rows hold no token" in n for n in union.notes)
+
+
+def test_stripping_the_base_tokenizer_drops_the_merges_that_make_removed_tokens(
+    vocab_models: VocabModels, tmp_path: Path
+) -> None:
+    """A base whose tokenizer has tokens beyond its embedding rows: mergekit removes them but
+    keeps the BPE merges that make them, and fails ("Token ... out of vocabulary"); Alloy drops
+    those merges too, and the tokens come back at new ids from the model that has rows for
+    them."""
+    import pytest
+    import transformers
+
+    base = tmp_path / "short_base"
+    shutil.copytree(vocab_models.base, base)
+    weights = load_state_dict(base)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        weights[name] = weights[name][:118].contiguous()
+    save_file(weights, str(base / "model.safetensors"), metadata={"format": "pt"})
+    cfg = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**cfg, "vocab_size": 118}))
+    config = {
+        "merge_method": "linear",
+        "base_model": str(base),
+        "models": [
+            {"model": str(base), "parameters": {"weight": 0.5}},
+            {"model": str(vocab_models.ft_added), "parameters": {"weight": 0.5}},
+        ],
+        "tokenizer_source": "union",
+    }
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    with pytest.raises(Exception, match="out of vocabulary"):
+        options = MergeOptions(quiet=True, device="cpu")
+        run_merge(MergeConfiguration.model_validate(config), str(tmp_path / "mk"), options=options)
+    out = alloy.merge(config, tmp_path / "out").out_dir
+    report = json.loads((out / "report.json").read_text())["tokenizer"]
+    assert report["tokens"] == 123 and report["models"][str(base)]["tokens_kept"] == 118
+    removed = [t for t, i in _vocab(vocab_models.base).items() if i >= 118]
+    vocab = _vocab(out)
+    assert removed and all(vocab[t] >= 118 for t in removed)
+    embed = load_state_dict(out)["model.embed_tokens.weight"]
+    ft_vocab, ft = _vocab(vocab_models.ft_added), load_state_dict(vocab_models.ft_added)
+    for t in removed:  # only ft_added has rows for them: its rows stand in for the base's
+        assert torch.allclose(embed[vocab[t]], ft["model.embed_tokens.weight"][ft_vocab[t]])
+    tok = transformers.AutoTokenizer.from_pretrained(str(out))
+    assert tok.convert_ids_to_tokens(tok(" ".join(removed))["input_ids"])

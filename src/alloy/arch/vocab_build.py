@@ -5,7 +5,8 @@ so a merge without ``tokenizer:`` alignment never loads it):
 
 - the base tokenizer (the base model's, else the first model's) is *stripped*: its tokens with
   an id at or beyond the model's vocabulary size (its embedding rows) are removed, which only a
-  fast BPE tokenizer allows;
+  fast BPE tokenizer allows, with the merges that use or make them (mergekit keeps the merges
+  that make them, and the tokenizer then fails to load);
 - ``union``: the stripped base, plus every other vocabulary token and added token of the other
   models (in the config's order) that the base lacks, each added to the base tokenizer as an
   added token (vocabulary tokens first, then the added tokens with their own settings);
@@ -82,11 +83,12 @@ def load_tokenizer(path: Path, label: str, fast: bool = False) -> Any:
         ) from e
 
 
-def stripped(tok: Any, rows: int, label: str) -> Any:
-    """``tok`` without the tokens whose id is ``rows`` or more (no embedding row holds them)."""
+def stripped(tok: Any, rows: int, label: str) -> tuple[Any, bool]:
+    """``tok`` without the tokens whose id is ``rows`` or more (no embedding row holds them),
+    and whether there were any."""
     unused = {t for t, i in tok.get_vocab().items() if i >= rows}
     if not unused:
-        return tok
+        return tok, False
     if not getattr(tok, "is_fast", False):
         raise CheckpointError(
             f"{label}: its tokenizer has {len(unused)} tokens beyond the embedding's {rows} rows "
@@ -104,15 +106,15 @@ def stripped(tok: Any, rows: int, label: str) -> Any:
     for t in unused:
         data["model"]["vocab"].pop(t, None)
 
-    def keep(merge: Any) -> bool:
+    def keep(merge: Any) -> bool:  # neither its parts nor its result is a removed token
         parts = merge.split(" ") if isinstance(merge, str) else list(merge)
-        return not any(p in unused for p in parts)
+        return not any(p in unused for p in [*parts, "".join(parts)])
 
     data["model"]["merges"] = [m for m in data["model"]["merges"] if keep(m)]
     from tokenizers import Tokenizer
 
     tok._tokenizer = Tokenizer.from_str(json.dumps(data))
-    return tok
+    return tok, True
 
 
 def _copy(tok: Any) -> Any:
@@ -154,7 +156,9 @@ def build_vocabularies(
     """The output vocabulary for ``source`` ("union", "base", or one model) and every input's
     vocabulary, ``add_tokens`` added to the output."""
     notes: list[str] = []
-    base_tok = stripped(load_tokenizer(base.path, base.label, fast=True), base.rows, base.label)
+    base_tok, cut = stripped(
+        load_tokenizer(base.path, base.label, fast=True), base.rows, base.label
+    )
     toks: dict[str, tuple[Any, int]] = {base.label: (base_tok, base.rows)}
     for m in others:
         if m.label in toks:
@@ -171,7 +175,7 @@ def build_vocabularies(
     if source == "union":
         out, added = union(base_tok, list(toks.values()))
     elif source == "base":
-        out, new_files = base_tok, base_tok.get_vocab() != _plain_vocab(base.path, base.label)
+        out, new_files = base_tok, cut
     else:
         assert isinstance(source, VocabInput)
         out, new_files = load_tokenizer(source.path, source.label), False
@@ -185,10 +189,6 @@ def build_vocabularies(
         inputs.setdefault(m.label, inputs[base.label])
     files = _files(out) if new_files else None
     return Vocabularies(out.get_vocab(), inputs, files, tuple(notes), tuple([*added, *missing]))
-
-
-def _plain_vocab(path: Path, label: str) -> dict[str, int]:
-    return dict(load_tokenizer(path, label, fast=True).get_vocab())
 
 
 def _files(tok: Any) -> dict[str, bytes]:

@@ -33,7 +33,7 @@ from alloy.config.schema import (
     TokenizerSpec,
     ZeroToken,
 )
-from alloy.errors import ConfigError, ConfigIssue
+from alloy.errors import CheckpointError, ConfigError, ConfigIssue
 from alloy.io.sources import TensorInfo
 from alloy.plan.models import InputModel
 
@@ -136,14 +136,10 @@ class Aligner:
         self.size = -(-self.tokens // pad) * pad
         self.by_id = {i: t for t, i in self.vocabs.out.items()}
         if len(self.by_id) != self.tokens or max(self.by_id) != self.tokens - 1:
-            raise ConfigError(
-                [
-                    ConfigIssue(
-                        "the output vocabulary's ids are not 0..N-1 without gaps", "tokenizer"
-                    )
-                ],
-                config.source_file,
-                config.lines,
+            raise CheckpointError(
+                f"the output tokenizer ({spec.source}) has {self.tokens} tokens but ids up to "
+                f"{max(self.by_id)}: its ids must run 0..N-1 without gaps to index embedding "
+                "rows; fix that model's tokenizer.json"
             )
         self.own = {r: self._own(r, ins[r].rows) for r in members}
         self.rows = {r: ins[r].rows for r in members}
