@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -30,7 +30,8 @@ from alloy.io.writer import ShardedSafetensorsWriter
 from alloy.kernels import cpu_kernels_enabled
 from alloy.plan.executor import Executor
 from alloy.plan.models import InputModel, OpenedModels
-from alloy.plan.planner import MergePlan, TensorJob
+from alloy.plan.planner import InputRef, MergePlan, TensorJob
+from alloy.plan.vocab_read import AlignedReader
 from alloy.report.card import write_configs, write_model_card, write_tokenizer
 from alloy.report.facts import FactTensor, task_vector_facts
 from alloy.report.merge_record import MergeRecord, MergeSummary, ModelEntry, RunTimes
@@ -38,6 +39,8 @@ from alloy.report.record import build_report
 from alloy.report.report import peak_rss_bytes, write_report
 
 if TYPE_CHECKING:
+    import torch
+
     from alloy.evaluate.models import EvalOptions
     from alloy.evaluate.run import EvalSets, Evaluation, NamedFile, ProbeSpec
 
@@ -111,8 +114,8 @@ def merge_into(
             _execute(the_plan, models.sources(), tmp, run, shards)
             summary = merge_summary(the_plan, run.out.name, run.seed)
             write_configs(summary, tmp)
-            if run.copy_tokenizer:
-                write_tokenizer(summary, tmp)
+            if run.copy_tokenizer or summary.tokenizer_files is not None:
+                write_tokenizer(summary, tmp)  # a new (aligned) vocabulary is always written
             if run.model_card:
                 write_model_card(summary, tmp)
             rec, evaluation, eval_error = _measure(the_plan, summary, models, tmp, run, shards)
@@ -266,6 +269,8 @@ def merge_summary(the_plan: MergePlan, name: str, seed: int | None) -> MergeSumm
         bytes_read=the_plan.bytes_to_read,
         bytes_written=the_plan.bytes_to_write,
         notes=the_plan.notes,
+        vocabulary=the_plan.vocab.provenance if the_plan.vocab is not None else None,
+        tokenizer_files=the_plan.vocab.files if the_plan.vocab is not None else None,
     )
 
 
@@ -315,6 +320,7 @@ def merge_facts(the_plan: MergePlan, sources: Mapping[ModelRef, TensorSource]) -
     when the method uses one, else against their mean), read from ``sources`` in samples."""
     with_base = the_plan.method.base != "none" and any(j.base is not None for j in the_plan.jobs)
     tensors: list[FactTensor] = []
+    aligned = AlignedReader(sources)
     for job in the_plan.jobs:
         if job.copy_only or not job.inputs or (with_base and job.base is None):
             continue
@@ -326,14 +332,23 @@ def merge_facts(the_plan: MergePlan, sources: Mapping[ModelRef, TensorSource]) -
                 job.name,
                 job.info.shape,
                 tuple(str(r.model) for r in job.inputs),
-                tuple(partial(sources[r.model].get, r.name) for r in job.inputs),
-                partial(sources[base.model].get, base.name) if base is not None else None,
+                tuple(_reader(sources, aligned, r) for r in job.inputs),
+                _reader(sources, aligned, base) if base is not None else None,
             )
         )
     base_model = the_plan.config.base_model
     return task_vector_facts(
         tensors, with_base=with_base, base=str(base_model) if base_model is not None else None
     )
+
+
+def _reader(
+    sources: Mapping[ModelRef, TensorSource], aligned: AlignedReader, ref: InputRef
+) -> Callable[..., torch.Tensor]:
+    """How to read input ``ref`` (through its `RowMap` when its vocabulary is aligned)."""
+    if ref.vocab is not None:
+        return partial(aligned.read, ref.vocab)
+    return partial(sources[ref.model].get, ref.name)
 
 
 def _evaluate_tmp(

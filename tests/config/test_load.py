@@ -234,18 +234,18 @@ def test_single_conditional_mapping_is_one_entry_list() -> None:
     assert cfg.models[0].parameters["weight"] == (Conditional(2, "mlp"),)
 
 
-def test_union_tokenizer_and_modules_are_clear_errors() -> None:
+def test_modules_is_a_clear_error() -> None:
+    # `tokenizer_source: union` is read now: tests/tokenizer/test_config.py
     with pytest.raises(ConfigError) as e:
         parse_config(
             {
                 "merge_method": "linear",
                 "models": [{"model": "a", "parameters": {"weight": 1}}],
-                "tokenizer_source": "union",
                 "modules": {},
             }
         )
     msgs = " | ".join(i.message for i in e.value.issues)
-    assert "union" in msgs and "modules" in msgs
+    assert "modules" in msgs
 
 
 def test_lora_reference_is_parsed() -> None:

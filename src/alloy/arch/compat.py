@@ -31,11 +31,11 @@ from alloy.arch.tokenizer import TokenizerInfo, files_digest, first_differences,
 from alloy.io.sources import TensorInfo
 
 VOCAB_HINT = (
-    "the vocabularies differ in size, so the embedding rows cannot be merged one to one. "
-    "Alloy cannot align vocabularies yet: resize the smaller model's embeddings to the larger "
-    "tokenizer first (transformers: model.resize_token_embeddings(len(tokenizer)), then "
-    "save_pretrained), then merge with `tokenizer_source` set to the model whose tokenizer "
-    "has every token"
+    "the vocabularies differ in size, so the embedding rows cannot be merged one to one: set "
+    "`tokenizer_source: union` to align every model's rows to the union of the vocabularies "
+    "(docs/tokenizers.md), or resize the smaller model's embeddings to the larger tokenizer "
+    "first (transformers: model.resize_token_embeddings(len(tokenizer)), then save_pretrained) "
+    "and merge with `tokenizer_source` set to the model whose tokenizer has every token"
 )
 
 

@@ -30,6 +30,7 @@ from alloy.config.schema import (
     OutputSlice,
     ParamMap,
 )
+from alloy.config.tokenizer import TOKENIZER_KEYS, read_tokenizer
 from alloy.config.values import check_keys, read_layer_range, read_model, read_params
 from alloy.errors import ConfigError, ConfigIssue, UnknownMethodError
 
@@ -51,7 +52,6 @@ TOP_KEYS = (
 MODEL_KEYS = ("model", "parameters")
 SLICE_KEYS = ("sources", "base_model", "parameters", "residual_weight")
 SOURCE_KEYS = ("model", "layer_range", "parameters")
-TOKENIZER_KEYS = ("source", "tokens", "pad_to_multiple_of")
 
 
 def _method_param_names(method: str, n_models: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -269,40 +269,6 @@ def _dtypes(doc: Reader, raw: Mapping[str, Any]) -> dict[str, str | None]:
     return dtypes
 
 
-def _tokenizer_value(doc: Reader, raw: Mapping[str, Any]) -> tuple[Any, Path_]:
-    """The tokenizer source as written (``tokenizer_source:`` or ``tokenizer.source``)."""
-    if "tokenizer_source" in raw and "tokenizer" in raw:
-        doc.error(("tokenizer",), "give `tokenizer_source` or `tokenizer`, not both")
-    tokenizer = raw.get("tokenizer")
-    if isinstance(tokenizer, dict):
-        check_keys(doc, tokenizer, TOKENIZER_KEYS, ("tokenizer",), "`tokenizer`")
-        for key in ("tokens", "pad_to_multiple_of"):
-            if key in tokenizer:
-                doc.error(
-                    ("tokenizer", key),
-                    f"`tokenizer.{key}` needs vocabulary alignment, which Alloy does not have "
-                    "yet; remove it or merge models that share one vocabulary",
-                )
-        return tokenizer.get("source", "union"), ("tokenizer", "source")
-    if "tokenizer" in raw:
-        doc.error(("tokenizer",), "`tokenizer` must be a mapping like `{source: base}`")
-    return raw.get("tokenizer_source"), ("tokenizer_source",)
-
-
-def _tokenizer(doc: Reader, raw: Mapping[str, Any]) -> ModelRef | str | None:
-    value, path = _tokenizer_value(doc, raw)
-    if value is None:
-        return None
-    if value == "union":
-        doc.error(
-            path,
-            "tokenizer source `union` (vocabulary alignment) is not supported yet; use "
-            "`base` or a model whose tokenizer the merged model should carry",
-        )
-        return None
-    return "base" if value == "base" else read_model(doc, value, path)
-
-
 def _chat_template(doc: Reader, raw: Mapping[str, Any]) -> str | None:
     template = raw.get("chat_template")
     if template is None:
@@ -366,7 +332,7 @@ def parse_config(
     modules = [_module(doc, name, section, method, raw_top) for name, section in sections]
     models, slices, top_params = modules[0].models, modules[0].slices, modules[0].parameters
     dtypes = _dtypes(doc, raw)
-    tokenizer = _tokenizer(doc, raw)
+    tokenizer = read_tokenizer(doc, raw)
     chat_template = _chat_template(doc, raw)
     _check_base(doc, method, base, slices)
     if method.allowed is not None and not (method.name == "slerp" and method.n_models > 2):
@@ -386,7 +352,7 @@ def parse_config(
         parameters=top_params,
         dtype=dtypes["dtype"],
         out_dtype=dtypes["out_dtype"],
-        tokenizer_source=tokenizer,
+        tokenizer_source=tokenizer.source if tokenizer is not None else None,
         chat_template=chat_template,
         name=str(name) if name is not None else None,
         raw=raw,
@@ -396,6 +362,7 @@ def parse_config(
         modules=None
         if len(sections) == 1 and sections[0][0] in ("", DEFAULT_MODULE)
         else tuple(modules),
+        tokenizer=tokenizer,
     )
 
 

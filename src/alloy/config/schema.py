@@ -96,6 +96,47 @@ class ModuleDef:
 
 
 @dataclass(frozen=True)
+class ZeroToken:
+    """``{kind: zero}``: the token's embedding and head rows are zeros."""
+
+
+@dataclass(frozen=True)
+class ModelToken:
+    """``{kind: model_token, model, token_id | token}``: the rows of one token (by id, or by its
+    text in that model's own vocabulary) of one model."""
+
+    model: ModelRef
+    token_id: int | None = None
+    token: str | None = None
+
+
+# Where a listed token's rows come from: a model (its row of that token), one token of a model,
+# zeros, or None (the default rule: the base's row, the one model that has it, or the mean)
+TokenSource: TypeAlias = ModelRef | ModelToken | ZeroToken | None
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """One entry of ``tokenizer.tokens``: ``force`` takes ``source``'s rows even for the
+    models that have the token themselves."""
+
+    token: str
+    source: TokenSource = None
+    force: bool = False
+    location: str = ""  # "tokenizer.tokens.<|im_start|>", for messages
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """The ``tokenizer:`` block (``tokenizer_source: X`` is ``{source: X}``): the output
+    vocabulary (``union``, ``base`` or a model's) and how the embedding rows are aligned to it."""
+
+    source: ModelRef | str  # "union", "base", or a model
+    tokens: tuple[TokenSpec, ...] = ()
+    pad_to_multiple_of: int | None = None
+
+
+@dataclass(frozen=True)
 class MergeConfig:
     merge_method: str
     base_model: ModelRef | None
@@ -104,7 +145,7 @@ class MergeConfig:
     parameters: ParamMap
     dtype: str | None
     out_dtype: str | None
-    tokenizer_source: ModelRef | str | None  # "base", or a model
+    tokenizer_source: ModelRef | str | None  # "union", "base", or a model
     chat_template: str | None
     name: str | None
     raw: dict[str, Any]  # the document as written, for the model card and mergekit_config.yml
@@ -115,6 +156,8 @@ class MergeConfig:
     ignored: tuple[IgnoredKey, ...] = ()  # the keys mergekit ignores, in document order
     # ``modules:`` with more than one module; then ``models``/``slices`` are the first one's
     modules: tuple[ModuleDef, ...] | None = None
+    # the whole tokenizer block (`tokenizer_source` is its `source`); None when neither is given
+    tokenizer: TokenizerSpec | None = None
 
     def all_models(self) -> list[ModelRef]:
         """Every model the config references, in order of first appearance (deterministic)."""

@@ -42,6 +42,9 @@ def describe_plan(plan: MergePlan) -> str:
     ]
     if stack_key:
         lines.append(f"layers: {plan.output_config[stack_key[0]]}")
+    if plan.vocab is not None:  # the embedding and head rows aligned to one vocabulary
+        v = plan.vocab
+        lines.append(f"vocabulary: {v.source}, {v.tokens} tokens in {v.size} rows (aligned)")
     for n in plan.notes:
         lines.append(f"note: {n}")
     return "\n".join(lines)

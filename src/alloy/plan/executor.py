@@ -39,6 +39,7 @@ from alloy.methods.streamed.stream import Chunk, StreamedMerge, TensorContext, k
 from alloy.plan.loop import read_ahead
 from alloy.plan.planner import InputRef, MergePlan, TensorJob
 from alloy.plan.seeds import tensor_generator, tensor_seed
+from alloy.plan.vocab_read import AlignedReader
 
 # float32 elements per input held at once by a chunked elementwise merge (16 MiB per input)
 CHUNK_ELEMENTS = 4 * 1024 * 1024
@@ -238,6 +239,7 @@ class Executor:
         self.on_tensor = on_tensor
         self.skip = skip
         self.kernels = self.device.type == "cpu" and cpu_kernels_enabled()
+        self.aligned = AlignedReader(sources)  # token-indexed tensors of an aligned vocabulary
 
     def units(self) -> Iterator[Unit]:
         for i in (i for shard in self.plan.shards for i in shard if i not in self.skip):
@@ -245,6 +247,8 @@ class Executor:
 
     def _read(self, ref: InputRef, rows: tuple[int, int] | None) -> torch.Tensor:
         try:
+            if ref.vocab is not None:
+                return self.aligned.read(ref.vocab, rows)
             return self.sources[ref.model].get(ref.name, rows)
         except KeyError:
             raise CheckpointError(

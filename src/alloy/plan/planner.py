@@ -31,6 +31,7 @@ from alloy.io.writer import OutTensor
 from alloy.methods.registry import MethodSpec, Params, get_method
 from alloy.plan.layout import OutSpec, SliceSpec, normalize_slices, output_tensors
 from alloy.plan.models import InputModel
+from alloy.plan.vocab import RowMap, VocabPlan, aligner_for
 
 log = logging.getLogger("alloy")
 
@@ -46,6 +47,8 @@ class InputRef:
     name: str
     label: str
     info: TensorInfo
+    # a token-indexed tensor of a merge that aligns vocabularies: how its rows are gathered
+    vocab: RowMap | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class MergePlan:
     donor: ModelRef  # the model config.json and generation_config.json come from
     notes: tuple[str, ...] = ()
     compat: CompatReport | None = None  # the compatibility check run before planning
+    vocab: VocabPlan | None = None  # the vocabulary alignment (`tokenizer:`), when there is one
 
     def input_info(self, ref: InputRef) -> TensorInfo:
         return ref.info
@@ -186,7 +190,12 @@ def _plan(
     allow_crimes: bool,
 ) -> MergePlan:
     slices = _check_slices(config, method, notes)
+    aligner = aligner_for(config, models, [s.sources for s in slices])
+    if aligner is not None:  # token-indexed tensors seen with the output vocabulary's rows
+        models = aligner.view(models)
     report = compatibility(config, slices, models)
+    if aligner is not None:
+        aligner.settle(report)
     report.enforce(allow_crimes, notes)
     outs, layer_sources, problems = output_tensors(slices, models, config.slices is not None)
     if problems:
@@ -207,6 +216,12 @@ def _plan(
 
     donor = config.base_model or slices[0].sources[0].model
     out_cfg = _output_config(models[donor], jobs, layer_sources, config, jobs_of.out_dtype)
+    vocab = None
+    if aligner is not None:
+        jobs = [aligner.align(j) for j in jobs]
+        out_cfg = aligner.output_config(out_cfg)
+        vocab = aligner.finish()
+        notes += vocab.notes
     shards = plan_shards([j.info.nbytes for j in jobs], out_shard_size)
     for n in notes:
         log.warning(n)
@@ -221,6 +236,7 @@ def _plan(
         donor,
         tuple(notes),
         report,
+        vocab,
     )
 
 

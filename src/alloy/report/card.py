@@ -47,12 +47,18 @@ def read_chat_template(path: Path) -> str | None:
 
 
 def write_tokenizer(summary: MergeSummary, out: Path) -> list[str]:
-    """Copy the tokenizer files and generation config; apply ``chat_template``."""
+    """Copy the tokenizer files (or write the aligned vocabulary's new tokenizer) and the
+    generation config; apply ``chat_template``."""
     written = []
-    for name in TOKENIZER_FILES:
-        if (summary.tokenizer / name).is_file():
-            shutil.copyfile(summary.tokenizer / name, out / name)
+    if summary.tokenizer_files is not None:
+        for name, data in summary.tokenizer_files.items():
+            (out / name).write_bytes(data)
             written.append(name)
+    else:
+        for name in TOKENIZER_FILES:
+            if (summary.tokenizer / name).is_file():
+                shutil.copyfile(summary.tokenizer / name, out / name)
+                written.append(name)
     if (summary.donor / "generation_config.json").is_file():
         shutil.copyfile(summary.donor / "generation_config.json", out / "generation_config.json")
         written.append("generation_config.json")

@@ -44,6 +44,10 @@ class MergeSummary:
     bytes_read: int
     bytes_written: int
     notes: tuple[str, ...]
+    # an aligned vocabulary (`tokenizer:`): where each token's rows came from (report.json's
+    # "tokenizer" section), and the output tokenizer's files when they are new
+    vocabulary: Mapping[str, Any] | None = None
+    tokenizer_files: Mapping[str, bytes] | None = None
 
     def entry(self, ref: ModelRef) -> ModelEntry:
         return next(m for m in self.models if m.ref == ref)

@@ -20,7 +20,7 @@ def build_report(record: MergeRecord, *, recommendation: str | None = None) -> d
     if recommendation is not None:
         why["source"] = "recommendation"
         why["description"] = recommendation
-    return {
+    out: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
         "alloy_version": __version__,
@@ -39,3 +39,6 @@ def build_report(record: MergeRecord, *, recommendation: str | None = None) -> d
         "warnings": list(record.warnings),
         "run": record.run.to_dict(),
     }
+    if summary.vocabulary is not None:  # an aligned vocabulary: where each token's rows came from
+        out["tokenizer"] = dict(summary.vocabulary)
+    return out

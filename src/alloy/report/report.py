@@ -31,6 +31,7 @@ from alloy.report.blocks import (
 from alloy.report.card import set_card_evaluation
 from alloy.report.inventory import inventory_table
 from alloy.report.plots import EVAL_PNG, LAYERS_PNG, evaluation_plot, layers_plot
+from alloy.report.vocabulary import vocabulary_blocks
 
 FORMAT = "alloy-merge-report"
 VERSION = 1
@@ -162,6 +163,7 @@ def render(report: dict[str, Any], images: set[str] = frozenset()) -> list[Block
         Code(merge["config_yaml"], "yaml"),
         Heading("Source Model Inventory"),
         inventory_table(report["inventory"]),
+        *vocabulary_blocks(report),
         *_evaluation_blocks(report, images),
         Heading("Method Rationale"),
     ]
