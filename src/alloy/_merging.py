@@ -22,10 +22,12 @@ from alloy.errors import AlloyError, EvaluationError, OutputError
 from alloy.io.output import commit_output, discard, prepare_output
 from alloy.io.sources import TensorSource
 from alloy.io.writer import ShardedSafetensorsWriter
+from alloy.kernels import cpu_kernels_enabled
 from alloy.plan.executor import Executor
 from alloy.plan.models import InputModel, OpenedModels
 from alloy.plan.planner import MergePlan, TensorJob
 from alloy.report.card import write_configs, write_model_card, write_tokenizer
+from alloy.report.distance import DistanceObserver
 from alloy.report.facts import FactTensor, task_vector_facts
 from alloy.report.merge_record import MergeRecord, MergeSummary, ModelEntry, RunTimes
 from alloy.report.record import build_report
@@ -81,7 +83,7 @@ def merge_into(
     try:
         tmp = prepare_output(run.out, force, inputs)
         try:
-            _execute(the_plan, models.sources(), tmp, run)
+            distance = _execute(the_plan, models.sources(), tmp, run)
             summary = merge_summary(the_plan, run.out.name, run.seed)
             write_configs(summary, tmp)
             if run.copy_tokenizer:
@@ -89,6 +91,7 @@ def merge_into(
             if run.model_card:
                 write_model_card(summary, tmp)
             rec, evaluation, eval_error = _measure(the_plan, summary, models, tmp, run)
+            rec = replace(rec, distance=distance)
             write_sources(list(rec.sources), tmp / "sources.json")
             report = build_report(rec)
             write_report(report, tmp)
@@ -108,8 +111,9 @@ def merge_into(
 
 def _execute(
     the_plan: MergePlan, sources: Mapping[ModelRef, TensorSource], tmp: Path, run: Run
-) -> None:
-    """The tensors: ``the_plan`` run over ``sources`` into sharded safetensors in ``tmp``."""
+) -> dict[str, Any] | None:
+    """The tensors: ``the_plan`` run over ``sources`` into sharded safetensors in ``tmp``;
+    the merged model's distance from the base, measured on the way (`report.distance`)."""
     writer = ShardedSafetensorsWriter(tmp, the_plan.shard_layout())
     bar = _progress_bar(the_plan, run.progress)
     on_tensor = None
@@ -121,14 +125,23 @@ def _execute(
             b.set_postfix_str(f"{b.n_tensors + 1}/{len(the_plan.jobs)} tensors")
             b.n_tensors += 1
 
+    observer = DistanceObserver(cpu_kernels_enabled())
     try:
         Executor(
-            the_plan, sources, writer, device=run.device, seed=run.seed or 0, on_tensor=on_tensor
+            the_plan,
+            sources,
+            writer,
+            device=run.device,
+            seed=run.seed or 0,
+            on_tensor=on_tensor,
+            on_merged=observer,
         ).run()
     finally:
         writer.abort()
         if bar is not None:
             bar.close()
+    base = the_plan.config.base_model
+    return observer.result(str(base) if base is not None else None)
 
 
 def merge_summary(the_plan: MergePlan, name: str, seed: int | None) -> MergeSummary:
