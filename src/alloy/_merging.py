@@ -33,6 +33,7 @@ from alloy.plan.models import InputModel, OpenedModels
 from alloy.plan.planner import InputRef, MergePlan, TensorJob
 from alloy.plan.vocab_read import AlignedReader
 from alloy.report.card import write_configs, write_model_card, write_tokenizer
+from alloy.report.distance import DistanceObserver
 from alloy.report.facts import FactTensor, task_vector_facts
 from alloy.report.merge_record import MergeRecord, MergeSummary, ModelEntry, RunTimes
 from alloy.report.record import build_report
@@ -111,7 +112,7 @@ def merge_into(
         tmp = prepare_output(run.out, force, inputs, resume=run.resume)
         shards = _shards(the_plan, tmp, run)
         try:
-            _execute(the_plan, models.sources(), tmp, run, shards)
+            distance = _execute(the_plan, models.sources(), tmp, run, shards)
             summary = merge_summary(the_plan, run.out.name, run.seed)
             write_configs(summary, tmp)
             if run.copy_tokenizer or summary.tokenizer_files is not None:
@@ -119,6 +120,7 @@ def merge_into(
             if run.model_card:
                 write_model_card(summary, tmp)
             rec, evaluation, eval_error = _measure(the_plan, summary, models, tmp, run, shards)
+            rec = replace(rec, distance=distance)
             write_sources(list(rec.sources), tmp / "sources.json")
             report = build_report(rec)
             write_report(report, tmp)
@@ -205,9 +207,11 @@ def _execute(
     tmp: Path,
     run: Run,
     shards: Shards,
-) -> None:
+) -> dict[str, Any] | None:
     """The tensors: ``the_plan`` run over ``sources`` into sharded safetensors in ``tmp``, but
-    the shards ``shards.done`` (each shard completed is recorded in ``shards.manifest``)."""
+    the shards ``shards.done`` (each shard completed is recorded in ``shards.manifest``); the
+    merged model's distance from the base, measured on the way (`report.distance`: on a resumed
+    merge, over the tensors merged after the resume)."""
     manifest = shards.manifest
     writer = ShardedSafetensorsWriter(
         tmp,
@@ -229,6 +233,7 @@ def _execute(
         b.update(sum(the_plan.jobs[j].info.nbytes for j in skip))
         b.n_tensors = len(skip)
 
+    observer = DistanceObserver(cpu_kernels_enabled())
     try:
         Executor(
             the_plan,
@@ -238,11 +243,17 @@ def _execute(
             seed=run.seed or 0,
             on_tensor=on_tensor,
             skip=skip,
+            on_merged=observer,
         ).run()
     finally:
         writer.abort()
         if bar is not None:
             bar.close()
+    base = the_plan.config.base_model
+    distance = observer.result(str(base) if base is not None else None)
+    if distance is not None and skip:  # the shards of the interrupted run were not re-read
+        distance["resumed"] = {"tensors_not_measured": len(skip)}
+    return distance
 
 
 def merge_summary(the_plan: MergePlan, name: str, seed: int | None) -> MergeSummary:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +17,8 @@ from family import VOCAB, base_tensors, family, noise, write
 
 import alloy
 from alloy.analysis import recommend as rec_module
-from alloy.analysis.recommend import dare_density, ties_density
+from alloy.analysis.distance import energy_share
+from alloy.analysis.rules import ties_density
 from alloy.api import recommend
 from alloy.cli import main
 
@@ -52,18 +54,39 @@ def test_identical_task_vectors_give_linear(tmp_path: Path) -> None:
 
 
 def test_disjoint_sparse_deltas_give_ties_with_density_from_concentration(tmp_path: Path) -> None:
-    base, fts, _, _ = family(tmp_path, [_sparse(i, 10) for i in range(3)])
+    base, fts, _, _ = family(tmp_path, [_sparse(i, 10) for i in range(2)])
     rec = recommend([str(p) for p in fts], str(base))
     assert rec.method == "ties"
     # each task vector lives on 10% of the entries: all its energy is in its top 10%
-    assert [m["parameters"]["density"] for m in rec.config["models"]] == [0.1, 0.1, 0.1]  # type: ignore[index]
-    assert "3 fine-tunes of one base" in rec.rationale and "100.0% in the top 10%" in rec.rationale
+    assert [m["parameters"]["density"] for m in rec.config["models"]] == [0.1, 0.1]  # type: ignore[index]
+    assert "2 fine-tunes of one base with large task vectors" in rec.rationale
+    assert "100.0% in the top 10%" in rec.rationale
     _merges(rec, tmp_path)
 
 
-def test_two_aligned_fine_tunes_give_slerp_with_t_from_norms(tmp_path: Path) -> None:
+def _norm(tensors: dict[str, torch.Tensor]) -> float:
+    return float(torch.cat([v.reshape(-1).double() for v in tensors.values()]).norm())
+
+
+def test_three_fine_tunes_give_task_arithmetic(tmp_path: Path) -> None:
+    base, fts, b, tensors = family(tmp_path, [_sparse(i, 10) for i in range(3)])
+    rec = recommend([str(p) for p in fts], str(base))
+    assert rec.method == "task_arithmetic" and rec.verdict == "merge"
+    assert [m["parameters"]["weight"] for m in rec.config["models"]] == [1.0, 1.0, 1.0]  # type: ignore[index]
+    # disjoint task vectors: |δ1 + δ2 + δ3| = sqrt(3) r, within 1.5 sqrt(3 / 2) r: λ stays 1
+    assert "parameters" not in rec.config  # type: ignore[operator]
+    assert "3 fine-tunes of one base" in rec.rationale and "2511.21437" in rec.rationale
+    summed = {k: sum(t[k] - b[k] for t in tensors) for k in b}
+    d = rec.distance["predicted"]  # type: ignore[index]
+    assert d["kind"] == "exact" and d["overall"] == pytest.approx(
+        _norm(summed) / _norm(b), rel=1e-5
+    )
+    _merges(rec, tmp_path)
+
+
+def test_two_aligned_fine_tunes_with_large_task_vectors_give_ties(tmp_path: Path) -> None:
     shared, own1, own2 = noise(7, 0.05), noise(8, 0.02), noise(9, 0.02)
-    base, fts, b, tensors = family(
+    base, fts, _, _ = family(
         tmp_path,
         [
             lambda n, w: shared(n, w) + own1(n, w),
@@ -71,13 +94,10 @@ def test_two_aligned_fine_tunes_give_slerp_with_t_from_norms(tmp_path: Path) -> 
         ],
     )
     rec = recommend([str(p) for p in fts], str(base))
-    assert rec.method == "slerp"
-    norms = [
-        float(torch.cat([(t[k] - b[k]).reshape(-1).double() for k in b]).norm()) for t in tensors
-    ]
-    t = rec.config["parameters"]["t"]  # type: ignore[index]
-    assert t == round(norms[0] / (norms[0] + norms[1]), 2) and abs(t - 0.25) <= 0.01
-    assert rec.config["base_model"] == str(fts[0])  # type: ignore[index]
+    # few sign conflicts, but the task vectors are large (5-16% of the weights): TIES, not
+    # SLERP (which lost 3 points to TIES on the demo's full fine-tunes) nor task arithmetic
+    assert rec.method == "ties" and rec.config["base_model"] == str(base)  # type: ignore[index]
+    assert "large task vectors" in rec.rationale and "disagree in" in rec.rationale
     _merges(rec, tmp_path)
 
 
@@ -91,13 +111,37 @@ def test_two_conflicting_fine_tunes_give_ties(tmp_path: Path) -> None:
     _merges(rec, tmp_path)
 
 
-def test_small_dense_deltas_give_dare_ties(tmp_path: Path) -> None:
-    base, fts, _, _ = family(tmp_path, [noise(1, 0.002), noise(2, 0.002)])
+def test_small_dense_deltas_give_task_arithmetic(tmp_path: Path) -> None:
+    base, fts, b, tensors = family(tmp_path, [noise(1, 0.002), noise(2, 0.002)])
     rec = recommend([str(p) for p in fts], str(base))
-    assert rec.method == "dare_ties"
-    # r = 0.002: p = 1 / (1 + (0.01 / 0.002)^2) = 0.038, clamped to 0.1
-    assert [m["parameters"]["density"] for m in rec.config["models"]] == [0.1, 0.1]  # type: ignore[index]
+    assert rec.method == "task_arithmetic" and "parameters" not in rec.config  # type: ignore[operator]
+    assert "Small, dense task vectors" in rec.rationale
+    # unrelated task vectors: their sum moves about sqrt(2) times one, under the 1.5x threshold
+    summed = {k: sum(t[k] - b[k] for t in tensors) for k in b}
+    dist = rec.distance
+    assert dist is not None and dist["predicted"]["kind"] == "exact"
+    assert dist["predicted"]["overall"] == pytest.approx(_norm(summed) / _norm(b), rel=1e-5)
+    assert dist["ratio"] == pytest.approx(2**0.5, abs=0.1) and not dist["beyond_threshold"]
     _merges(rec, tmp_path)
+
+
+def test_correlated_small_deltas_lower_lambda_to_the_threshold(tmp_path: Path) -> None:
+    shared, own1, own2 = noise(3, 0.002), noise(4, 0.002), noise(5, 0.002)
+    base, fts, b, tensors = family(
+        tmp_path, [lambda n, w: shared(n, w) + own1(n, w), lambda n, w: shared(n, w) + own2(n, w)]
+    )
+    rec = recommend([str(p) for p in fts], str(base))
+    assert rec.method == "task_arithmetic"
+    # cosine about 0.5: the sum moves about sqrt(3) = 1.73 times one task vector, beyond 1.5x
+    deltas = [{k: t[k] - b[k] for k in b} for t in tensors]
+    farthest = max(_norm(d) for d in deltas)
+    summed = _norm({k: deltas[0][k] + deltas[1][k] for k in b})
+    lam = math.floor(1.5 * farthest / summed / 0.05 + 1e-9) * 0.05
+    assert rec.config["parameters"] == {"lambda": round(lam, 2)} and 0.8 <= lam <= 0.9  # type: ignore[index]
+    assert f"λ = {lam:.2f} keeps it within" in rec.rationale
+    _merges(rec, tmp_path)
+    merged = json.loads((tmp_path / "merged" / "report.json").read_text())["distance"]
+    assert merged["ratio"] <= 1.5 and merged["warning"] is None
 
 
 def test_density_formulas() -> None:
@@ -106,7 +150,10 @@ def test_density_formulas() -> None:
     assert ties_density(0.5, 0.98) == 0.45
     # beyond 50%: chord (0.5, 0.8) - (1, 1): 0.5 + 0.5 * 0.1 / 0.2 = 0.75
     assert ties_density(0.3, 0.8) == 0.75
-    assert dare_density(0.01) == 0.5 and dare_density(0.1) == 0.9
+    # the energy TIES keeps at a density, on the same chords: exact at 0.1 and 0.5
+    assert energy_share(0.5, 0.98, 0.1) == 0.5 and energy_share(0.5, 0.98, 0.5) == 0.98
+    assert energy_share(0.5, 0.98, 0.3) == pytest.approx(0.74)
+    assert energy_share(0.5, 0.98, 0.75) == pytest.approx(0.99)
 
 
 def test_no_base_is_never_task_arithmetic(tmp_path: Path) -> None:

@@ -108,6 +108,10 @@ class Analysis:
             "kinds": {k: self.metrics(s) for k, s in self.kinds.items()},
             "compatibility": self.compat.to_dict(allow_crimes=True),
         }
+        if self.has_base:
+            from alloy.analysis.distance import source_distances
+
+            out["distance"] = source_distances(self)
         if tensors:
             out["tensors"] = [
                 {

@@ -7,18 +7,12 @@ The rules, in order (each cites the numbers it used):
    setting to use afterwards.
 2. Without a base there are no task vectors, so never task arithmetic: two models -> SLERP at
    t = 0.5 (linear if the weights are practically parallel), three or more -> multi-SLERP.
-3. With a base:
-   - task vectors with pairwise cosine >= `NEAR_IDENTICAL` -> linear (averaging loses nothing);
-   - two fine-tunes whose TIES-kept signs rarely conflict (< `HIGH_CONFLICT`) -> SLERP from one
-     to the other, ``t = |δ1| / (|δ1| + |δ2|)`` so that each task vector enters with the same
-     strength: ``(1 - t)|δ1| = t|δ2|``;
-   - small, dense task vectors (relative norm < `SMALL_DELTA`, >= `DENSE` of entries changed)
-     -> DARE-TIES, density ``p`` so that DARE's added noise ``sqrt((1-p)/p)·|δ|`` stays below
-     `DARE_NOISE`·|W|: ``p >= 1 / (1 + (DARE_NOISE / r)^2)``;
-   - otherwise (three or more fine-tunes, or frequent conflicts) -> TIES, each model's density
-     the smallest that keeps `ENERGY_KEPT` of its task vector's energy, interpolated from the
-     measured shares in its top 10% and top 50% entries (the curve is concave, so the chord
-     gives an upper bound).
+3. With a base (`alloy.analysis.rules`): near-identical task vectors -> linear; small, dense
+   task vectors (the LLM regime) or three or more fine-tunes -> task arithmetic, λ lowered when
+   its exactly predicted distance from the base would exceed the warning threshold; two
+   fine-tunes with large or sparse task vectors -> TIES, densities keeping 90% of each task
+   vector's energy. Every recommendation states the sources' distances from the base and the
+   merge's predicted one (`alloy.analysis.distance`).
 4. Verdict: when more than `RETRAIN_LAYERS` of the layers have a conflict rate above
    `RETRAIN_CONFLICT` (the fine-tunes push most kept weights in opposite directions, more than
    unrelated edits would: those sit at 50%), retraining on the combined data is likely better
@@ -31,7 +25,6 @@ The rules, in order (each cites the numbers it used):
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +35,9 @@ import yaml
 
 from alloy.analysis.analyze import Analysis, analyze, check_options
 from alloy.analysis.check import check
+from alloy.analysis.distance import distance_record, distance_sentence
 from alloy.analysis.inventory import parse_refs
+from alloy.analysis.rules import task_vector_rules
 from alloy.arch.compat import VOCAB_HINT
 from alloy.arch.differences import CompatReport
 from alloy.arch.tokenizer import tokenizer_info
@@ -52,15 +47,9 @@ from alloy.errors import OutputError, UsageError
 from alloy.io.hub import resolve_model
 from alloy.tabulate import percent
 
-NEAR_IDENTICAL = 0.95
 PARALLEL_WEIGHTS = 0.9999
-HIGH_CONFLICT = 0.30
 RETRAIN_CONFLICT = 0.55
 RETRAIN_LAYERS = 0.5
-SMALL_DELTA = 0.01
-DENSE = 0.9
-DARE_NOISE = 0.01
-ENERGY_KEPT = 0.9
 
 
 @dataclass
@@ -71,6 +60,7 @@ class Recommendation:
     reasons: list[str] = field(default_factory=list)
     rationale: str = ""
     memory: dict[str, Any] | None = None  # `analysis.memory.memory_fit`, by `alloy.api.recommend`
+    distance: dict[str, Any] | None = None  # `analysis.distance.distance_record`
 
     def yaml(self) -> str:
         if self.config is None:
@@ -90,6 +80,7 @@ class Recommendation:
             "reasons": self.reasons,
             "rationale": self.rationale,
             "memory": self.memory,
+            "distance": self.distance,
         }
 
     def render(self) -> str:
@@ -106,32 +97,6 @@ def _wrap(text: str, width: int) -> list[str]:
     import textwrap
 
     return textwrap.wrap(text, width) or [""]
-
-
-def _round_up(v: float, step: float = 0.05) -> float:
-    return round(min(1.0, math.ceil(v / step - 1e-9) * step), 2)
-
-
-def ties_density(c10: float | None, c50: float | None) -> float:
-    """The smallest density keeping ENERGY_KEPT of the energy, from the shares in the top 10%
-    and 50% entries: the chords (0.1, c10)-(0.5, c50)-(1, 1) of a concave curve."""
-    if c10 is None or c50 is None:
-        return 0.5
-    if c10 >= ENERGY_KEPT:
-        return 0.1
-    if c50 >= ENERGY_KEPT:
-        d = 0.1 + 0.4 * (ENERGY_KEPT - c10) / (c50 - c10)
-    else:
-        d = 0.5 + 0.5 * (ENERGY_KEPT - c50) / (1 - c50)
-    return min(_round_up(d), 1.0)
-
-
-def dare_density(relative_norm: float) -> float:
-    """The smallest p with DARE's noise sqrt((1-p)/p)·r <= DARE_NOISE, clamped to [0.1, 0.9]."""
-    if relative_norm <= 0:
-        return 0.1
-    p = 1 / (1 + (DARE_NOISE / relative_norm) ** 2)
-    return min(0.9, max(0.1, _round_up(p)))
 
 
 def stop(report: CompatReport) -> Recommendation:
@@ -190,92 +155,6 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def _task_vector_rules(a: Analysis) -> tuple[str, dict[str, Any], list[str]]:
-    m = a.metrics(a.total)
-    refs, n = a.models, len(a.models)
-    rel, cos, conflict = m["relative_norm"], m["cosine"], m["conflict"]
-    norms = ", ".join(percent(r) for r in rel)
-    if n >= 2 and all(c is not None and c >= NEAR_IDENTICAL for c in cos):
-        return (
-            "linear",
-            {"models": [{"model": r, "parameters": {"weight": 1.0 / n}} for r in refs]},
-            [
-                f"The task vectors are nearly identical (pairwise cosine {', '.join(_fmt(c) for c in cos)} "
-                f">= {NEAR_IDENTICAL}; relative norms {norms}): averaging the fine-tunes loses "
-                "nothing, so linear, equal weights."
-            ],
-        )
-    if n == 2 and (conflict is None or conflict < HIGH_CONFLICT):
-        n1, n2 = m["norm"]
-        t = round(n1 / (n1 + n2), 2) if n1 + n2 > 0 else 0.5
-        return (
-            "slerp",
-            {"base_model": refs[0], "models": [{"model": r} for r in refs], "parameters": {"t": t}},
-            [
-                f"Two fine-tunes of one base whose kept signs rarely conflict ({percent(conflict or 0.0)} "
-                f"< {percent(HIGH_CONFLICT)} at density {a.density:g}; cosine {_fmt(cos[0])}): SLERP "
-                f"from {refs[0]} to {refs[1]}. t = |δ1| / (|δ1| + |δ2|) = {n1:.4g} / "
-                f"({n1:.4g} + {n2:.4g}) = {t}, so each task vector enters with the same strength."
-            ],
-        )
-    return _sparse_rules(a, m, norms)
-
-
-def _sparse_rules(
-    a: Analysis, m: dict[str, Any], norms: str
-) -> tuple[str, dict[str, Any], list[str]]:
-    """Three or more fine-tunes, or two whose signs conflict: DARE-TIES for small, dense task
-    vectors, TIES otherwise, each model with its density."""
-    refs, n, conflict = a.models, len(a.models), m["conflict"]
-    rel, base = m["relative_norm"], {"base_model": a.base}
-    why = (
-        f"{n} fine-tunes of one base"
-        if n >= 3
-        else f"two fine-tunes whose TIES-kept signs disagree in {percent(conflict or 0.0)} of the "
-        f"coordinates both keep (>= {percent(HIGH_CONFLICT)} at density {a.density:g})"
-    )
-    changed = m["changed"]
-    if max(rel) < SMALL_DELTA and min(changed) >= DENSE:
-        dens = [dare_density(r) for r in rel]
-        return (
-            "dare_ties",
-            {
-                **base,
-                "models": [
-                    {"model": r, "parameters": {"weight": 1.0, "density": d}}
-                    for r, d in zip(refs, dens)
-                ],
-            },
-            [
-                f"{why[0].upper() + why[1:]}, and the task vectors are small and dense (relative norms {norms} < "
-                f"{percent(SMALL_DELTA)}; {', '.join(percent(c) for c in changed)} of entries changed): "
-                "DARE-TIES drops entries at random and rescales. Density p = 1 / (1 + (ε/r)²) with "
-                f"ε = {DARE_NOISE} keeps DARE's added noise below {percent(DARE_NOISE)} of |W|: "
-                f"{', '.join(str(d) for d in dens)}."
-            ],
-        )
-    dens = [ties_density(c10, c50) for c10, c50 in zip(m["top10_energy"], m["top50_energy"])]
-    shares = "; ".join(
-        f"{r}: {percent(c10 or 0)} in the top 10%, {percent(c50 or 0)} in the top 50% -> {d}"
-        for r, c10, c50, d in zip(refs, m["top10_energy"], m["top50_energy"], dens)
-    )
-    return (
-        "ties",
-        {
-            **base,
-            "models": [
-                {"model": r, "parameters": {"weight": 1.0, "density": d}}
-                for r, d in zip(refs, dens)
-            ],
-        },
-        [
-            f"{why[0].upper() + why[1:]}: TIES trims each task vector, elects a sign per entry and averages the "
-            f"agreeing entries. Density: the smallest share of entries keeping {percent(ENERGY_KEPT)} "
-            f"of each task vector's energy ({shares})."
-        ],
-    )
-
-
 def _verdict(a: Analysis) -> tuple[str, str]:
     if not a.has_base or len(a.models) < 2:
         return "merge", ""
@@ -328,16 +207,19 @@ def from_analysis(
     a: Analysis, *, tokenizer: tuple[str | None, str] = (None, ""), dtype: str = "bfloat16"
 ) -> Recommendation:
     """The recommendation for an analysis (whose models passed the compatibility check)."""
-    method, config, reasons = _task_vector_rules(a) if a.has_base else _weights_rules(a)
+    method, config, reasons = task_vector_rules(a) if a.has_base else _weights_rules(a)
     verdict, verdict_text = _verdict(a)
     config = {"merge_method": method, **config}
     if tokenizer[0] is not None:
         config["tokenizer_source"] = tokenizer[0]
         reasons.append(tokenizer[1])
     config["dtype"] = dtype
+    distance = distance_record(a, method, config)
+    if distance is not None:
+        reasons.append(distance_sentence(distance))
     if verdict_text:
         reasons.append(verdict_text)
-    return Recommendation(verdict, method, config, reasons, " ".join(reasons))
+    return Recommendation(verdict, method, config, reasons, " ".join(reasons), distance=distance)
 
 
 def recommend(

@@ -71,6 +71,23 @@ def group_name(g: int | str) -> str:
     return {PRE: "embeddings (before the layers)", POST: "after the layers"}.get(str(g), str(g))
 
 
+def distance_lines(a: Analysis) -> list[str]:
+    """Each source's distance from the base, overall and at its farthest layer."""
+    from alloy.analysis.distance import source_distances
+
+    parts = []
+    for x, d in zip(letters(len(a.models)), source_distances(a)):
+        layers = {k: v for k, v in d["layers"].items() if v is not None}
+        far = max(layers, key=lambda k: layers[k]) if layers else None
+        label = (f"layer {far}" if far.isdigit() else group_name(far)) if far else ""
+        where = f" (farthest: {label}, {percent(layers[far])})" if far else ""
+        parts.append(f"{x} {percent(d['overall'])}{where}")
+    return [
+        "distance from the base (relative L2, |W_i - W_base| / |W_base|: the |δ|/|W| columns):",
+        "  " + "; ".join(parts),
+    ]
+
+
 def render(a: Analysis, per_tensor: bool = False) -> str:
     names = letters(len(a.models))
     mode = f"sampled: {a.sample:g} of the rows, seed {a.seed}" if a.sample else "exact: every entry"
@@ -86,6 +103,8 @@ def render(a: Analysis, per_tensor: bool = False) -> str:
     t = a.total
     lines += ["", f"whole model ({t.tensors} tensors, {t.numel:,.0f} entries):"]
     lines += _table("", [("all", t)], a)
+    if a.has_base:
+        lines += ["", *distance_lines(a)]
     lines += ["", "per module kind:"]
     lines += _table("kind", list(a.kinds.items()), a)
     lines += ["", "per layer:"]

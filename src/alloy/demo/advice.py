@@ -45,6 +45,12 @@ def advise(base: str, persona: str, tools: str) -> Advice:
         f"sign conflicts {_fmt([m['conflict']], pct=True)} at density {a.density:g}"
     )
     rec = from_analysis(a, dtype="float32")
+    predicted = (rec.distance or {}).get("predicted") or {}
+    if predicted.get("overall") is not None:
+        facts += (
+            f"; the {rec.method} merge predicted at {percent(predicted['overall'])} from the base "
+            f"({predicted['kind']}; the specialists: {_fmt(m['relative_norm'], pct=True)})"
+        )
     return Advice(
         True,
         report.verdict(),

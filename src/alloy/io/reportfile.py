@@ -27,6 +27,7 @@ _SHAPE: dict[str, Any] = {
     "inventory": [dict],
     "rationale": {"description": str, "statements?": list, "facts?": dict},
     "warnings?": [str],
+    "distance?": {"merged": {"layers": dict}, "sources": [{"model": str, "layers": dict}]},
     "evaluation?": {"models": [{"label": str, "role": str, "path": str}], "sets": [dict]},
     "run": {
         "merge_seconds": _NUM,

@@ -223,6 +223,7 @@ class Executor:
         seed: int = 0,
         on_tensor: Callable[[TensorJob], None] | None = None,
         skip: frozenset[int] = frozenset(),
+        on_merged: Callable[[TensorJob, Chunk, torch.Tensor], None] | None = None,
     ) -> None:
         missing = {r.model for j in plan.jobs for r in j.all_inputs} - set(sources)
         if missing:
@@ -238,6 +239,7 @@ class Executor:
         self.seed = seed
         self.on_tensor = on_tensor
         self.skip = skip
+        self.on_merged = on_merged  # each merged piece with its chunk, before it is written
         self.kernels = self.device.type == "cpu" and cpu_kernels_enabled()
         self.aligned = AlignedReader(sources)  # token-indexed tensors of an aligned vocabulary
 
@@ -314,15 +316,16 @@ class Executor:
 
     def _outputs(
         self, unit: Unit, raw: list[torch.Tensor], stream: StreamedMerge
-    ) -> Iterator[torch.Tensor]:
-        """The merged rows of one unit (held and lazy units come with their passes made)."""
+    ) -> Iterator[tuple[Chunk, torch.Tensor]]:
+        """The merged rows of one unit with their chunk (held and lazy units come with their
+        passes made)."""
         job = unit.job
         if unit.kind == "chunk":
             chunk = self._chunk(job, raw, unit.rows, unit.index)
-            yield self._guarded(job, partial(stream.apply, chunk))
+            yield chunk, self._guarded(job, partial(stream.apply, chunk))
             return
         for chunk in self._held_chunks(unit, raw):
-            yield self._guarded(job, partial(stream.apply, chunk))
+            yield chunk, self._guarded(job, partial(stream.apply, chunk))
 
     def run(self) -> None:
         stream: StreamedMerge | None = None
@@ -336,10 +339,12 @@ class Executor:
                     if unit.index == 0:
                         stream = prepared or self._stream(job)
                     assert stream is not None
-                    for merged in self._outputs(unit, raw, stream):
+                    for chunk, merged in self._outputs(unit, raw, stream):
                         check_finite(job.name, merged, self.kernels)
+                        if self.on_merged is not None:
+                            self.on_merged(job, chunk, merged)
                         out.put(job.name, merged, job.info.dtype)
-                        del merged
+                        del chunk, merged
                 del raw
                 if unit.last:
                     stream = None

@@ -98,3 +98,5 @@ class MergeRecord:
     evaluation: Mapping[str, Any] | None  # `Evaluation.to_dict()`, when one ran
     warnings: tuple[str, ...]  # the plan's notes, and what went wrong after the merge
     run: RunTimes
+    # the merged model's and the sources' distances from the base (`alloy.report.distance`)
+    distance: Mapping[str, Any] | None = None

@@ -36,9 +36,15 @@ def build_report(record: MergeRecord, *, recommendation: str | None = None) -> d
         "inventory": report_inventory(summary.config, record.sources),
         "evaluation": dict(record.evaluation) if record.evaluation is not None else None,
         "rationale": why,
-        "warnings": list(record.warnings),
+        "distance": dict(record.distance) if record.distance is not None else None,
+        "warnings": [*record.warnings, *_distance_warning(record)],
         "run": record.run.to_dict(),
     }
     if summary.vocabulary is not None:  # an aligned vocabulary: where each token's rows came from
         out["tokenizer"] = dict(summary.vocabulary)
     return out
+
+
+def _distance_warning(record: MergeRecord) -> list[str]:
+    warning = (record.distance or {}).get("warning")
+    return [f"distance from the base: {warning}"] if warning else []

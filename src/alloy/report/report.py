@@ -29,6 +29,7 @@ from alloy.report.blocks import (
     to_markdown,
 )
 from alloy.report.card import set_card_evaluation
+from alloy.report.distance_blocks import distance_blocks
 from alloy.report.inventory import inventory_table
 from alloy.report.plots import EVAL_PNG, LAYERS_PNG, evaluation_plot, layers_plot
 from alloy.report.vocabulary import vocabulary_blocks
@@ -173,6 +174,7 @@ def render(report: dict[str, Any], images: set[str] = frozenset()) -> list[Block
         blocks.append(Bullets(rat["statements"]))
     if LAYERS_PNG in images:
         blocks.append(Image(LAYERS_PNG, "task-vector size per layer"))
+    blocks += distance_blocks(report.get("distance"))
     warnings = list(report.get("warnings", [])) + evaluation_warnings(ev)
     blocks += [Heading("Warnings and Notes"), Bullets(warnings) if warnings else Para("None.")]
     rows = [
