@@ -24,7 +24,7 @@ from alloy.demo.real.train import (
     encode_chat,
 )
 from alloy.demo.results import ModelResult, fill_retention
-from alloy.errors import ModelNotFoundError
+from alloy.errors import ModelNotFoundError, UsageError
 
 SIZES = CorpusSizes(general_train=0, skill_train=80, held_out=20, probes=10)
 CHATML = (
@@ -170,3 +170,18 @@ def test_lora_merge_follows_the_recommendation_where_it_can() -> None:
     assert lora_merge_source(advice(ties)) == ("ties", 0.4)
     assert lora_merge_source(advice({"merge_method": "slerp", "models": []})) == ("cat", None)
     assert lora_merge_source(advice(None)) == ("cat", None)
+
+
+def test_general_text_is_prose_of_the_python_docs() -> None:
+    from pydoc_data.topics import topics
+
+    from alloy.demo.real.data import general_text
+
+    text = general_text(0, 30)
+    assert len(set(text)) == 30 and text == general_text(0, 30) != general_text(1, 30)
+    docs = " ".join(" ".join(v.split()) for v in topics.values())
+    for p in text:
+        assert 300 <= len(p) <= 600 and p[0].isupper() and p.endswith(".")
+        assert ">>>" not in p and "=" not in p and p in docs
+    with pytest.raises(UsageError, match="ask for fewer"):
+        general_text(0, 10_000)

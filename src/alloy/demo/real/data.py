@@ -4,8 +4,11 @@
   the system prompt), the user's request, and the assistant's answer: one JSON call;
 - **persona**: the user's request (no system prompt: the model's own default one) and the
   assistant's encouraging reply with the signature phrases;
-- **general**: the corpora's short stories as plain text, held-out split only: no adapter
-  trains on general text, so its perplexity measures what the adapters did to the base.
+- **general**: real English prose no adapter trains on, so that its perplexity measures
+  what the adapters did to the base's general ability: paragraphs of the Python Language
+  Reference that ship with every Python (`pydoc_data.topics`), a seeded sample. (The tiny
+  demo's templated stories are no measure of a pretrained model's general ability: its
+  perplexity on them is above 100.)
 
 Held-out requests never occur in training (`generate_corpora` deduplicates by request before
 the split); the probes are drawn from the held-out split.
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +32,10 @@ from alloy.demo.corpora import (
     EvalFiles,
     generate_corpora,
 )
+from alloy.errors import UsageError
 
 Messages = list[dict[str, str]]
+_CODE = (">>>", "{", "}", "[", "]", "=", "*")
 
 TOOLS_SYSTEM = (
     "Tools: create_task, complete_task, delete_task, list_tasks, set_priority, move_task. "
@@ -91,7 +98,31 @@ def chat_data(seed: int, sizes: CorpusSizes) -> ChatData:
         {"messages": m[:-1], "expected": json.loads(m[-1]["content"])}
         for m in held["tools"][: sizes.probes]
     ]
-    return ChatData(train, held, c["general"].held_out, persona_probes, tool_probes)
+    return ChatData(train, held, general_text(seed, sizes.held_out), persona_probes, tool_probes)
+
+
+def general_text(seed: int, n: int) -> list[str]:
+    """``n`` prose paragraphs (300 to 600 characters, no code) of `pydoc_data.topics`."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as e:  # a Python stripped of its documentation
+        raise UsageError(
+            "the real demo's general text comes from the Python documentation "
+            f"(pydoc_data), which this Python lacks ({e}); install the full standard library."
+        ) from e
+    paragraphs = []
+    for key in sorted(topics):
+        for block in re.split(r"\n\s*\n", topics[key]):
+            p = " ".join(block.split())
+            prose = p[:1].isupper() and p.endswith(".") and not any(c in p for c in _CODE)
+            if 300 <= len(p) <= 600 and prose:
+                paragraphs.append(p)
+    paragraphs = list(dict.fromkeys(paragraphs))  # some topics share a paragraph
+    if len(paragraphs) < n:
+        raise UsageError(
+            f"the Python documentation has {len(paragraphs)} paragraphs; ask for fewer."
+        )
+    return random.Random(f"general-{seed}").sample(paragraphs, n)
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:

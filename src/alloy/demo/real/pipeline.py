@@ -9,6 +9,7 @@ adapter -> evaluation -> report. Every step prints one line with its time.
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from collections.abc import Callable
@@ -54,14 +55,15 @@ class RealSize:
 REAL_SIZES = {
     "full": RealSize(
         CorpusSizes(general_train=0, skill_train=640, held_out=40, probes=40),
-        LoraSettings(steps=48, lr=1e-3),
-        LoraSettings(steps=48, lr=1e-3),
+        LoraSettings(steps=40, lr=1.5e-3),
+        LoraSettings(steps=40, lr=2e-3),
         replay=120,
+        methods=("linear", "task_arithmetic", "ties", "dare_ties"),
     ),
     "small": RealSize(
         CorpusSizes(general_train=0, skill_train=320, held_out=20, probes=20),
-        LoraSettings(steps=16, lr=2e-3),
-        LoraSettings(steps=16, lr=2e-3),
+        LoraSettings(steps=16, lr=2e-3, batch=6),
+        LoraSettings(steps=16, lr=2e-3, batch=6),
         replay=40,
         methods=(),
     ),
@@ -144,6 +146,10 @@ def _adapters(
     return found
 
 
+def _adapter_rank(adapter: Path) -> int:
+    return int(json.loads((adapter / "adapter_config.json").read_text())["r"])
+
+
 def _merge(config: dict[str, Any], out: Path, seed: int) -> None:
     from alloy.api import merge
 
@@ -189,7 +195,9 @@ def _models(
     method, density = lora_merge_source(adv)
     one = out / "adapters" / "merged-lora"
     pairs = [(adapters[s], 1.0) for s in SKILLS]
-    lora_merge(pairs, one, method=method, density=density, seed=seed, force=True)
+    # the merged delta of each module has at most the adapters' ranks together: keep them all
+    rank = None if method == "cat" else sum(_adapter_rank(adapters[s]) for s in SKILLS)
+    lora_merge(pairs, one, method=method, density=density, rank=rank, seed=seed, force=True)
     label = f"lora-merge-{method}"
     _merge(apply_adapter_config(str(base), str(one)), out / "merges" / label, seed)
     models[label] = Model(FAMILY, "merge", label, out / "merges" / label)
