@@ -185,3 +185,29 @@ def test_general_text_is_prose_of_the_python_docs() -> None:
         assert ">>>" not in p and "=" not in p and p in docs
     with pytest.raises(UsageError, match="ask for fewer"):
         general_text(0, 10_000)
+
+
+def test_cli_runs_the_real_demo_only_with_real(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import alloy.demo.real.pipeline
+    from alloy.cli import main
+
+    calls: list[dict[str, object]] = []
+
+    def fake(out: Path, **kw: object) -> None:
+        calls.append({"out": out, **kw})
+        raise UsageError("stopped here")
+
+    monkeypatch.setattr(alloy.demo.real.pipeline, "run_real_demo", fake)
+    r = CliRunner().invoke(main, ["demo", "--real", "--size", "small", "--cache", str(tmp_path)])
+    assert r.exit_code != 0 and "stopped here" in r.output
+    assert calls == [
+        {"out": Path("alloy-demo-real"), "size": "small", "seed": 0, "cache": tmp_path,
+         "echo": calls[0]["echo"]}
+    ]  # fmt: skip
+    r = CliRunner().invoke(main, ["demo", "--cache", str(tmp_path)])
+    assert r.exit_code != 0 and "--cache applies to the real demo only" in r.output
+    assert len(calls) == 1
