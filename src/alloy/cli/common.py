@@ -33,9 +33,10 @@ def _import_torch() -> None:
     initialised, so that the command went on and failed strangely instead of exiting 130.
 
     The cyclic garbage collector is off during the import and the objects it made are frozen
-    afterwards (`gc.freeze`): torch's import creates some 150,000 long-lived objects, and
+    afterwards (`gc.freeze`): after the import it tracks some 166,000 long-lived objects, and
     every full collection after that (several during the later imports of numba and
-    matplotlib, and in a merge's loop) traversed them all again, about a second in all."""
+    matplotlib, and in a merge's loop) traversed them all again: 1.8-3.0 s in a 1.1B merge at
+    load 12 (bench/README.md, "Start-up, issue 17")."""
     enabled = gc.isenabled()
     gc.disable()
     try:
