@@ -229,3 +229,7 @@ def test_memory_estimate_against_available_ram(
     r = CliRunner().invoke(main, ["recommend", "--json", "--base", str(base), *map(str, fts)])
     data = json.loads(r.output)
     assert data["method"] == "ties" and data["memory"]["fits"] is False
+    # --json carries the distances: each source's and the TIES merge's bound
+    assert [d["model"] for d in data["distance"]["sources"]] == [str(p) for p in fts]
+    assert data["distance"]["predicted"]["kind"] == "bound"
+    assert data["distance"]["predicted"]["overall"] >= data["distance"]["farthest_source"]

@@ -13,6 +13,7 @@ operations, same order, float32), which the tests check element for element.
   and the executor's finiteness check;
 - `analysis`: the kernels of `alloy.analysis.stats` (the Gram matrix, the task-vector pass),
   with the task-vector pass's output as named arrays.
+- `distance`: the merge report's distance from the base (`alloy.report.distance`).
 
 Inputs are 1-D arrays of float32, or of uint16 holding bfloat16 bits; outputs the same. Every
 kernel is compiled on first use (and cached on disk by numba). The package is the one module
