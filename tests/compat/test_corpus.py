@@ -29,9 +29,9 @@ from compat.moe import fuse, is_expert
 
 pytestmark = [pytest.mark.parity, pytest.mark.slow]
 
-# Features Alloy does not have yet: recipes that need one expect Alloy's refusal. When the
-# tokunion branch lands, the coordinator removes "tokenizer-union" here.
-PENDING = {"tokenizer-union"}
+# Features Alloy does not have yet: a recipe that needs one expects Alloy's refusal (the reason
+# in PENDING_REFUSAL). Empty since tokenizer union landed: the union recipes run in both tools.
+PENDING: set[str] = set()
 PENDING_REFUSAL = {"tokenizer-union": "union"}
 
 REL_TOL = 1e-4
