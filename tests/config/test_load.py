@@ -234,8 +234,9 @@ def test_single_conditional_mapping_is_one_entry_list() -> None:
     assert cfg.models[0].parameters["weight"] == (Conditional(2, "mlp"),)
 
 
-def test_modules_is_a_clear_error() -> None:
-    # `tokenizer_source: union` is read now: tests/tokenizer/test_config.py
+def test_modules_beside_models_is_a_clear_error() -> None:
+    # `tokenizer_source: union` is read now (tests/tokenizer/test_config.py), `modules:` too
+    # (tests/compat/test_modules.py); `modules:` beside `models:` is one definition too many
     with pytest.raises(ConfigError) as e:
         parse_config(
             {
@@ -245,7 +246,7 @@ def test_modules_is_a_clear_error() -> None:
             }
         )
     msgs = " | ".join(i.message for i in e.value.issues)
-    assert "modules" in msgs
+    assert "exactly one of `models:`, `slices:` or `modules:`" in msgs
 
 
 def test_lora_reference_is_parsed() -> None:
