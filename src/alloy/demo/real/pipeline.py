@@ -220,6 +220,23 @@ def _evaluate(models: dict[str, Model], files: Any, size: RealSize, bars: bool) 
     return {label: measure_model(label, m.path, sets, options) for label, m in models.items()}
 
 
+def _results(models: dict[str, Model], measured: dict[str, Any]) -> list[ModelResult]:
+    results = [
+        ModelResult(
+            label=label,
+            family=m.family,
+            role=m.role,
+            name=m.name,
+            path=str(m.path),
+            values={f"{k[0]}/{k[1]}": v for k, v in measured[label].values.items()},
+            recommended=m.recommended,
+        )
+        for label, m in models.items()
+    ]
+    fill_retention(results)
+    return results
+
+
 def run_real_demo(
     out: str | Path = "alloy-demo-real",
     *,
@@ -269,19 +286,7 @@ def run_real_demo(
             measured = _evaluate(models, files, demo, progress)
         steps.done("evaluate", f"{len(models)} models on 3 held-out sets and 2 probe sets")
 
-    results = [
-        ModelResult(
-            label=label,
-            family=m.family,
-            role=m.role,
-            name=m.name,
-            path=str(m.path),
-            values={f"{k[0]}/{k[1]}": v for k, v in measured[label].values.items()},
-            recommended=m.recommended,
-        )
-        for label, m in models.items()
-    ]
-    fill_retention(results)
+    results = _results(models, measured)
     info: dict[str, Any] = {"size": size, "seed": seed, "threads": threads}
     info.update({f"{k} (s)": round(v, 1) for k, v in steps.timings.items()})
     write_real_report(out, results, info, adv.to_dict())
