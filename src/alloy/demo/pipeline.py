@@ -263,19 +263,7 @@ def run_demo(
         measured = dict(zip(models, pool.map(measure_job, jobs)))
         steps.done("evaluate", f"{len(models)} models on {len(sets.names)} held-out sets")
 
-    results = [
-        ModelResult(
-            label=label,
-            family=m.family,
-            role=m.role,
-            name=m.name,
-            path=str(m.path),
-            values={f"{k[0]}/{k[1]}": v for k, v in measured[label].values.items()},
-            recommended=m.recommended,
-        )
-        for label, m in models.items()
-    ]
-    fill_retention(results)
+    results = model_results(models, measured)
     _record_evaluations(models, sets, measured, options)
     info = {"size": size, "seed": seed}
     info.update({f"{k} (s)": round(v, 1) for k, v in steps.timings.items()})
@@ -312,3 +300,22 @@ def summary(result: DemoResult) -> str:
     lines += [f"note: {n}" for n in result.notes]
     lines.append(f"report: {result.out / 'report.md'} (also report.html and retention.png)")
     return "\n".join(lines)
+
+
+def model_results(models: dict[str, Model], measured: dict[str, Any]) -> list[ModelResult]:
+    """The demo table's rows: each model's measured values (``measured[label].values``, keyed
+    by (set, metric)) and its retention of each skill."""
+    results = [
+        ModelResult(
+            label=label,
+            family=m.family,
+            role=m.role,
+            name=m.name,
+            path=str(m.path),
+            values={f"{k[0]}/{k[1]}": v for k, v in measured[label].values.items()},
+            recommended=m.recommended,
+        )
+        for label, m in models.items()
+    ]
+    fill_retention(results)
+    return results

@@ -20,7 +20,7 @@ from typing import Any
 from alloy.demo.advice import Advice, advise
 from alloy.demo.corpora import CorpusSizes
 from alloy.demo.merges import apply_adapter_config
-from alloy.demo.pipeline import DemoResult, Model, Steps, params_text, prepare_out
+from alloy.demo.pipeline import DemoResult, Model, Steps, model_results, params_text, prepare_out
 from alloy.demo.real.base import Base, cache_dir, real_base
 from alloy.demo.real.data import (
     ChatData,
@@ -34,7 +34,7 @@ from alloy.demo.real.merges import METHODS, lora_merge_source, real_merge_config
 from alloy.demo.real.replay import cached_answers
 from alloy.demo.real.results import write_real_report
 from alloy.demo.real.train import LoraSettings, adapter_key, cached_adapter, train_adapter
-from alloy.demo.results import SKILLS, ModelResult, fill_retention
+from alloy.demo.results import SKILLS
 from alloy.errors import UsageError
 
 FAMILY = "lora"
@@ -220,23 +220,6 @@ def _evaluate(models: dict[str, Model], files: Any, size: RealSize, bars: bool) 
     return {label: measure_model(label, m.path, sets, options) for label, m in models.items()}
 
 
-def _results(models: dict[str, Model], measured: dict[str, Any]) -> list[ModelResult]:
-    results = [
-        ModelResult(
-            label=label,
-            family=m.family,
-            role=m.role,
-            name=m.name,
-            path=str(m.path),
-            values={f"{k[0]}/{k[1]}": v for k, v in measured[label].values.items()},
-            recommended=m.recommended,
-        )
-        for label, m in models.items()
-    ]
-    fill_retention(results)
-    return results
-
-
 def run_real_demo(
     out: str | Path = "alloy-demo-real",
     *,
@@ -286,7 +269,7 @@ def run_real_demo(
             measured = _evaluate(models, files, demo, progress)
         steps.done("evaluate", f"{len(models)} models on 3 held-out sets and 2 probe sets")
 
-    results = _results(models, measured)
+    results = model_results(models, measured)
     info: dict[str, Any] = {"size": size, "seed": seed, "threads": threads}
     info.update({f"{k} (s)": round(v, 1) for k, v in steps.timings.items()})
     write_real_report(out, results, info, adv.to_dict())
