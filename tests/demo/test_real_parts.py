@@ -211,3 +211,27 @@ def test_cli_runs_the_real_demo_only_with_real(
     r = CliRunner().invoke(main, ["demo", "--cache", str(tmp_path)])
     assert r.exit_code != 0 and "--cache applies to the real demo only" in r.output
     assert len(calls) == 1
+
+
+def test_general_replay_is_other_prose_than_the_held_out_set() -> None:
+    pytest.importorskip("pydoc_data")
+    from alloy.demo.real.data import general_text, replay_text
+
+    held = general_text(0, 40)
+    text = replay_text(0, 96, held)
+    assert len(set(text)) == 96 and not set(text) & set(held)
+    assert text == replay_text(0, 96, held) != replay_text(1, 96, held)
+    assert replay_text(0, 0, held) == []
+    with pytest.raises(UsageError, match="docstrings"):
+        replay_text(0, 100_000, held)
+
+
+def test_replayed_text_has_every_token_but_the_first_as_a_label() -> None:
+    from alloy.demo.real.train import IGNORE, encode_text
+
+    class Tok:
+        def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+            return {"input_ids": [ord(c) for c in text]}
+
+    e = encode_text(Tok(), "abc")
+    assert e.ids == [97, 98, 99] and e.labels == [IGNORE, 98, 99]

@@ -9,6 +9,10 @@
   Reference that ship with every Python (`pydoc_data.topics`), a seeded sample. (The tiny
   demo's templated stories are no measure of a pretrained model's general ability: its
   perplexity on them is above 100.)
+- **general replay**: other English prose, the docstrings of standard-library modules (none of
+  which occurs in the Python Language Reference), trained on by each adapter with the plain
+  language-model loss, as fine-tunes replay pre-training text so that a narrow skill does not
+  cost the model its general ability. The held-out general set is never trained on.
 
 Held-out requests never occur in training (`generate_corpora` deduplicates by request before
 the split); the probes are drawn from the held-out split.
@@ -113,9 +117,7 @@ def general_text(seed: int, n: int) -> list[str]:
     paragraphs = []
     for key in sorted(topics):
         for block in re.split(r"\n\s*\n", topics[key]):
-            p = " ".join(block.split())
-            prose = p[:1].isupper() and p.endswith(".") and not any(c in p for c in _CODE)
-            if 300 <= len(p) <= 600 and prose:
+            if (p := _prose(block, 300)) is not None:
                 paragraphs.append(p)
     paragraphs = list(dict.fromkeys(paragraphs))  # some topics share a paragraph
     if len(paragraphs) < n:
@@ -123,6 +125,142 @@ def general_text(seed: int, n: int) -> list[str]:
             f"the Python documentation has {len(paragraphs)} paragraphs; ask for fewer."
         )
     return random.Random(f"general-{seed}").sample(paragraphs, n)
+
+
+# standard-library modules whose docstrings are the general replay text (imported without side
+# effects; a sorted, fixed list so that the text is the same on every machine with one Python)
+_REPLAY_MODULES: tuple[str, ...] = tuple(
+    [
+        "abc",
+        "argparse",
+        "ast",
+        "asyncio",
+        "base64",
+        "bisect",
+        "calendar",
+        "codecs",
+        "collections",
+        "concurrent.futures",
+        "configparser",
+        "contextlib",
+        "copy",
+        "csv",
+        "dataclasses",
+        "datetime",
+        "decimal",
+        "difflib",
+        "email",
+        "enum",
+        "filecmp",
+        "fnmatch",
+        "fractions",
+        "ftplib",
+        "functools",
+        "gettext",
+        "glob",
+        "gzip",
+        "hashlib",
+        "heapq",
+        "hmac",
+        "html.parser",
+        "http.client",
+        "http.server",
+        "imaplib",
+        "importlib",
+        "inspect",
+        "io",
+        "ipaddress",
+        "itertools",
+        "json",
+        "locale",
+        "logging",
+        "mailbox",
+        "mimetypes",
+        "multiprocessing",
+        "numbers",
+        "operator",
+        "optparse",
+        "pathlib",
+        "pickle",
+        "pkgutil",
+        "platform",
+        "poplib",
+        "pprint",
+        "queue",
+        "random",
+        "reprlib",
+        "sched",
+        "secrets",
+        "selectors",
+        "shlex",
+        "shutil",
+        "signal",
+        "smtplib",
+        "socket",
+        "sqlite3",
+        "statistics",
+        "string",
+        "struct",
+        "subprocess",
+        "tarfile",
+        "tempfile",
+        "textwrap",
+        "threading",
+        "tokenize",
+        "traceback",
+        "types",
+        "typing",
+        "unittest",
+        "urllib.parse",
+        "urllib.request",
+        "uuid",
+        "warnings",
+        "weakref",
+        "xml.dom.minidom",
+        "zipfile",
+        "zlib",
+    ]
+)
+
+
+def _prose(block: str, shortest: int) -> str | None:
+    p = " ".join(block.split())
+    prose = p[:1].isupper() and p.endswith(".") and not any(c in p for c in _CODE)
+    return p if shortest <= len(p) <= 600 and prose else None
+
+
+def replay_text(seed: int, n: int, held_out: list[str]) -> list[str]:
+    """``n`` prose paragraphs (200 to 600 characters) of standard-library docstrings, none of
+    them in ``held_out``: the general text each adapter replays in training."""
+    import importlib
+    import warnings
+
+    if n <= 0:
+        return []
+    paragraphs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in _REPLAY_MODULES:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:  # a Python built without this module
+                continue
+            members = [getattr(module, a) for a in sorted(vars(module)) if not a.startswith("_")]
+            for obj in (module, *members):
+                if obj is not module and getattr(obj, "__module__", None) != name:
+                    continue  # imported from elsewhere
+                doc = getattr(obj, "__doc__", None)
+                for block in re.split(r"\n\s*\n", doc if isinstance(doc, str) else ""):
+                    if (p := _prose(block, 200)) is not None:
+                        paragraphs.append(p)
+    held = set(held_out)
+    paragraphs = [p for p in dict.fromkeys(paragraphs) if p not in held]
+    if len(paragraphs) < n:
+        raise UsageError(
+            f"the standard library's docstrings have {len(paragraphs)} paragraphs of prose; "
+            "ask for less general replay."
+        )
+    return random.Random(f"replay-{seed}").sample(paragraphs, n)
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
@@ -146,8 +284,13 @@ def write_eval_files(data: ChatData, out: Path) -> EvalFiles:
     return EvalFiles(files, probes)
 
 
-def write_training_files(sets: dict[str, list[Messages]], out: Path) -> None:
-    """Each skill's training conversations as JSONL (what the adapters were trained on)."""
+def write_training_files(
+    sets: dict[str, list[Messages]], out: Path, replay: list[str] | None = None
+) -> None:
+    """Each skill's training conversations as JSONL (what the adapters were trained on), and
+    the general replay text both adapters trained on (``general-replay.jsonl``)."""
     out.mkdir(parents=True, exist_ok=True)
     for skill, convs in sets.items():
         _write_jsonl(out / f"{skill}.jsonl", [{"messages": m} for m in convs])
+    if replay:
+        _write_jsonl(out / "general-replay.jsonl", [{"text": t} for t in replay])

@@ -27,6 +27,7 @@ from alloy.demo.real.data import (
     Messages,
     chat_data,
     conversations_key,
+    replay_text,
     write_eval_files,
     write_training_files,
 )
@@ -47,6 +48,7 @@ class RealSize:
     tools: LoraSettings
     replay: int = 160  # requests of the other skill answered by the base, per adapter
     replay_tokens: int = 48  # longest replayed answer
+    general_replay: int = 0  # paragraphs of general prose each adapter trains on (data.py)
     batch_size: int = 30  # of the evaluation and of the replay's generation
     max_new_tokens: int = 40  # of the probes' greedy answers
     methods: tuple[str, ...] = METHODS  # the alternatives merged besides the recommendation
@@ -56,8 +58,9 @@ REAL_SIZES = {
     "full": RealSize(
         CorpusSizes(general_train=0, skill_train=640, held_out=40, probes=40),
         LoraSettings(steps=40, lr=1.5e-3),
-        LoraSettings(steps=40, lr=2e-3),
+        LoraSettings(steps=80, lr=2e-3),
         replay=120,
+        general_replay=96,
         methods=("linear", "task_arithmetic", "ties", "dare_ties"),
     ),
     "small": RealSize(
@@ -115,22 +118,29 @@ def _training_sets(
 def _adapters(
     base: Base,
     sets: dict[str, list[Messages]],
+    texts: list[str],
     size: RealSize,
     seed: int,
     cache: Path,
     steps: Steps,
     bars: bool,
 ) -> dict[str, Path]:
-    """Each skill's adapter, from the cache or trained now."""
+    """Each skill's adapter, from the cache or trained now, on its conversations and the
+    general replay ``texts``."""
     found: dict[str, Path] = {}
     for i, skill in enumerate(SKILLS):
         s: LoraSettings = getattr(size, skill)
-        key = adapter_key(base.key, conversations_key(sets[skill]), s, seed + 10 + i)
+        data_key = conversations_key(sets[skill])
+        if texts:  # without replay text the key is the one earlier runs cached under
+            data_key = conversations_key(
+                [*sets[skill], [{"role": "text", "content": t} for t in texts]]
+            )
+        key = adapter_key(base.key, data_key, s, seed + 10 + i)
 
         def train(tmp: Path, skill: str = skill, s: LoraSettings = s, i: int = i) -> Any:
             bar = _bar(bars, s.steps, f"training the {skill} adapter", "step")
             try:
-                return train_adapter(base.path, sets[skill], s, tmp, seed + 10 + i, bar)
+                return train_adapter(base.path, sets[skill], s, tmp, seed + 10 + i, bar, texts)
             finally:
                 if bar is not None:
                     bar.close()
@@ -140,7 +150,7 @@ def _adapters(
         steps.done(
             f"{skill} adapter",
             f"LoRA rank {s.rank} on {len(s.targets)} projections, {s.steps} steps of "
-            f"{s.batch} conversations at lr {s.lr:g}, loss {log.first_loss:.3f} -> "
+            f"{s.batch} examples at lr {s.lr:g}, loss {log.first_loss:.3f} -> "
             f"{log.last_loss:.3f}, {how} ({found[skill]})",
         )
     return found
@@ -258,8 +268,15 @@ def run_real_demo(
         counts = ", ".join(f"{s} {len(data.train[s])}/{len(data.held_out[s])}" for s in SKILLS)
         steps.done("data", f"train/held-out conversations: {counts}; general {len(data.general)}")
         sets = _training_sets(base, data, demo, root, steps, progress)
-        write_training_files(sets, out / "data" / "train")
-        cached = _adapters(base, sets, demo, seed, root, steps, progress)
+        texts = replay_text(seed, demo.general_replay, data.general)
+        if texts:
+            steps.done(
+                "general replay",
+                f"{len(texts)} paragraphs of standard-library docstrings, trained on by each "
+                "adapter with the language-model loss (the held-out general text is not)",
+            )
+        write_training_files(sets, out / "data" / "train", texts)
+        cached = _adapters(base, sets, texts, demo, seed, root, steps, progress)
         adapters = {}
         for skill, path in cached.items():
             adapters[skill] = out / "adapters" / f"{skill}-lora"

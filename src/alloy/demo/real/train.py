@@ -1,7 +1,8 @@
 """LoRA adapters of the real base, trained on the CPU on chat conversations.
 
 Each conversation is rendered with the model's own chat template; the loss is on the
-assistant's answer only (its tokens and the end-of-turn token), as chat fine-tunes are trained.
+assistant's answer only (its tokens and the end-of-turn token), as chat fine-tunes are trained;
+replayed general text is plain text with the language-model loss on every token.
 Batches are drawn under a fixed seed and padded on the right; dropout is off. An adapter is
 cached under a key of the base, the settings, the seed and the training data, so that a second
 run with the same inputs re-uses it.
@@ -59,6 +60,13 @@ def encode_chat(tokenizer: Any, messages: Messages) -> Encoded:
     n = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     ids = list(tokenizer(full, add_special_tokens=False)["input_ids"])
     return Encoded(ids, [IGNORE] * n + ids[n:])
+
+
+def encode_text(tokenizer: Any, text: str) -> Encoded:
+    """Token ids of plain text, every token a label (the language-model loss of replayed
+    general text) but the first, which has no context."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return Encoded(ids, [IGNORE, *ids[1:]])
 
 
 def batch_tensors(examples: list[Encoded], pad: int) -> dict[str, torch.Tensor]:
@@ -133,13 +141,16 @@ def train_adapter(
     out: Path,
     seed: int,
     progress: Any = None,
+    texts: list[str] | None = None,
 ) -> TrainLog:
-    """A PEFT LoRA adapter of ``base`` trained on ``conversations``, saved to ``out``."""
+    """A PEFT LoRA adapter of ``base`` trained on ``conversations`` and the plain ``texts``
+    (general text replayed with the language-model loss), drawn together; saved to ``out``."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     examples = [encode_chat(tokenizer, m) for m in conversations]
+    examples += [encode_text(tokenizer, t) for t in texts or []]
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     config = LoraConfig(
         r=s.rank,
