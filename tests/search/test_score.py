@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from alloy.errors import EvaluationError
-from alloy.evaluate.data import DataSet
+from alloy.evaluate.data import DataSet, ProbeSet
 from alloy.evaluate.run import EvalSets
 from alloy.search.score import score, skills_of
 
@@ -44,3 +44,27 @@ def test_no_skill_without_a_source_better_than_the_reference() -> None:
     best = {"best": {k: 0.5 for k in SOURCES["a"]}, "a": SOURCES["a"]}
     with pytest.raises(EvaluationError, match="no source is better than the reference"):
         skills_of(SETS, best, "best")
+
+
+def test_a_probe_rate_a_source_raises_is_a_skill_kept_by_its_share_of_the_gain() -> None:
+    sets = EvalSets(
+        data=[DataSet("general", Path("g.jsonl"), [])],
+        probes=[
+            ProbeSet("calls", "tool-calls", Path("c.jsonl"), []),
+            ProbeSet("voice", "contains", Path("v.jsonl"), []),
+        ],
+    )
+    general = {("general", "perplexity"): 10.0}
+    sources = {
+        "base": {**general, ("calls", "exact"): 0.1, ("voice", "pass"): 0.0},
+        "tools": {**general, ("calls", "exact"): 0.9, ("voice", "pass"): 0.0},
+        "persona": {**general, ("calls", "exact"): 0.0, ("voice", "pass"): 0.8},
+    }
+    # no source beats the base on general text: not a skill; both probes are
+    assert skills_of(sets, sources, "base") == ["calls/exact", "voice/pass"]
+    merged = {**general, ("calls", "exact"): 0.7, ("voice", "pass"): 0.6}
+    s = score(sets, sources, "base", merged)
+    # (0.7 - 0.1) / (0.9 - 0.1) and (0.6 - 0) / (0.8 - 0)
+    assert s.retention == pytest.approx({"calls/exact": 0.75, "voice/pass": 0.75})
+    # 0.9 / 0.7 and 0.8 / 0.6 are more than 10% short of the best source
+    assert not s.feasible and len(s.degraded) == 2

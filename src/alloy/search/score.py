@@ -1,8 +1,10 @@
 """A trial's score: each skill's retention and the degradation check.
 
-A **skill** is a perplexity set on which some source is better than the reference model (the
-base the fine-tunes started from). The merge's **retention** of it is
-``(reference - merged) / (reference - best source)``: 1 keeps all of the best source's gain,
+A **skill** is a perplexity set, or a probe set's headline metric (a tool-call set's ``exact``,
+a contains set's ``pass``), on which some source is better than the reference model (the base
+the fine-tunes started from). The merge's **retention** of it is the share of the best source's
+gain it keeps: ``(reference - merged) / (reference - best source)`` for a perplexity,
+``(merged - reference) / (best source - reference)`` for a probe rate; 1 keeps all of the gain,
 0 none (the demo's "keeps" columns). The default objective is the smallest retention over
 the skills; a trial is **feasible** when no set or probe metric is degraded by the evaluation's
 rule (more than 10% worse than the best source, `alloy.evaluate.compare`).
@@ -54,26 +56,53 @@ class Score:
         }
 
 
+# the probe metric that names a probe set's skill, by the set's kind
+HEADLINE = {"tool-calls": "exact", "contains": "pass"}
+
+
+def _skill_keys(sets: EvalSets) -> dict[str, tuple[str, str]]:
+    """Each candidate skill's name and its (set, metric) key: a perplexity set by its name, a
+    probe set as ``NAME/METRIC``."""
+    keys = {d.name: (d.name, "perplexity") for d in sets.data}
+    for p in sets.probes:
+        keys[f"{p.name}/{HEADLINE[p.kind]}"] = (p.name, HEADLINE[p.kind])
+    return keys
+
+
+def _lower_is_better(key: tuple[str, str]) -> bool:
+    return key[1] == "perplexity"
+
+
+def _best(key: tuple[str, str], sources: Mapping[str, Values], reference: str) -> float | None:
+    others = [v[key] for k, v in sources.items() if k != reference and key in v]
+    if not others:
+        return None
+    return min(others) if _lower_is_better(key) else max(others)
+
+
 def skills_of(sets: EvalSets, sources: Mapping[str, Values], reference: str) -> list[str]:
-    """The perplexity sets on which a source beats ``reference``."""
+    """The perplexity sets and probe metrics on which a source beats ``reference``."""
     out = []
-    for d in sets.data:
-        ref = sources[reference][(d.name, "perplexity")]
-        others = [v[(d.name, "perplexity")] for k, v in sources.items() if k != reference]
-        if others and min(others) < ref:
-            out.append(d.name)
+    for name, key in _skill_keys(sets).items():
+        ref, best = sources[reference].get(key), _best(key, sources, reference)
+        if ref is None or best is None:
+            continue
+        if (best < ref) if _lower_is_better(key) else (best > ref):
+            out.append(name)
     if not out:
         raise EvaluationError(
-            f"no source is better than the reference {reference} on any perplexity set, so "
+            f"no source is better than the reference {reference} on any perplexity set or "
+            "probe, so "
             "there is no skill to keep; give the sets each fine-tune was trained for "
             "(--eval NAME=FILE) and the base as --reference."
         )
     return out
 
 
-def retention(ref: float, best: float, merged: float) -> float:
-    gain = ref - best
-    return (ref - merged) / gain if gain > 0 else math.nan
+def retention(ref: float, best: float, merged: float, lower_is_better: bool = True) -> float:
+    gain = ref - best if lower_is_better else best - ref
+    kept = ref - merged if lower_is_better else merged - ref
+    return kept / gain if gain > 0 else math.nan
 
 
 def score(
@@ -87,10 +116,13 @@ def score(
     ``skills``, by default those of these sets: the search fixes them on the validation split,
     so that the test split reports the same ones)."""
     skills = skills if skills is not None else skills_of(sets, sources, reference)
+    keys = _skill_keys(sets)
     keep = {}
     for s in skills:
-        best = min(v[(s, "perplexity")] for k, v in sources.items() if k != reference)
-        keep[s] = retention(sources[reference][(s, "perplexity")], best, merged[(s, "perplexity")])
+        key = keys[s]
+        best = _best(key, sources, reference)
+        assert best is not None  # a skill has a source's value (skills_of)
+        keep[s] = retention(sources[reference][key], best, merged[key], _lower_is_better(key))
     degraded, violation = [], 0.0
     for key in merged:
         direction: Direction = "lower" if key[1] == "perplexity" else "higher"
