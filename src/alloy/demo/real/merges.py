@@ -8,7 +8,7 @@ from typing import Any
 from alloy.demo.advice import Advice
 from alloy.demo.merges import merge_configs
 
-METHODS = ("linear", "slerp", "task_arithmetic", "ties", "dare_ties")
+METHODS = ("linear", "slerp", "task_arithmetic", "ties", "dare_ties", "tsv")
 
 
 def real_merge_configs(base: str, persona: str, tools: str) -> dict[str, dict[str, Any]]:

@@ -61,7 +61,7 @@ REAL_SIZES = {
         LoraSettings(steps=80, lr=2e-3),
         replay=120,
         general_replay=96,
-        methods=("linear", "task_arithmetic", "ties", "dare_ties"),
+        methods=("linear", "task_arithmetic", "ties", "dare_ties", "tsv"),
     ),
     "small": RealSize(
         CorpusSizes(general_train=0, skill_train=320, held_out=20, probes=20),
