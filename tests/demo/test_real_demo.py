@@ -30,7 +30,8 @@ def test_small_real_demo_keeps_both_skills(tmp_path: Path) -> None:
         echo=lines.append,
     )  # fmt: skip
     assert [line.split("]")[0][1:] for line in lines] == [
-        "base", "data", "replay", "persona adapter", "tools adapter", "specialists",
+        "base", "data", "replay", "general replay", "persona adapter", "tools adapter",
+        "specialists",
         "recommend", "merge", "evaluate", "report",
     ]  # fmt: skip
     base, tools = res.result("base"), res.result("tools-lora")

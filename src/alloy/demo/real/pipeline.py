@@ -66,8 +66,9 @@ REAL_SIZES = {
     "small": RealSize(
         CorpusSizes(general_train=0, skill_train=320, held_out=20, probes=20),
         LoraSettings(steps=16, lr=2e-3, batch=6),
-        LoraSettings(steps=16, lr=2e-3, batch=6),
+        LoraSettings(steps=28, lr=2e-3, batch=6),
         replay=40,
+        general_replay=48,
         methods=(),
     ),
 }
