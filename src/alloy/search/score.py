@@ -125,7 +125,7 @@ def score(
         keep[s] = retention(sources[reference][key], best, merged[key], _lower_is_better(key))
     degraded, violation = [], 0.0
     for key in merged:
-        direction: Direction = "lower" if key[1] == "perplexity" else "higher"
+        direction: Direction = "lower" if _lower_is_better(key) else "higher"
         row = compare_row(
             key[0],
             key[1],
