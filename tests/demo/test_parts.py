@@ -13,12 +13,12 @@ from alloy.demo.results import (
     ModelResult,
     comparison_table,
     fill_retention,
-    retention,
     verdicts,
     write_report,
 )
 from alloy.demo.tokenizer import encode_examples, save_tokenizer, train_tokenizer
 from alloy.demo.train import TrainSettings, mix, pack, torch_threads, training_rows
+from alloy.evaluate.compare import retention
 
 SMALL = CorpusSizes(general_train=200, skill_train=120, held_out=30, probes=10)
 
@@ -85,11 +85,15 @@ def test_torch_threads_restores() -> None:
 
 
 def test_retention_by_hand() -> None:
-    assert retention(6.0, 2.0, 1.0) == pytest.approx(0.8)  # 4 of the 5 points gained
-    assert retention(6.0, 1.0, 1.0) == 1.0
-    assert retention(6.0, 7.0, 1.0) == pytest.approx(-0.2)  # worse than the base
-    assert retention(6.0, 2.0, 6.5) is None  # the specialist gained nothing
-    assert retention(6.0, math.nan, 1.0) is None
+    assert retention(6.0, 2.0, 1.0, "lower") == pytest.approx(0.8)  # 4 of the 5 points gained
+    assert retention(6.0, 1.0, 1.0, "lower") == 1.0
+    assert retention(6.0, 7.0, 1.0, "lower") == pytest.approx(-0.2)  # worse than the base
+    assert retention(6.0, 2.0, 6.5, "lower") is None  # the specialist gained nothing
+    assert retention(6.0, math.nan, 1.0, "lower") is None
+    # higher is better (a probe's rate): 0.76 of a 0 -> 0.95 gain is 80% of it
+    assert retention(0.0, 0.76, 0.95, "higher") == pytest.approx(0.8)
+    assert retention(0.5, 0.7, 0.5, "higher") is None
+    assert retention(0.0, math.nan, 1.0, "higher") is None
 
 
 def _result(label: str, family: str, role: str, persona: float, tools: float) -> ModelResult:

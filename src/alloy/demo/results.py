@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alloy.evaluate.compare import retention
 from alloy.report.blocks import Block, Bullets, Heading, Image, Para, Table, to_html, to_markdown
 from alloy.tabulate import percent
 
@@ -62,14 +63,6 @@ class ModelResult:
         return all((r := self.retention.get(s)) is not None and r >= TARGET - EPS for s in SKILLS)
 
 
-def retention(base: float, merged: float, specialist: float) -> float | None:
-    """(base - merged) / (base - specialist), None when the specialist is no better."""
-    gain = base - specialist
-    if not gain > 0 or math.isnan(merged):
-        return None
-    return (base - merged) / gain
-
-
 def fill_retention(results: list[ModelResult]) -> None:
     """Set each merge's retention against its family's base and specialists."""
     by = {(r.family, r.name): r for r in results if r.role == "specialist"}
@@ -83,7 +76,7 @@ def fill_retention(results: list[ModelResult]) -> None:
                 r.retention[skill] = None
                 continue
             r.retention[skill] = retention(
-                base.perplexity(skill), r.perplexity(skill), spec.perplexity(skill)
+                base.perplexity(skill), r.perplexity(skill), spec.perplexity(skill), "lower"
             )
 
 

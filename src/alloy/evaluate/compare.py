@@ -46,6 +46,18 @@ def ratio(merged: float, best: float, direction: Direction) -> float | None:
     return math.inf if merged <= 0 else best / merged
 
 
+def retention(ref: float, merged: float, best: float, direction: Direction) -> float | None:
+    """The share of ``best``'s gain over ``ref`` that ``merged`` keeps: 1 keeps all of it, 0
+    none, below 0 is worse than ``ref``. None when ``best`` gains nothing over ``ref`` or a value
+    is missing (NaN). The one formula behind the demo tables and the search's score."""
+    if math.isnan(merged) or math.isnan(ref) or math.isnan(best):
+        return None
+    gain = ref - best if direction == "lower" else best - ref
+    if not gain > 0:
+        return None
+    return (ref - merged if direction == "lower" else merged - ref) / gain
+
+
 def flag(r: float | None) -> Flag:
     if r is None:
         return "n/a"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alloy.errors import EvaluationError
-from alloy.evaluate.compare import DEGRADED, Direction, compare_row
+from alloy.evaluate.compare import DEGRADED, Direction, compare_row, retention
 from alloy.evaluate.run import EvalSets
 
 Values = Mapping[tuple[str, str], float]
@@ -73,6 +73,10 @@ def _lower_is_better(key: tuple[str, str]) -> bool:
     return key[1] == "perplexity"
 
 
+def _direction(key: tuple[str, str]) -> Direction:
+    return "lower" if _lower_is_better(key) else "higher"
+
+
 def _best(key: tuple[str, str], sources: Mapping[str, Values], reference: str) -> float | None:
     others = [v[key] for k, v in sources.items() if k != reference and key in v]
     if not others:
@@ -99,12 +103,6 @@ def skills_of(sets: EvalSets, sources: Mapping[str, Values], reference: str) -> 
     return out
 
 
-def retention(ref: float, best: float, merged: float, lower_is_better: bool = True) -> float:
-    gain = ref - best if lower_is_better else best - ref
-    kept = ref - merged if lower_is_better else merged - ref
-    return kept / gain if gain > 0 else math.nan
-
-
 def score(
     sets: EvalSets,
     sources: Mapping[str, Values],
@@ -122,14 +120,14 @@ def score(
         key = keys[s]
         best = _best(key, sources, reference)
         assert best is not None  # a skill has a source's value (skills_of)
-        keep[s] = retention(sources[reference][key], best, merged[key], _lower_is_better(key))
+        kept = retention(sources[reference][key], merged[key], best, _direction(key))
+        keep[s] = math.nan if kept is None else kept
     degraded, violation = [], 0.0
     for key in merged:
-        direction: Direction = "lower" if _lower_is_better(key) else "higher"
         row = compare_row(
             key[0],
             key[1],
-            direction,
+            _direction(key),
             {k: v[key] for k, v in sources.items()},
             "merged",
             merged[key],

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alloy.demo.results import EPS, ModelResult
+from alloy.evaluate.compare import retention
 from alloy.report.blocks import Block, Bullets, Heading, Image, Para, Table, to_html, to_markdown
 from alloy.tabulate import percent
 
@@ -33,14 +34,6 @@ class Targets:
     general_drift: float = 0.10  # the merge's general perplexity, relative to the base
 
 
-def kept(base: float, merged: float, specialist: float) -> float | None:
-    """(merged - base) / (specialist - base) of a higher-is-better score; None without gain."""
-    gain = specialist - base
-    if not gain > 0 or math.isnan(merged):
-        return None
-    return (merged - base) / gain
-
-
 def _by_role(results: list[ModelResult]) -> tuple[ModelResult, dict[str, ModelResult]]:
     base = next(r for r in results if r.role == "base")
     specs = {r.name: r for r in results if r.role == "specialist"}
@@ -53,8 +46,10 @@ def kept_probes(r: ModelResult, results: list[ModelResult]) -> tuple[float | Non
     if "persona" not in specs or "tools" not in specs:
         return None, None
     return (
-        kept(base.value(*PHRASES), r.value(*PHRASES), specs["persona"].value(*PHRASES)),
-        kept(base.value(*EXACT), r.value(*EXACT), specs["tools"].value(*EXACT)),
+        retention(
+            base.value(*PHRASES), r.value(*PHRASES), specs["persona"].value(*PHRASES), "higher"
+        ),
+        retention(base.value(*EXACT), r.value(*EXACT), specs["tools"].value(*EXACT), "higher"),
     )
 
 
