@@ -203,7 +203,6 @@ def bracket(x, base, start, lo, hi, glo, ghi, sums, where, wmag):
         L = min(m, j0 + BLOCK) - j0
         for t in range(L):
             a[t] = abs(_get(x, j0 + t) - _get(base, j0 + t))
-            gid[t] = 0
         if sums:
             blk = 0.0
             for t in range(L):
@@ -220,6 +219,17 @@ def bracket(x, base, start, lo, hi, glo, ghi, sums, where, wmag):
                 for t in range(L):
                     blk += np.float64(a[t]) * (a[t] > h)
                 above_sum[k] += blk
+        inside = 0  # most blocks hold no bracketed value: counted first, vectorized
+        for g in range(ng):
+            gl, gh = glo[g], ghi[g]
+            c = 0
+            for t in range(L):
+                c += (a[t] >= gl) & (a[t] <= gh)
+            inside += c
+        if inside == 0:
+            continue
+        for t in range(L):
+            gid[t] = 0
         for g in range(ng):
             gl, gh = glo[g], ghi[g]
             for t in range(L):
