@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alloy.plan.executor import job_units, unit_spans
+from alloy.plan.executor import UNITS_IN_FLIGHT, job_units, unit_spans
 from alloy.plan.planner import MergePlan
 
 RUNTIME_BYTES = 350 * 1024**2  # interpreter, torch and bookkeeping, measured on CPU
@@ -22,7 +22,8 @@ def estimate_memory(plan: MergePlan) -> MemoryEstimate:
 
     A tensor's working set is what the executor holds for its units (`job_units`, the
     executor's own decision): its inputs as stored, for a whole tensor or one held for
-    reduction passes, else one row chunk of them; the same again for the unit read ahead; and
+    reduction passes, else one row chunk of them; the same again for each unit in flight
+    besides it (the one whose passes are made, the one being read: `UNITS_IN_FLIGHT`); and
     the method's float32 copies (``MethodSpec.overhead`` per input) of one chunk, or of the
     whole tensor when it is not fed in chunks.
     """
@@ -38,7 +39,7 @@ def estimate_memory(plan: MergePlan) -> MemoryEstimate:
         # the whole tensor's inputs, unless they come in chunks or are read again per pass
         held = raw if first.kind in ("held", "copy") else raw * chunk // max(numel, 1)
         work = chunk * (n * 4 + factor * max(n, 1) * 4 + 4 + job.info.dtype.itemsize)
-        need = int(2 * held + work)
+        need = int(UNITS_IN_FLIGHT * held + work)
         if need > worst:
             worst, worst_name = need, job.name
     return MemoryEstimate(worst + RUNTIME_BYTES, worst_name, worst)
