@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -16,6 +17,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+# A shell that starts the suite in the background (`cmd &` without job control) sets SIGINT to
+# "ignore", which every child inherits, so the Ctrl-C tests would see no KeyboardInterrupt.
+# Python's own handler here also gives the children of this process the default disposition.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from checkpoints import MakeModel, ModelSet, make_model_set
 from checkpoints import make_model as _make_model
