@@ -14,8 +14,9 @@ reduction passes (thresholds, angles) while this thread applies the current one;
 chunks wait (at most two) to be written on a fourth (`alloy.plan.loop.read_prepare_ahead`;
 `UNITS_IN_FLIGHT` units' inputs at most). Reading, reducing, applying and writing overlap, so
 a cold disk's waits do not stall the passes (a TIES merge of three 7B models on a cold page
-cache: 102-106 s against 115 s with the passes on the reading thread, bench/README.md). Inputs are read in their stored dtype; the method converts (the fused CPU kernels
-convert inside their loops).
+cache: 102-106 s against 115 s with the passes on the reading thread, bench/README.md).
+Inputs are read in their stored dtype; the method converts (the fused CPU kernels convert
+inside their loops).
 """
 
 from __future__ import annotations

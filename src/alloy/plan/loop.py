@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import partial
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -58,7 +57,7 @@ def read_prepare_ahead(
         for k, item in enumerate(items):
             got = prepared.result()
             if k + 1 < n:
-                prepared = preparer.submit(partial(_prepare, items[k + 1], reads.pop(k + 1)))
+                prepared = preparer.submit(_prepare, items[k + 1], reads.pop(k + 1))
             if k + 2 < n:
                 reads[k + 2] = reader.submit(read, items[k + 2])
             yield item, got

@@ -69,19 +69,16 @@ def _skill_keys(sets: EvalSets) -> dict[str, tuple[str, str]]:
     return keys
 
 
-def _lower_is_better(key: tuple[str, str]) -> bool:
-    return key[1] == "perplexity"
-
-
 def _direction(key: tuple[str, str]) -> Direction:
-    return "lower" if _lower_is_better(key) else "higher"
+    """A perplexity is better lower; a probe's rate higher."""
+    return "lower" if key[1] == "perplexity" else "higher"
 
 
 def _best(key: tuple[str, str], sources: Mapping[str, Values], reference: str) -> float | None:
     others = [v[key] for k, v in sources.items() if k != reference and key in v]
     if not others:
         return None
-    return min(others) if _lower_is_better(key) else max(others)
+    return min(others) if _direction(key) == "lower" else max(others)
 
 
 def skills_of(sets: EvalSets, sources: Mapping[str, Values], reference: str) -> list[str]:
@@ -91,7 +88,7 @@ def skills_of(sets: EvalSets, sources: Mapping[str, Values], reference: str) -> 
         ref, best = sources[reference].get(key), _best(key, sources, reference)
         if ref is None or best is None:
             continue
-        if (best < ref) if _lower_is_better(key) else (best > ref):
+        if (best < ref) if _direction(key) == "lower" else (best > ref):
             out.append(name)
     if not out:
         raise EvaluationError(
