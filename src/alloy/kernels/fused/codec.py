@@ -38,7 +38,11 @@ def _as_uint32(typingctx, value):
 
 
 def _get(src, j):
-    """``src[j]`` as float32 (``src`` holds float32, or bfloat16 bits as uint16)."""
+    """``src[j]`` as float32 (``src`` holds float32, or bfloat16 bits as uint16).
+
+    ``j`` is indexed as unsigned: numba wraps a signed index that could be negative
+    (``j0 + t`` in a blocked loop), and that select per element keeps LLVM from vectorizing
+    the loop (2.4 against 0.5 ns per element for a block of TIES). Callers pass ``j >= 0``."""
 
 
 @overload(_get, inline="always")
@@ -46,18 +50,19 @@ def _get_impl(src, j):
     if src.dtype == types.uint16:
 
         def impl(src, j):
-            return _as_float32(np.uint32(src[j]) << np.uint32(16))
+            return _as_float32(np.uint32(src[np.uint64(j)]) << np.uint32(16))
 
         return impl
 
     def impl(src, j):
-        return np.float32(src[j])
+        return np.float32(src[np.uint64(j)])
 
     return impl
 
 
 def _put(dst, j, value):
-    """``dst[j] = value``, rounded to bfloat16 (nearest even) when ``dst`` holds uint16 bits."""
+    """``dst[j] = value``, rounded to bfloat16 (nearest even) when ``dst`` holds uint16 bits
+    (``j`` unsigned, as in `_get`)."""
 
 
 @overload(_put, inline="always")
@@ -67,15 +72,15 @@ def _put_impl(dst, j, value):
         def impl(dst, j, value):
             u = _as_uint32(value)
             if (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):  # NaN stays a quiet NaN
-                dst[j] = np.uint16((u >> np.uint32(16)) | np.uint32(0x40))
+                dst[np.uint64(j)] = np.uint16((u >> np.uint32(16)) | np.uint32(0x40))
             else:
                 rounding = np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
-                dst[j] = np.uint16((u + rounding) >> np.uint32(16))
+                dst[np.uint64(j)] = np.uint16((u + rounding) >> np.uint32(16))
 
         return impl
 
     def impl(dst, j, value):
-        dst[j] = value
+        dst[np.uint64(j)] = value
 
     return impl
 

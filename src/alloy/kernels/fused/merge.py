@@ -14,7 +14,7 @@ MODE_WINDOW = 2  # keep a window of magnitude ranks (Breadcrumbs): top-k minus a
 MODE_DARE = 3  # keep each entry with probability p (DARE)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def linear_apply(xs, weights, divisor, out):
     """``out = (Σ_i w_i·x_i) / divisor``, summed in input order from ``w_0·x_0`` (no division
     when ``divisor`` is 1)."""
@@ -40,35 +40,43 @@ def linear_apply(xs, weights, divisor, out):
 
 
 @njit(inline="always")
-def _weighted(mode, x, j0, b, first, w, s, tau, cut, tau_top, cut_top, key, threshold, v):
-    """``v = w·(s·δ)·keep`` for one input over a block, δ = x − b. ``keep`` is 0 or 1 and is
-    multiplied in, not branched on: at density 0.5 a branch on the data would be mispredicted
-    half the time. One loop per sparsifier, so each vectorizes."""
+def _weighted(mode, x, j0, b, first, w, s, tau, cut, tau_top, cut_top, key, threshold, v, total):
+    """``v = w·(s·δ)·keep`` for one input over a block, δ = x − b, and ``total += v``. ``keep``
+    is 0 or 1 and is multiplied in, not branched on: at density 0.5 a branch on the data would
+    be mispredicted half the time. One loop per sparsifier, so each vectorizes."""
     L = v.shape[0]
     if mode == MODE_NONE:
         for t in range(L):
-            v[t] = ((_get(x, j0 + t) - b[t]) * s) * w
+            val = ((_get(x, j0 + t) - b[t]) * s) * w
+            v[t] = val
+            total[t] += val
     elif mode == MODE_TOP:
         for t in range(L):
             d = _get(x, j0 + t) - b[t]
             a = abs(d)
             keep = (a > tau) | ((a == tau) & (first + t <= cut))
-            v[t] = ((d * s) * w) * np.float32(keep)
+            val = ((d * s) * w) * np.float32(keep)
+            v[t] = val
+            total[t] += val
     elif mode == MODE_WINDOW:
         for t in range(L):
             d = _get(x, j0 + t) - b[t]
             a = abs(d)
             keep = (a > tau) | ((a == tau) & (first + t <= cut))
             top = (a > tau_top) | ((a == tau_top) & (first + t <= cut_top))
-            v[t] = ((d * s) * w) * np.float32(keep & ~top)
+            val = ((d * s) * w) * np.float32(keep & ~top)
+            v[t] = val
+            total[t] += val
     else:  # MODE_DARE
         for t in range(L):
             d = _get(x, j0 + t) - b[t]
             keep = _draw32(key, first + t) < threshold
-            v[t] = ((d * s) * w) * np.float32(keep)
+            val = ((d * s) * w) * np.float32(keep)
+            v[t] = val
+            total[t] += val
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def gta_apply(
     xs,
     base,
@@ -114,7 +122,7 @@ def gta_apply(
         first = start + j0
         for t in range(L):
             b[t] = _get(base, j0 + t)
-            mixed[t] = 0
+            total[t] = 0  # Σ W_i, in input order
         for i in range(n):
             v = W[i, :L]
             _weighted(
@@ -132,18 +140,12 @@ def gta_apply(
                 keys[i],
                 thresholds[i],
                 v,
+                total,
             )
-            if not elect:
-                for t in range(L):
-                    mixed[t] += v[t]
         if elect:
             for t in range(L):
-                total[t] = 0
+                mixed[t] = 0
                 wsum[t] = 0
-            for i in range(n):
-                v = W[i, :L]
-                for t in range(L):
-                    total[t] += v[t]
             for i in range(n):
                 v = W[i, :L]
                 w = weights[i]
@@ -155,12 +157,16 @@ def gta_apply(
             if divide:
                 for t in range(L):
                     q = wsum[t] + np.float32(wsum[t] == np.float32(0))  # none agree: divide by 1
-                    mixed[t] = mixed[t] / q
+                    _put(out, j0 + t, b[t] + lam * (mixed[t] / q))
+            else:
+                for t in range(L):
+                    _put(out, j0 + t, b[t] + lam * mixed[t])
         elif divide:
             for t in range(L):
-                mixed[t] = mixed[t] / divisor
-        for t in range(L):
-            _put(out, j0 + t, b[t] + lam * mixed[t])
+                _put(out, j0 + t, b[t] + lam * (total[t] / divisor))
+        else:
+            for t in range(L):
+                _put(out, j0 + t, b[t] + lam * total[t])
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
