@@ -131,3 +131,79 @@ def test_memory_source() -> None:
     src = MemorySource({"x": torch.ones(4, 2)})
     assert src.names() == ["x"] and src.info("x").nbytes == 32
     assert src.get("x", (1, 3)).shape == (2, 2)
+
+
+def _mapped(path: Path) -> bool:
+    """Whether this process holds a map of ``path`` (Linux)."""
+    return str(path) in Path("/proc/self/maps").read_text()
+
+
+def _cached_pages(path: Path) -> int:
+    """How many of ``path``'s pages are in the page cache (``mincore`` on a private map)."""
+    import ctypes
+    import mmap
+
+    import numpy as np
+
+    with open(path, "rb") as fh:
+        mm = mmap.mmap(
+            fh.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE
+        )
+    vec = np.zeros(-(-len(mm) // mmap.PAGESIZE), np.uint8)
+    anchor = ctypes.c_char.from_buffer(mm)
+    mincore = ctypes.CDLL(None).mincore
+    mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    assert mincore(ctypes.addressof(anchor), len(mm), vec.ctypes.data) == 0
+    del anchor
+    mm.close()
+    return int(np.count_nonzero(vec & 1))
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
+def test_cached_tensors_are_mapped_copy_on_write_and_uncached_ones_read(tmp_path: Path) -> None:
+    import gc
+    import os
+
+    g = torch.Generator().manual_seed(1)
+    big = torch.randn(512, 1024, generator=g).to(torch.bfloat16)  # 1 MiB: mapped when cached
+    small = torch.randn(64, generator=g)
+    path = tmp_path / "model.safetensors"
+    save_file({"big": big, "small": small}, path)
+    before = path.read_bytes()  # and now every page of it is in the page cache
+    f = SafetensorsFile(path)
+
+    got = f.get("big")
+    assert torch.equal(got, big)
+    assert _mapped(path)
+    assert torch.equal(f.get("big", (100, 200)), big[100:200])
+    got.mul_(0)  # a write lands on a private copy of the page, never in the file
+    assert path.read_bytes() == before
+    assert torch.equal(f.get("big"), big)
+    del got
+    gc.collect()
+    assert not _mapped(path)  # unmapped with the last view
+    assert torch.equal(f.get("small"), small) and not _mapped(path)  # small: read
+
+    fd = os.open(path, os.O_RDONLY)
+    try:  # the pages leave the cache: the tensor is read, not mapped (they would fault in
+        os.fsync(fd)  # later, on whichever thread touches them first)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    if _cached_pages(path) > 0:
+        pytest.skip("this file system keeps the pages (tmpfs)")
+    cold = f.get("big")
+    assert torch.equal(cold, big)
+    assert not _mapped(path)
+    f.close()
+
+
+def test_file_truncated_after_opening_names_the_tensor(tmp_path: Path) -> None:
+    big = torch.ones(1024, 1024)
+    path = tmp_path / "model.safetensors"
+    save_file({"big": big}, path)
+    f = SafetensorsFile(path)
+    with open(path, "r+b") as fh:
+        fh.truncate(path.stat().st_size - 4096)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors.*'big'.*truncated"):
+        f.get("big")

@@ -1,21 +1,31 @@
 """Tensor sources: checkpoints read lazily, one tensor (or one row range) at a time.
 
-A `TensorSource` answers ``names()``, ``info(name)`` and ``get(name, rows)``. Safetensors files
-are read with positioned reads into fresh buffers rather than memory maps, so a merge's
-resident memory holds only the tensors in flight: no mapped pages accumulate as a model is
-streamed. PyTorch ``.bin`` checkpoints load with ``weights_only=True`` (never arbitrary
+A `TensorSource` answers ``names()``, ``info(name)`` and ``get(name, rows)``. Safetensors
+tensors are read with positioned reads into fresh buffers, except that a tensor of 1 MiB or
+more whose bytes are in the page cache already (90% of its pages) is mapped on its own (a
+private, copy-on-write map of just its bytes, populated on the reading thread) and unmapped
+when the tensor is freed: no copy (a warm 1.1B TIES merge, 14.5 s to 10.4 s). Either way a
+merge's resident memory holds only the tensors in flight. Bytes still on the disk are read,
+not mapped: in a virtual machine the first touch of a page the disk has just filled costs
+about a microsecond, and a read pays it in the kernel on the reading thread, where a map
+would put it on the merge's threads (a cold 7B TIES merge: 93 s read, 99-109 s mapped).
+PyTorch ``.bin`` checkpoints load with ``weights_only=True`` (never arbitrary
 unpickling) through a memory map that is dropped when the reader moves to another shard.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import math
+import mmap
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import torch
 
 from alloy.errors import CheckpointError
@@ -99,6 +109,28 @@ class MemorySource:
         """Nothing to release: the tensors stay the caller's."""
 
 
+_MAP_MIN = 1 << 20  # smaller tensors are read: their map's system calls would cost more
+_MAP_CACHED = 0.9  # the share of a tensor's pages in the page cache for it to be mapped
+_MADV_POPULATE_READ = 22  # Linux 5.14: map the cached pages now, on the reading thread
+_CAN_MAP = hasattr(mmap, "MAP_PRIVATE") and os.name == "posix"
+
+
+def _libc(name: str, third: Any) -> Any:
+    """libc's ``madvise`` or ``mincore`` through ctypes, which lets go of the GIL during the
+    call (the ``mmap`` module's ``madvise`` keeps it: the merge's other threads would wait)."""
+    try:
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, third]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_MADVISE: Any = _libc("madvise", ctypes.c_int) if _CAN_MAP else None
+_MINCORE: Any = _libc("mincore", ctypes.c_void_p) if _CAN_MAP else None
+
+
 @dataclass(frozen=True)
 class _Entry:
     info: TensorInfo
@@ -121,6 +153,7 @@ class SafetensorsFile:
             os.close(fd)
         self._entries = {k: _Entry(TensorInfo(s, d), start) for k, (d, s, start) in entries.items()}
         self._fd: int | None = None
+        self._map_ok = _MADVISE is not None and _MINCORE is not None
 
     def names(self) -> list[str]:
         return list(self._entries)
@@ -138,23 +171,69 @@ class SafetensorsFile:
             count = (rows[1] - rows[0]) * row
             shape = (rows[1] - rows[0], *shape[1:])
         nbytes = count * entry.info.dtype.itemsize
-        buf = torch.empty(nbytes, dtype=torch.uint8)
-        if nbytes:
-            self._read_into(buf, offset, name)
+        buf = self._map(offset, nbytes, entry.info.dtype.itemsize, name)
+        if buf is None:
+            buf = torch.empty(nbytes, dtype=torch.uint8)
+            if nbytes:
+                self._read_into(buf, offset, name)
         return buf.view(entry.info.dtype).reshape(shape)
 
-    def _read_into(self, buf: torch.Tensor, offset: int, name: str) -> None:
+    def _open(self) -> int:
         if self._fd is None:
             self._fd = open_regular(self.path)
+        return self._fd
+
+    def _truncated(self, name: str) -> CheckpointError:
+        return CheckpointError(
+            f"{self.path}: unexpected end of file while reading {name!r}; the file "
+            "changed or is truncated. Download it again."
+        )
+
+    def _map(self, offset: int, nbytes: int, itemsize: int, name: str) -> torch.Tensor | None:
+        """The bytes ``[offset, offset + nbytes)`` as a uint8 tensor over a private map of
+        them (writes copy the page, never reach the file), or None where they are read
+        instead: small, misaligned for their dtype, mostly not in the page cache, or in a file
+        that cannot be mapped."""
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        if not self._map_ok or nbytes < _MAP_MIN or (offset - start) % itemsize:
+            return None
+        fd = self._open()
+        if offset + nbytes > os.fstat(fd).st_size:
+            raise self._truncated(name)
+        try:
+            mm = mmap.mmap(
+                fd,
+                offset + nbytes - start,
+                flags=mmap.MAP_PRIVATE,
+                prot=mmap.PROT_READ | mmap.PROT_WRITE,
+                offset=start,
+            )
+        except (OSError, ValueError):
+            self._map_ok = False  # a file system without maps: read this file from now on
+            return None
+        anchor = ctypes.c_char.from_buffer(mm)  # the map's address, held only for the calls
+        address, length = ctypes.addressof(anchor), len(mm)
+        resident = np.empty(-(-length // mmap.PAGESIZE), np.uint8)
+        cached = (
+            _MINCORE(address, length, resident.ctypes.data) == 0
+            and np.count_nonzero(resident & 1) >= _MAP_CACHED * resident.size
+        )
+        failed = cached and _MADVISE(address, length, _MADV_POPULATE_READ) != 0
+        err = ctypes.get_errno()
+        del anchor
+        if not cached or (failed and err != errno.EINVAL):  # EINVAL: an older kernel
+            mm.close()
+            return None  # read: from the disk, or again to report where the file ends
+        return torch.frombuffer(mm, dtype=torch.uint8, offset=offset - start, count=nbytes)
+
+    def _read_into(self, buf: torch.Tensor, offset: int, name: str) -> None:
+        fd = self._open()
         view = memoryview(buf.numpy()).cast("B")  # type: ignore[arg-type]
         done = 0
         while done < len(view):
-            got = os.preadv(self._fd, [view[done:]], offset + done)
+            got = os.preadv(fd, [view[done:]], offset + done)
             if got <= 0:
-                raise CheckpointError(
-                    f"{self.path}: unexpected end of file while reading {name!r}; the file "
-                    "changed or is truncated. Download it again."
-                )
+                raise self._truncated(name)
             done += got
 
     def close(self) -> None:
