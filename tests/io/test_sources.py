@@ -138,6 +138,18 @@ def _mapped(path: Path) -> bool:
     return str(path) in Path("/proc/self/maps").read_text()
 
 
+def _evict(path: Path) -> None:
+    """Drop ``path``'s pages from the page cache (a no-op on tmpfs)."""
+    import os
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def _cached_pages(path: Path) -> int:
     """How many of ``path``'s pages are in the page cache (``mincore`` on a private map)."""
     import ctypes
@@ -162,7 +174,6 @@ def _cached_pages(path: Path) -> int:
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
 def test_cached_tensors_are_mapped_copy_on_write_and_uncached_ones_read(tmp_path: Path) -> None:
     import gc
-    import os
 
     g = torch.Generator().manual_seed(1)
     big = torch.randn(512, 1024, generator=g).to(torch.bfloat16)  # 1 MiB: mapped when cached
@@ -184,13 +195,8 @@ def test_cached_tensors_are_mapped_copy_on_write_and_uncached_ones_read(tmp_path
     assert not _mapped(path)  # unmapped with the last view
     assert torch.equal(f.get("small"), small) and not _mapped(path)  # small: read
 
-    fd = os.open(path, os.O_RDONLY)
-    try:  # the pages leave the cache: the tensor is read, not mapped (they would fault in
-        os.fsync(fd)  # later, on whichever thread touches them first)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-    if _cached_pages(path) > 0:
+    _evict(path)  # the tensor is read, not mapped (the pages would fault in later, on
+    if _cached_pages(path) > 0:  # whichever thread touches them first)
         pytest.skip("this file system keeps the pages (tmpfs)")
     cold = f.get("big")
     assert torch.equal(cold, big)
@@ -207,3 +213,30 @@ def test_file_truncated_after_opening_names_the_tensor(tmp_path: Path) -> None:
         fh.truncate(path.stat().st_size - 4096)
     with pytest.raises(CheckpointError, match=r"model\.safetensors.*'big'.*truncated"):
         f.get("big")
+
+
+def test_direct_reads_return_the_same_tensors_and_are_chosen_past_the_memory(
+    tmp_path: Path,
+) -> None:
+    from alloy.io.sources import read_past_cache
+
+    g = torch.Generator().manual_seed(2)
+    t = {  # an odd-sized tensor first, so the large ones start inside a block
+        "a": torch.randn(3, generator=g),
+        "big": torch.randn(700, 1024, generator=g).to(torch.bfloat16),
+        "big32": torch.randn(300, 1001, generator=g),
+    }
+    save_file(t, tmp_path / "model.safetensors")
+    src = open_weights(tmp_path)
+    assert not read_past_cache([src], available=1 << 40)  # fits: through the cache
+    assert read_past_cache([src], available=1 << 10)  # past the memory: direct
+    (f,) = src.files()  # type: ignore[union-attr]
+    assert f.direct
+    _evict(tmp_path / "model.safetensors")  # else the cached pages are mapped, not read
+    for name, v in t.items():
+        assert torch.equal(src.get(name), v)
+    assert torch.equal(src.get("big", (123, 456)), t["big"][123:456])
+    assert torch.equal(src.get("big32", (7, 299)), t["big32"][7:299])
+    if f._direct_fd is None:  # this file system refused O_DIRECT: the reads went through
+        pytest.skip("O_DIRECT not supported here")  # the cache, checked above all the same
+    assert f.direct  # no fallback was needed

@@ -111,3 +111,36 @@ def test_plan_shards_and_names() -> None:
     assert plan_shards([5, 5, 5, 20, 1], 10) == [[0, 1], [2], [3], [4]]
     assert shard_file_names(1) == ["model.safetensors"]
     assert shard_file_names(3)[2] == "model-00003-of-00003.safetensors"
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["o_direct", "through-the-cache"])
+def test_shard_file_writes_every_byte_across_blocks_and_flushes(
+    tmp_path: Path, direct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from alloy.io import writer
+
+    if not direct:
+        monkeypatch.delattr(os, "O_DIRECT", raising=False)
+    g = torch.Generator().manual_seed(0)
+    # sizes that end inside a block, on a block, and past the 16 MiB stage
+    sizes = [108, 5000, 4096 - 5108 % 4096, (16 << 20) + 3, 1, 4095, 70000]
+    parts = [
+        torch.randint(0, 256, (n,), generator=g, dtype=torch.uint8).numpy().tobytes() for n in sizes
+    ]
+    path = tmp_path / "shard.safetensors"
+    f = writer._ShardFile(path)
+    expected = b""
+    for i, part in enumerate(parts):
+        f.write(part)
+        expected += part
+        assert f.tell() == len(expected)
+        if i % 2:  # a flush puts the partial block on disk, the file exactly as long
+            f.flush()
+            assert path.read_bytes() == expected
+    f.flush()
+    f.close()
+    assert path.read_bytes() == expected
+    if not direct:
+        assert not f._direct

@@ -131,6 +131,18 @@ _MADVISE: Any = _libc("madvise", ctypes.c_int) if _CAN_MAP else None
 _MINCORE: Any = _libc("mincore", ctypes.c_void_p) if _CAN_MAP else None
 
 
+_DIRECT_ALIGN = 4096  # O_DIRECT: offsets, lengths and buffer addresses in whole blocks
+
+
+def _buffer(nbytes: int, align: int = 64) -> torch.Tensor:
+    """A fresh uint8 buffer whose address is a multiple of ``align``."""
+    if align <= 64:
+        return torch.empty(nbytes, dtype=torch.uint8)
+    raw = torch.empty(nbytes + align, dtype=torch.uint8)
+    pad = -raw.data_ptr() % align
+    return raw[pad : pad + nbytes]
+
+
 @dataclass(frozen=True)
 class _Entry:
     info: TensorInfo
@@ -153,7 +165,10 @@ class SafetensorsFile:
             os.close(fd)
         self._entries = {k: _Entry(TensorInfo(s, d), start) for k, (d, s, start) in entries.items()}
         self._fd: int | None = None
+        self._direct_fd: int | None = None
         self._map_ok = _MADVISE is not None and _MINCORE is not None
+        # set by `read_past_cache`: large tensors not in the page cache are read with O_DIRECT
+        self.direct = False
 
     def names(self) -> list[str]:
         return list(self._entries)
@@ -171,12 +186,46 @@ class SafetensorsFile:
             count = (rows[1] - rows[0]) * row
             shape = (rows[1] - rows[0], *shape[1:])
         nbytes = count * entry.info.dtype.itemsize
-        buf = self._map(offset, nbytes, entry.info.dtype.itemsize, name)
+        itemsize = entry.info.dtype.itemsize
+        buf = self._map(offset, nbytes, itemsize, name)
+        if buf is None and self.direct and nbytes >= _MAP_MIN:
+            buf = self._read_direct(offset, nbytes, itemsize, name)
         if buf is None:
             buf = torch.empty(nbytes, dtype=torch.uint8)
             if nbytes:
                 self._read_into(buf, offset, name)
         return buf.view(entry.info.dtype).reshape(shape)
+
+    def _read_direct(
+        self, offset: int, nbytes: int, itemsize: int, name: str
+    ) -> torch.Tensor | None:
+        """The bytes read with ``O_DIRECT`` (the disk writes them into the buffer: no page
+        cache, no copy), or None where the file system or the alignment does not allow it."""
+        lo = offset - offset % _DIRECT_ALIGN
+        if (offset - lo) % itemsize or not hasattr(os, "O_DIRECT"):
+            return None
+        if self._direct_fd is None:
+            try:
+                self._direct_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+            except OSError:
+                self.direct = False  # tmpfs and some others: read through the cache
+                return None
+        need = offset + nbytes - lo
+        buf = _buffer(-(-need // _DIRECT_ALIGN) * _DIRECT_ALIGN, _DIRECT_ALIGN)
+        view = memoryview(buf.numpy()).cast("B")  # type: ignore[arg-type]
+        done = 0
+        try:
+            while done < need:
+                got = os.preadv(self._direct_fd, [view[done:]], lo + done)
+                if got <= 0:
+                    raise self._truncated(name)
+                done += got
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise CheckpointError(f"cannot read {self.path}: {e.strerror or e}.") from e
+            self.direct = False  # an alignment this file system refuses: read through the cache
+            return None
+        return buf[offset - lo : offset - lo + nbytes]
 
     def _open(self) -> int:
         if self._fd is None:
@@ -240,6 +289,9 @@ class SafetensorsFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._direct_fd is not None:
+            os.close(self._direct_fd)
+            self._direct_fd = None
 
 
 class _ShardedSource:
@@ -293,6 +345,25 @@ class SafetensorsCheckpoint(_ShardedSource):
     def close(self) -> None:
         for f in self._files.values():
             f.close()
+
+    def files(self) -> list[SafetensorsFile]:
+        return list(self._files.values())
+
+
+def read_past_cache(sources: Iterable[object], available: int) -> bool:
+    """Read the safetensors inputs with ``O_DIRECT`` when together they are larger than the
+    ``available`` memory: the page cache could not keep them for a next run anyway, and
+    filling it costs system time for every byte (three 7B inputs from a cold disk with one
+    reading thread: 0.71 GB/s through the cache, 1.08 GB/s direct).
+    Inputs that fit are read through the cache, so that a second merge, an evaluation or a
+    search trial finds them there. Returns whether direct reads were chosen."""
+    files = [f for src in sources if isinstance(src, SafetensorsCheckpoint) for f in src.files()]
+    unique = {f.path: f for f in files}
+    total = sum(f.path.stat().st_size for f in unique.values())
+    direct = total > available
+    for f in files:
+        f.direct = direct
+    return direct
 
 
 class TorchBinCheckpoint(_ShardedSource):

@@ -26,6 +26,7 @@ from alloy.io.sources import (
     TorchBinCheckpoint,
     open_weights,
     read_json,
+    read_past_cache,
 )
 
 
@@ -215,6 +216,9 @@ def open_models(
     if errors:
         close_all(opened)
         raise several(errors)
+    import psutil
+
+    read_past_cache([m.weights for m in opened.values()], psutil.virtual_memory().available)
     return OpenedModels(opened)
 
 
