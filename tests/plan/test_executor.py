@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -156,3 +159,35 @@ def test_the_plan_is_a_value() -> None:
     assert not hasattr(plan, "close")
     assert plan.input_info(plan.jobs[0].inputs[0]) == TensorInfo((4, 3), torch.float32)
     assert plan.bytes_to_read == 2 * 12 * 4 and plan.bytes_to_write == 12 * 4
+
+
+def test_a_units_safetensors_inputs_are_read_side_by_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import save_file
+
+    from alloy.io.sources import SafetensorsCheckpoint, open_weights
+
+    values = {A: 2.0, B: 6.0, BASE: 0.0}
+    sources: dict[ModelRef, TensorSource] = {}
+    for ref, value in values.items():
+        (tmp_path / ref.path).mkdir()
+        save_file({"w": torch.full((4, 3), value)}, tmp_path / ref.path / "model.safetensors")
+        sources[ref] = open_weights(tmp_path / ref.path)
+    both = threading.Barrier(2, timeout=10)  # passes only when two reads are in flight at once
+    read = SafetensorsCheckpoint.get
+
+    def get(
+        self: SafetensorsCheckpoint, name: str, rows: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        both.wait()
+        return read(self, name, rows)
+
+    monkeypatch.setattr(SafetensorsCheckpoint, "get", get)
+    job = _job("linear", "w", sources, [1.0, 3.0], base=False)  # type: ignore[arg-type]
+    plan = _plan("linear", [job], [[0]])
+    writer = MemoryWriter([t for shard in plan.shard_layout() for t in shard])
+    Executor(plan, sources, writer).run()
+    assert torch.equal(writer.tensors["w"], torch.full((4, 3), 5.0))  # (1·2 + 3·6) / 4
+    for s in sources.values():
+        s.close()

@@ -20,6 +20,7 @@ import errno
 import math
 import mmap
 import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,7 @@ class SafetensorsFile:
         self._entries = {k: _Entry(TensorInfo(s, d), start) for k, (d, s, start) in entries.items()}
         self._fd: int | None = None
         self._direct_fd: int | None = None
+        self._opening = threading.Lock()  # two threads may read one file side by side
         self._map_ok = _MADVISE is not None and _MINCORE is not None
         # set by `read_past_cache`: large tensors not in the page cache are read with O_DIRECT
         self.direct = False
@@ -204,12 +206,13 @@ class SafetensorsFile:
         lo = offset - offset % _DIRECT_ALIGN
         if (offset - lo) % itemsize or not hasattr(os, "O_DIRECT"):
             return None
-        if self._direct_fd is None:
-            try:
-                self._direct_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
-            except OSError:
-                self.direct = False  # tmpfs and some others: read through the cache
-                return None
+        with self._opening:
+            if self._direct_fd is None:
+                try:
+                    self._direct_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+                except OSError:
+                    self.direct = False  # tmpfs and some others: read through the cache
+                    return None
         need = offset + nbytes - lo
         buf = _buffer(-(-need // _DIRECT_ALIGN) * _DIRECT_ALIGN, _DIRECT_ALIGN)
         view = memoryview(buf.numpy()).cast("B")  # type: ignore[arg-type]
@@ -228,9 +231,10 @@ class SafetensorsFile:
         return buf[offset - lo : offset - lo + nbytes]
 
     def _open(self) -> int:
-        if self._fd is None:
-            self._fd = open_regular(self.path)
-        return self._fd
+        with self._opening:
+            if self._fd is None:
+                self._fd = open_regular(self.path)
+            return self._fd
 
     def _truncated(self, name: str) -> CheckpointError:
         return CheckpointError(
