@@ -1,24 +1,18 @@
 """Tensor sources: checkpoints read lazily, one tensor (or one row range) at a time.
 
 A `TensorSource` answers ``names()``, ``info(name)`` and ``get(name, rows)``. Safetensors
-tensors are read with positioned reads into fresh buffers, except that a tensor of 1 MiB or
-more whose bytes are in the page cache already (90% of its pages) is mapped on its own (a
-private, copy-on-write map of just its bytes, populated on the reading thread) and unmapped
-when the tensor is freed: no copy (a warm 1.1B TIES merge, 14.5 s to 10.4 s). Either way a
-merge's resident memory holds only the tensors in flight. Bytes still on the disk are read,
-not mapped: in a virtual machine the first touch of a page the disk has just filled costs
-about a microsecond, and a read pays it in the kernel on the reading thread, where a map
-would put it on the merge's threads (a cold 7B TIES merge: 93 s read, 99-109 s mapped).
-PyTorch ``.bin`` checkpoints load with ``weights_only=True`` (never arbitrary
-unpickling) through a memory map that is dropped when the reader moves to another shard.
+tensors are read with positioned reads into fresh buffers; a tensor of 1 MiB or more is mapped
+instead when its pages are in the page cache already, and read with ``O_DIRECT`` when the
+inputs are larger than the memory (`alloy.io.pages`, `read_past_cache`). Either way a merge's
+resident memory holds only the tensors in flight. PyTorch ``.bin`` checkpoints load with
+``weights_only=True`` (never arbitrary unpickling) through a memory map that is dropped when
+the reader moves to another shard.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import math
-import mmap
 import os
 import threading
 from collections.abc import Iterable
@@ -26,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
 import torch
 
 from alloy.errors import CheckpointError
+from alloy.io.pages import CAN_MAP, CAN_READ_DIRECT, MAP_MIN, map_cached, read_direct
 from alloy.io.safefile import (
     check_regular,
     check_shard_name,
@@ -110,40 +104,6 @@ class MemorySource:
         """Nothing to release: the tensors stay the caller's."""
 
 
-_MAP_MIN = 1 << 20  # smaller tensors are read: their map's system calls would cost more
-_MAP_CACHED = 0.9  # the share of a tensor's pages in the page cache for it to be mapped
-_MADV_POPULATE_READ = 22  # Linux 5.14: map the cached pages now, on the reading thread
-_CAN_MAP = hasattr(mmap, "MAP_PRIVATE") and os.name == "posix"
-
-
-def _libc(name: str, third: Any) -> Any:
-    """libc's ``madvise`` or ``mincore`` through ctypes, which lets go of the GIL during the
-    call (the ``mmap`` module's ``madvise`` keeps it: the merge's other threads would wait)."""
-    try:
-        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, third]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_MADVISE: Any = _libc("madvise", ctypes.c_int) if _CAN_MAP else None
-_MINCORE: Any = _libc("mincore", ctypes.c_void_p) if _CAN_MAP else None
-
-
-_DIRECT_ALIGN = 4096  # O_DIRECT: offsets, lengths and buffer addresses in whole blocks
-
-
-def _buffer(nbytes: int, align: int = 64) -> torch.Tensor:
-    """A fresh uint8 buffer whose address is a multiple of ``align``."""
-    if align <= 64:
-        return torch.empty(nbytes, dtype=torch.uint8)
-    raw = torch.empty(nbytes + align, dtype=torch.uint8)
-    pad = -raw.data_ptr() % align
-    return raw[pad : pad + nbytes]
-
-
 @dataclass(frozen=True)
 class _Entry:
     info: TensorInfo
@@ -168,7 +128,7 @@ class SafetensorsFile:
         self._fd: int | None = None
         self._direct_fd: int | None = None
         self._opening = threading.Lock()  # two threads may read one file side by side
-        self._map_ok = _MADVISE is not None and _MINCORE is not None
+        self._map_ok = CAN_MAP
         # set by `read_past_cache`: large tensors not in the page cache are read with O_DIRECT
         self.direct = False
 
@@ -190,7 +150,7 @@ class SafetensorsFile:
         nbytes = count * entry.info.dtype.itemsize
         itemsize = entry.info.dtype.itemsize
         buf = self._map(offset, nbytes, itemsize, name)
-        if buf is None and self.direct and nbytes >= _MAP_MIN:
+        if buf is None and self.direct and CAN_READ_DIRECT and nbytes >= MAP_MIN:
             buf = self._read_direct(offset, nbytes, itemsize, name)
         if buf is None:
             buf = torch.empty(nbytes, dtype=torch.uint8)
@@ -201,11 +161,6 @@ class SafetensorsFile:
     def _read_direct(
         self, offset: int, nbytes: int, itemsize: int, name: str
     ) -> torch.Tensor | None:
-        """The bytes read with ``O_DIRECT`` (the disk writes them into the buffer: no page
-        cache, no copy), or None where the file system or the alignment does not allow it."""
-        lo = offset - offset % _DIRECT_ALIGN
-        if (offset - lo) % itemsize or not hasattr(os, "O_DIRECT"):
-            return None
         with self._opening:
             if self._direct_fd is None:
                 try:
@@ -213,22 +168,15 @@ class SafetensorsFile:
                 except OSError:
                     self.direct = False  # tmpfs and some others: read through the cache
                     return None
-        need = offset + nbytes - lo
-        buf = _buffer(-(-need // _DIRECT_ALIGN) * _DIRECT_ALIGN, _DIRECT_ALIGN)
-        view = memoryview(buf.numpy()).cast("B")  # type: ignore[arg-type]
-        done = 0
         try:
-            while done < need:
-                got = os.preadv(self._direct_fd, [view[done:]], lo + done)
-                if got <= 0:
-                    raise self._truncated(name)
-                done += got
+            return read_direct(self._direct_fd, offset, nbytes, itemsize)
+        except EOFError:
+            raise self._truncated(name) from None
         except OSError as e:
             if e.errno != errno.EINVAL:
                 raise CheckpointError(f"cannot read {self.path}: {e.strerror or e}.") from e
             self.direct = False  # an alignment this file system refuses: read through the cache
             return None
-        return buf[offset - lo : offset - lo + nbytes]
 
     def _open(self) -> int:
         with self._opening:
@@ -243,41 +191,17 @@ class SafetensorsFile:
         )
 
     def _map(self, offset: int, nbytes: int, itemsize: int, name: str) -> torch.Tensor | None:
-        """The bytes ``[offset, offset + nbytes)`` as a uint8 tensor over a private map of
-        them (writes copy the page, never reach the file), or None where they are read
-        instead: small, misaligned for their dtype, mostly not in the page cache, or in a file
-        that cannot be mapped."""
-        start = offset - offset % mmap.ALLOCATIONGRANULARITY
-        if not self._map_ok or nbytes < _MAP_MIN or (offset - start) % itemsize:
+        """The bytes mapped where they are cached (`alloy.io.pages.map_cached`), else None."""
+        if not self._map_ok or nbytes < MAP_MIN:
             return None
         fd = self._open()
         if offset + nbytes > os.fstat(fd).st_size:
             raise self._truncated(name)
         try:
-            mm = mmap.mmap(
-                fd,
-                offset + nbytes - start,
-                flags=mmap.MAP_PRIVATE,
-                prot=mmap.PROT_READ | mmap.PROT_WRITE,
-                offset=start,
-            )
+            return map_cached(fd, offset, nbytes, itemsize)
         except (OSError, ValueError):
             self._map_ok = False  # a file system without maps: read this file from now on
             return None
-        anchor = ctypes.c_char.from_buffer(mm)  # the map's address, held only for the calls
-        address, length = ctypes.addressof(anchor), len(mm)
-        resident = np.empty(-(-length // mmap.PAGESIZE), np.uint8)
-        cached = (
-            _MINCORE(address, length, resident.ctypes.data) == 0
-            and np.count_nonzero(resident & 1) >= _MAP_CACHED * resident.size
-        )
-        failed = cached and _MADVISE(address, length, _MADV_POPULATE_READ) != 0
-        err = ctypes.get_errno()
-        del anchor
-        if not cached or (failed and err != errno.EINVAL):  # EINVAL: an older kernel
-            mm.close()
-            return None  # read: from the disk, or again to report where the file ends
-        return torch.frombuffer(mm, dtype=torch.uint8, offset=offset - start, count=nbytes)
 
     def _read_into(self, buf: torch.Tensor, offset: int, name: str) -> None:
         fd = self._open()
