@@ -144,3 +144,20 @@ def test_shard_file_writes_every_byte_across_blocks_and_flushes(
     assert path.read_bytes() == expected
     if not direct:
         assert not f._direct
+
+
+def test_a_full_disk_is_an_error_naming_the_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from alloy.errors import OutputError
+    from alloy.io import writer
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(writer.os, "fsync", full)  # where a buffered file's ENOSPC surfaces
+    with pytest.raises(OutputError, match=r"cannot write .*model\.safetensors.*No space left"):
+        _write(tmp_path, 1 << 20)

@@ -249,8 +249,12 @@ class ShardedSafetensorsWriter:
 
     def _close(self) -> None:
         if self._fh is not None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            try:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+            except OSError as e:  # a full disk: O_DIRECT says so at the write, the cache here
+                name = self.files[self._open_shard] if self._open_shard is not None else "?"
+                raise OutputError(f"cannot write {self.directory / name}: {e}") from e
             size = self._fh.tell()
             self._fh.close()
             self._fh = None
