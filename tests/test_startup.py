@@ -195,3 +195,24 @@ def test_torch_is_imported_with_the_collector_off_and_frozen_after() -> None:
         "assert gc.isenabled() and gc.get_freeze_count() > 100_000, gc.get_freeze_count()\n"
     )
     assert imported_heavy(code, ("torch",)) == ["torch"]
+
+
+def test_a_merge_of_small_tensors_does_not_import_numba(tmp_path: Path) -> None:
+    """Below `alloy.kernels.KERNEL_MIN` elements the merge, its finiteness check and the
+    report's sums go through torch: numba's import and kernel loading cost a tiny merge
+    about 0.8 s (examples/linear.yml on the example models)."""
+    subprocess.run(
+        [
+            sys.executable,
+            str(SRC.parent / "examples" / "make_tiny_models.py"),
+            str(tmp_path / "tiny"),
+        ],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        check=True,
+        capture_output=True,
+    )
+    cfg = tmp_path / "linear.yml"
+    cfg.write_text((SRC.parent / "examples" / "linear.yml").read_text())
+    code = cli("merge", str(cfg), str(tmp_path / "out"), "-q")
+    assert imported_heavy(code, ("torch", "numba")) == ["torch"]
+    assert (tmp_path / "out" / "model.safetensors").exists()

@@ -127,3 +127,18 @@ def test_weight_sums_and_aggregation() -> None:
     # the cosine of the concatenated vectors [1,0,0,3] and [1,1,0,-3]
     assert total.metrics(has_base=False)["cosine"][0] == pytest.approx(-8 / math.sqrt(10 * 11))
     assert total.tensors == 2 and total.scaled(2.0).sq == [20.0, 22.0]
+
+
+@pytest.mark.parametrize("numel", [1000, 1 << 16], ids=["torch", "kernel"])
+def test_weight_sums_on_either_side_of_the_kernel_threshold(numel: int) -> None:
+    from alloy.kernels import KERNEL_MIN
+
+    assert (numel >= KERNEL_MIN) == (numel == 1 << 16)
+    g = torch.Generator().manual_seed(numel)
+    xs = [torch.randn(numel, generator=g).to(torch.bfloat16) for _ in range(3)]
+    s = weight_sums(xs)
+    d = [x.double() for x in xs]
+    assert s.sq == pytest.approx([float((x * x).sum()) for x in d], rel=1e-12)
+    assert s.dot == pytest.approx(
+        [float((d[i] * d[j]).sum()) for i, j in ((0, 1), (0, 2), (1, 2))], rel=1e-9, abs=1e-9
+    )

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from alloy.errors import CheckpointError
-from alloy.kernels import as_array
+from alloy.kernels import as_array, cpu_kernels_enabled, kernels_for
 from alloy.methods.sparsify import magnitude_keep_count
 from alloy.methods.streamed.select import (
     Bracket,
@@ -143,14 +143,19 @@ def _kernel_ready(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def weight_sums(models: list[torch.Tensor], labels: Sequence[str] | None = None) -> Sums:
-    """Sums of the weights themselves (no base): norms and pairwise dot products."""
-    from alloy.kernels.fused.analysis import gram
-
+    """Sums of the weights themselves (no base): norms and pairwise dot products (in float64;
+    with the fused kernel, or torch for a small tensor: `alloy.kernels.kernels_for`)."""
     n = len(models)
     out = Sums(n, float(models[0].numel()), 1)
-    g = gram(tuple(as_array(t) for t in _kernel_ready(models)))
-    out.sq = [float(g[i, i]) for i in range(n)]
-    out.dot = [float(g[i, j]) for i, j in pairs(n)]
+    if kernels_for(models[0].numel(), cpu_kernels_enabled()):
+        from alloy.kernels.fused.analysis import gram
+
+        g = gram(tuple(as_array(t) for t in _kernel_ready(models))).tolist()
+    else:
+        x = torch.stack([t.detach().reshape(-1).to("cpu", torch.float64) for t in models])
+        g = (x @ x.T).tolist()
+    out.sq = [float(g[i][i]) for i in range(n)]
+    out.dot = [float(g[i][j]) for i, j in pairs(n)]
     for i, v in enumerate(out.sq):
         if not math.isfinite(v):
             raise CheckpointError(f"{_label(labels, i)} holds NaN or Inf values")

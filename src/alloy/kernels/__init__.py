@@ -26,6 +26,18 @@ def cpu_kernels_enabled() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
+# Tensors smaller than this go through torch even where the kernels are on: numba's import and
+# the loading of each cached kernel (about 0.2 s apiece) cost a tiny merge more than the
+# kernels save on its tensors (examples/linear.yml: 2.8 s with them).
+KERNEL_MIN = 1 << 16
+
+
+def kernels_for(numel: int, enabled: bool) -> bool:
+    """Whether a tensor of ``numel`` elements runs the CPU kernels (``enabled``: the run's
+    `cpu_kernels_enabled`)."""
+    return enabled and numel >= KERNEL_MIN
+
+
 def as_array(t: torch.Tensor) -> np.ndarray:
     """A CPU tensor as a flat contiguous numpy array for the kernels (bfloat16 as uint16 bits)."""
     flat = t.detach().contiguous().reshape(-1)

@@ -39,7 +39,7 @@ from alloy.config.schema import ModelRef
 from alloy.errors import CheckpointError, MergeComputationError, ModelNotFoundError
 from alloy.io.sources import SafetensorsCheckpoint, TensorSource
 from alloy.io.writer import TensorWriter
-from alloy.kernels import as_array, cpu_kernels_enabled
+from alloy.kernels import as_array, cpu_kernels_enabled, kernels_for
 from alloy.methods.streamed.stream import Chunk, StreamedMerge, TensorContext, kernel_dtypes
 from alloy.plan.loop import read_prepare_ahead
 from alloy.plan.planner import InputRef, MergePlan, TensorJob
@@ -309,7 +309,7 @@ class Executor:
             key=tensor_seed(self.seed, job.name),
             device=self.device,
             out_dtype=job.info.dtype,
-            kernels=self.kernels,
+            kernels=kernels_for(job.info.numel, self.kernels),
         )
         return factory(ctx, job.params, job.model_params)
 
@@ -374,7 +374,7 @@ class Executor:
                         stream = prepared or self._stream(job)
                     assert stream is not None
                     for chunk, merged in self._outputs(unit, raw, stream):
-                        check_finite(job.name, merged, self.kernels)
+                        check_finite(job.name, merged, kernels_for(merged.numel(), self.kernels))
                         if self.on_merged is not None:
                             self.on_merged(job, chunk, merged)
                         out.put(job.name, merged, job.info.dtype)

@@ -23,7 +23,7 @@ import torch
 
 from alloy.analysis.distance import relative, warn_threshold
 from alloy.arch.infer import split_layer_name
-from alloy.kernels import as_array
+from alloy.kernels import as_array, kernels_for
 from alloy.methods.streamed.stream import Chunk, kernel_dtypes
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class DistanceObserver:
         raw, base = chunk.raw_inputs, chunk.raw_base
         assert base is not None
         if (
-            self.kernels
+            kernels_for(stored.numel(), self.kernels)
             and stored.device.type == "cpu"
             and raw
             and kernel_dtypes([*raw, base])
