@@ -23,6 +23,7 @@ import torch
 
 from alloy.errors import OutputError
 from alloy.io import resume as resuming
+from alloy.io.pages import DIRECT_ALIGN, aligned_buffer
 from alloy.io.sharding import shard_file_names
 from alloy.io.sources import DTYPE_CODES, TensorInfo
 
@@ -73,7 +74,6 @@ def _header(tensors: Sequence[OutTensor]) -> bytes:
     return len(raw).to_bytes(8, "little") + raw
 
 
-_ALIGN = 4096  # O_DIRECT: file offsets, lengths and buffer addresses in whole blocks
 _STAGE = 16 << 20  # the staging buffer of a shard written with O_DIRECT
 
 
@@ -94,12 +94,9 @@ class _ShardFile:
                 raise
             self._direct = False  # tmpfs and others refuse O_DIRECT: write through the cache
             self._fd = os.open(path, flags, 0o644)
-        raw = torch.empty(_STAGE + _ALIGN, dtype=torch.uint8) if self._direct else None
-        pad = -raw.data_ptr() % _ALIGN if raw is not None else 0
-        self._raw = raw  # keeps the staging memory alive
-        self._stage = raw[pad : pad + _STAGE].numpy() if raw is not None else None
+        self._stage = aligned_buffer(_STAGE, DIRECT_ALIGN).numpy() if self._direct else None
         self._fill = 0  # bytes staged
-        self._base = 0  # the file offset of the stage's first byte (a multiple of _ALIGN)
+        self._base = 0  # the file offset of the stage's first byte (whole blocks)
 
     def write(self, data: memoryview | bytes) -> None:
         mv = memoryview(data).cast("B")
@@ -144,7 +141,7 @@ class _ShardFile:
         """Put every byte written so far in the file, and the file at exactly that length (a
         partial last block is written padded, cut back, and rewritten when it fills)."""
         if self._stage is not None and self._fill:
-            self._put(-(-self._fill // _ALIGN) * _ALIGN)
+            self._put(-(-self._fill // DIRECT_ALIGN) * DIRECT_ALIGN)
             os.ftruncate(self._fd, self._base + self._fill)
 
     def tell(self) -> int:
