@@ -78,7 +78,7 @@ class Shards:
     def note(self, total: int) -> str:
         return (
             f"resumed an interrupted merge: {len(self.done)} of {total} shards were complete "
-            "(verified by size and SHA-256) and kept; the rest were merged in this run"
+            "(verified by size and XXH3-128 digest) and kept; the rest were merged in this run"
         )
 
 
@@ -217,7 +217,7 @@ def _execute(
         tmp,
         the_plan.shard_layout(),
         done=shards.done,
-        on_shard=lambda _, name, size, sha256: manifest.add(name, size, sha256),
+        on_shard=lambda _, name, size, digest: manifest.add(name, size, digest),
     )
     skip = frozenset(j for i in shards.done for j in the_plan.shards[i])
     bar = _progress_bar(the_plan, run.progress)

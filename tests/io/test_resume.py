@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import xxhash
 from safetensors.torch import save_file
 from tiny import tiny_tensors, write_tiny
 
@@ -193,6 +194,35 @@ def test_a_run_without_resume_starts_over(
     result = merge(cfg, out, out_shard_size=SHARD)
     assert result.resumed_shards is None and temporaries(tmp_path) == []
     assert contents(out) == clean
+
+
+def test_the_manifest_records_each_kept_shard_by_size_and_xxh3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, linear: tuple[Path, dict[str, bytes]]
+) -> None:
+    cfg, clean = linear
+    tmp = interrupted(monkeypatch, cfg, tmp_path / "out")
+    manifest = json.loads((tmp / resuming.MANIFEST).read_text())
+    assert manifest["format"] == 2
+    for name in _shards(clean)[:3]:
+        data = (tmp / name).read_bytes()
+        assert data == clean[name]
+        assert manifest["complete"][name] == {
+            "size": len(data),
+            "xxh3_128": xxhash.xxh3_128(data).hexdigest(),
+        }
+
+
+def test_a_manifest_of_the_sha256_format_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, linear: tuple[Path, dict[str, bytes]]
+) -> None:
+    cfg, _ = linear
+    out = tmp_path / "out"
+    tmp = interrupted(monkeypatch, cfg, out)
+    path = tmp / resuming.MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest["format"] = 1
+    path.write_text(json.dumps(manifest))
+    _refused(cfg, out, "the manifest's format differs \\(1 then, 2 now\\)")
 
 
 def test_a_damaged_complete_shard_is_merged_again(

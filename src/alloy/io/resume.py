@@ -3,7 +3,9 @@
 Every merge records, in its temporary directory, a manifest (`MANIFEST`): what decides the bytes
 of its shards (its `key`: Alloy's and torch's versions, the config's and the plan's digests, the
 options that change bytes, each input file's size, modification time and header digest) and,
-as each shard is closed and synced, its size and SHA-256. A run killed or interrupted leaves
+as each shard is closed and synced, its size and digest (XXH3-128: about 10 GB/s, where SHA-256
+cost 8 s of a 7B merge's CPU; it guards against a shard changed or damaged while the run was
+stopped, not against an adversary, who could as well edit the manifest). A run killed or interrupted leaves
 the directory; ``--resume`` compares the key with the new run's, refuses with every difference,
 re-verifies each complete shard (size and digest: the shard is read once, far less than merging
 it again, which reads it from two or more inputs), removes everything else and merges only the
@@ -26,10 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import xxhash
+
 from alloy.errors import OutputError
 
 MANIFEST = ".alloy-resume.json"
-FORMAT = 1
+FORMAT = 2  # 2: shard digests are XXH3-128 (1: SHA-256)
 PAUSE_ENV = "ALLOY_TEST_PAUSE"  # tests: stop the process (SIGSTOP) at a named point
 _EDGE = 1 << 20  # bytes hashed at each end of a file that is not safetensors
 _WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".json")
@@ -59,8 +63,9 @@ def pause_point(name: str) -> None:
         signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 
 
-def _sha256_file(path: Path, start: int = 0, length: int | None = None) -> str:
-    h = hashlib.sha256()
+def _digest_file(path: Path, start: int = 0, length: int | None = None) -> str:
+    """XXH3-128 (hex) of ``length`` bytes of ``path`` from ``start`` (to its end: None)."""
+    h = xxhash.xxh3_128()
     with open(path, "rb") as f:
         f.seek(start)
         left = length
@@ -80,10 +85,10 @@ def _head_digest(path: Path, size: int) -> str:
     if path.suffix == ".safetensors" and size >= 8:
         with open(path, "rb") as f:
             n = int.from_bytes(f.read(8), "little")
-        return _sha256_file(path, 0, 8 + min(n, size - 8))
+        return _digest_file(path, 0, 8 + min(n, size - 8))
     if size <= 2 * _EDGE:
-        return _sha256_file(path)
-    return _sha256_file(path, 0, _EDGE) + _sha256_file(path, size - _EDGE)
+        return _digest_file(path)
+    return _digest_file(path, 0, _EDGE) + _digest_file(path, size - _EDGE)
 
 
 def _files_of(path: Path) -> list[Path]:
@@ -146,9 +151,9 @@ class Manifest:
         finally:
             os.close(fd)
 
-    def add(self, name: str, size: int, sha256: str) -> None:
-        """Record the closed, synced shard ``name``."""
-        self.complete[name] = {"size": size, "sha256": sha256}
+    def add(self, name: str, size: int, digest: str) -> None:
+        """Record the closed, synced shard ``name`` (``digest``: XXH3-128, hex)."""
+        self.complete[name] = {"size": size, "xxh3_128": digest}
         self.save()
 
 
@@ -210,13 +215,13 @@ def _input_differences(was: Mapping[str, Any], now: Mapping[str, Any]) -> list[s
 
 def _verified(directory: Path, name: str, entry: Mapping[str, Any]) -> bool:
     """Whether the recorded shard ``name`` is still what was written: a regular file with one
-    link, of the recorded size and SHA-256."""
+    link, of the recorded size and XXH3-128."""
     path = directory / name
     try:
         st = os.stat(path, follow_symlinks=False)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != entry.get("size"):
             return False
-        return _sha256_file(path) == entry.get("sha256")
+        return _digest_file(path) == entry.get("xxh3_128")
     except OSError:
         return False
 

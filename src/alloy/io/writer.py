@@ -9,7 +9,6 @@ files are byte-identical across runs.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import math
 import os
@@ -20,6 +19,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import xxhash
 
 from alloy.errors import OutputError
 from alloy.io import resume as resuming
@@ -156,7 +156,8 @@ class _ShardFile:
             self._fd = -1
 
 
-# called with (shard index, file name, size, SHA-256) once a shard is closed and synced
+# called with (shard index, file name, size, digest) once a shard is closed and synced
+# (XXH3-128 in hex, as `alloy.io.resume` verifies it)
 ShardDone = Callable[[int, str, int, str], None]
 
 
@@ -166,7 +167,7 @@ class ShardedSafetensorsWriter:
 
     ``done`` are the shards already complete in ``directory`` (a resumed run): their tensors
     are not expected. ``on_shard`` hears of each shard this writer completes, with its size
-    and SHA-256 (computed as it is written)."""
+    and digest (XXH3-128, computed as it is written)."""
 
     def __init__(
         self,
@@ -188,7 +189,7 @@ class ShardedSafetensorsWriter:
         self._fh: _ShardFile | None = None
         self._open_shard: int | None = None
         self._opened: set[int] = set()
-        self._hash = hashlib.sha256()
+        self._hash = xxhash.xxh3_128()
         self._on_shard = on_shard
 
     def _current(self) -> tuple[int, OutTensor]:
@@ -206,7 +207,7 @@ class ShardedSafetensorsWriter:
                 raise OutputError(f"cannot write {path}: {e}") from e
             header = _header(self.shards[shard])
             self._fh.write(header)
-            self._hash = hashlib.sha256(header)
+            self._hash = xxhash.xxh3_128(header)
             self._open_shard = shard
             self._opened.add(shard)
         assert self._fh is not None
