@@ -134,4 +134,4 @@ def test_analysis_commands_in_docs_run(
         r = CliRunner().invoke(main, args[1:])
         assert r.exit_code == 0, (args, r.output)
     assert (tmp_path / "recommended.yml").is_file()
-    assert alloy.load_config(tmp_path / "recommended.yml").merge_method == "ties"
+    assert alloy.load_config(tmp_path / "recommended.yml").merge_method == "tsv"

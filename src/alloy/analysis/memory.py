@@ -43,6 +43,9 @@ def memory_fit(est: MemoryEstimate, method: str) -> dict[str, Any]:
         summary += "It does not fit: close other programs or use a machine with more memory" + (
             "; dare_ties instead of ties streams large tensors in row chunks and needs less."
             if method == "ties"
+            else "; task_arithmetic instead of tsv streams large tensors in row chunks and needs "
+            "less (tsv holds each matrix of every model for its SVD)."
+            if method == "tsv"
             else "."
         )
     return {
