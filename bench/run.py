@@ -1,7 +1,7 @@
 """Benchmark Alloy against mergekit: wall time and peak RSS per merge method.
 
 Usage: run.py [--scale 7b|full|small] [--methods linear,ties,...] [--repeat N]
-              [--tools alloy,mergekit] [--cache auto|cold|warm] [--floor]
+              [--tools alloy,mergekit] [--cache auto|cold|warm] [--floor] [--floor-each]
 
 For each method the tools run alternately (alloy, mergekit, alloy, mergekit, ...) so that
 drift in the machine's load affects both. The SVD methods (tsv, iso_c, iso_cts) exist only in
@@ -15,6 +15,9 @@ drop the page cache, i.e. as root) the page cache is dropped before every run, s
 reads its inputs from the disk. ``--floor`` (the default at the 7b scale) first measures the
 floor (bench/floor.py): reading each input model once sequentially plus writing and syncing
 one output of the model's size; each method's floor counts the models its config reads.
+``--floor-each`` measures it again right before each round of each method instead and takes
+the median per method: on a virtual disk whose host caches what was read recently, the floor
+at the start of a run and the disk a method's rounds meet later can differ by 1.8x.
 Bytes read are the tree's ``read_bytes`` (from storage) and ``rchar`` (through read calls,
 cache hits included) in /proc/PID/io; a mapped file's pages count in ``read_bytes`` only. Results go to bench/results/<timestamp>.json and a markdown table
 is printed.
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -113,6 +117,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="measure the read+write floor first (default: at the 7b scale)",
     )
+    parser.add_argument(
+        "--floor-each",
+        action="store_true",
+        help="measure each method's floor again right before each of its rounds (the "
+        "median is its floor): a virtual disk whose host caches recent reads moves the floor "
+        "between the start of a run and a method's rounds",
+    )
     args = parser.parse_args(argv)
     if args.models is None:
         args.models = WORK_DIR / ("models" if args.scale == "full" else f"models-{args.scale}")
@@ -125,6 +136,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.cache = "warm" if why_not else "cold"
     if args.floor is None:
         args.floor = args.scale == "7b"
+    if args.floor_each:
+        args.floor = True
     return args
 
 
@@ -142,12 +155,28 @@ def run_method(
     config = render_config(method, models, WORK_DIR / "configs" / args.scale)
     records: list[RunRecord] = []
     comparisons: list[Comparison] = []
+    floors: list[float] = []
     for round_no in range(1, args.repeat + 1):
+        if args.floor_each:
+            names = config_models(method)
+            again = measure_floor(
+                {n: models[n] for n in names},
+                WORK_DIR / "out" / args.scale,
+                model_bytes(SCALES[args.scale]),
+                args.cache == "cold",
+            )
+            floors.append(again.for_models(names))
         round_records, comparison = run_round(method, round_no, config, args)
         records += round_records
         if comparison is not None:
             comparisons.append(comparison)
-    floor_s = floor.for_models(config_models(method)) if floor else None
+    if floors:
+        floor_s: float | None = statistics.median(floors)
+        print(
+            f"  {method}: floor {floor_s:.1f} s (median of {', '.join(f'{f:.1f}' for f in floors)})"
+        )
+    else:
+        floor_s = floor.for_models(config_models(method)) if floor else None
     return records, summarize_method(method, records, comparisons, args.tools, floor_s)
 
 
@@ -162,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cache == "warm" and not args.no_warmup:
         warm_page_cache(models)
     floor = None
-    if args.floor:
+    if args.floor and not args.floor_each:
         read = {n for m in args.methods for n in config_models(m)}
         floor = measure_floor(
             {n: p for n, p in models.items() if n in read},
