@@ -62,5 +62,46 @@ def test_random_draws_are_splitmix64_in_every_implementation() -> None:
         np.float32(1),
         np.float32(1),
         as_array(out),
+        np.zeros(0, np.float64),
     )
     assert out.tolist() == [1.0 if d < threshold else 0.0 for d in expected]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gta_apply_measures_the_distance_sums_of_what_it_writes(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(5)
+    m = 3 * 2048 + 77  # blocks and a partial one
+    base = torch.randn(m, generator=g).to(dtype)
+    xs = [(base.float() + 0.1 * torch.randn(m, generator=g)).to(dtype) for _ in range(2)]
+    out = torch.empty(m, dtype=dtype)
+    dist = np.zeros(4, np.float64)
+    cpu.gta_apply(
+        tuple(as_array(x) for x in xs),
+        as_array(base),
+        0,
+        cpu.MODE_NONE,
+        np.ones(2, np.float32),
+        np.ones(2, np.float32),
+        np.full(2, -np.inf, np.float32),
+        np.full(2, -1, np.int64),
+        np.full(2, np.inf, np.float32),
+        np.full(2, -1, np.int64),
+        np.zeros(2, np.uint64),
+        np.full(2, 1 << 32, np.uint64),
+        True,
+        True,
+        np.float32(2),
+        np.float32(1),
+        as_array(out),
+        dist,
+    )
+    b = base.double()
+    want = [
+        *(float((x.double() - b).pow(2).sum()) for x in xs),
+        float((out.double() - b).pow(2).sum()),  # the stored (rounded) values
+        float(b.pow(2).sum()),
+    ]
+    # bfloat16 differences are exact in float32; float32 ones round once (as the distance
+    # kernel's and the report's precision allow)
+    assert dist.tolist() == pytest.approx(want, rel=1e-12 if dtype == torch.bfloat16 else 1e-8)
+    assert float((out.double() - b).pow(2).sum()) > 0

@@ -105,9 +105,24 @@ def test_the_kernel_and_torch_give_the_same_distances(
         ],
         "dtype": "bfloat16",
     }
-    fused = _report(cfg, tmp_path / "fused")["distance"]
+    import alloy.kernels
+    from alloy.kernels.fused import distance as distance_kernel
+
+    monkeypatch.setattr(alloy.kernels, "KERNEL_MIN", 0)  # the tiny tensors through the kernels
+
+    def unused(*args: object) -> None:
+        raise AssertionError("the TIES kernel measures the distance sums as it merges")
+
+    with monkeypatch.context() as m:
+        m.setattr(distance_kernel, "distance_sums", unused)
+        fused = _report(cfg, tmp_path / "fused")["distance"]
+    # float16 is written through float32: the report's own kernel measures the stored values
+    half = _report({**cfg, "dtype": "float16"}, tmp_path / "half")["distance"]
     monkeypatch.setenv("ALLOY_KERNELS", "0")
     plain = _report(cfg, tmp_path / "plain")["distance"]
+    plain_half = _report({**cfg, "dtype": "float16"}, tmp_path / "plain-half")["distance"]
+    assert half["merged"]["overall"] == pytest.approx(plain_half["merged"]["overall"], rel=1e-9)
+    assert half["merged"]["overall"] != plain["merged"]["overall"]  # other rounding
     assert fused["merged"]["overall"] == pytest.approx(plain["merged"]["overall"], rel=1e-9)
     for f, p in zip(fused["sources"], plain["sources"]):
         assert f["overall"] == pytest.approx(p["overall"], rel=1e-9)

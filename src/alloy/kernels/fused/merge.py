@@ -76,6 +76,24 @@ def _weighted(mode, x, j0, b, first, w, s, tau, cut, tau_top, cut_top, key, thre
             total[t] += val
 
 
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
+def _block_sq(x, j0, b, L):
+    """``Σ_t (x[j0 + t] − b[t])²`` over a block, in float64 (the distance kernel's formula)."""
+    acc = 0.0
+    for t in range(L):
+        d = _get(x, j0 + t) - b[t]
+        acc += np.float64(d) * d
+    return acc
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
+def _block_sq_base(b, L):
+    acc = 0.0
+    for t in range(L):
+        acc += np.float64(b[t]) * b[t]
+    return acc
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def gta_apply(
     xs,
@@ -95,6 +113,7 @@ def gta_apply(
     divisor,
     lam,
     out,
+    dist,
 ):
     """The task-arithmetic family on one chunk (see `alloy.methods.task_vectors`)::
 
@@ -107,9 +126,14 @@ def gta_apply(
     the last value equal to tau that is kept); MODE_WINDOW in that cut but not in the top
     (``tau_top``, ``cut_top``); MODE_DARE draw < threshold (``keys``: the inputs' streams).
     ``start`` is the chunk's first flat index.
+
+    ``dist`` (float64, ``n + 2`` long, or empty for none) accumulates the merge report's
+    distance sums (`alloy.report.distance`) while each block is in the cache: ``Σ (x_i − b)²``
+    per input, then ``Σ (out − b)²`` of the values as written, then ``Σ b²``.
     """
     m = out.shape[0]
     n = len(xs)
+    measure = dist.shape[0] > 0
     nblocks = (m + BLOCK - 1) // BLOCK
     b = np.empty(BLOCK, np.float32)
     mixed = np.empty(BLOCK, np.float32)
@@ -167,6 +191,11 @@ def gta_apply(
         else:
             for t in range(L):
                 _put(out, j0 + t, b[t] + lam * total[t])
+        if measure:
+            for i in range(n):
+                dist[i] += _block_sq(xs[i], j0, b, L)
+            dist[n] += _block_sq(out, j0, b, L)
+            dist[n + 1] += _block_sq_base(b, L)
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc"})

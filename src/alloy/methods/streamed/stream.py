@@ -59,6 +59,9 @@ class Chunk:
         self.start = start  # flat index of the chunk's first element in the tensor
         self.index = index  # position of the chunk in the tensor
         self.device = device
+        # the merge report's distance sums of the merged chunk as written, when the kernel
+        # that merged it measured them: (Σ (merged − base)², [Σ (x_i − base)²], Σ base²)
+        self.distance: tuple[float, list[float], float] | None = None
 
     @property
     def numel(self) -> int:

@@ -177,6 +177,9 @@ class TaskVectorStream:
                 if top is not None:
                     tau_top[i], cut_top[i] = top.tau, top.cutoff
         out = torch.empty(chunk.numel, dtype=kernel_out_dtype(self.ctx))
+        # the distance sums ride along when the kernel writes the stored values themselves
+        measure = out.dtype == self.ctx.out_dtype
+        dist = np.zeros(n + 2 if measure else 0, np.float64)
         cpu.gta_apply(
             tuple(as_array(x) for x in chunk.raw_inputs),
             as_array(chunk.raw_base),  # type: ignore[arg-type]
@@ -195,7 +198,10 @@ class TaskVectorStream:
             np.float32(weight_divisor(self.weights)),
             np.float32(self.params.lambda_),
             as_array(out),
+            dist,
         )
+        if measure:
+            chunk.distance = (float(dist[n]), [float(v) for v in dist[:n]], float(dist[n + 1]))
         return out.view(chunk.raw_inputs[0].shape)
 
 
