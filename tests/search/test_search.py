@@ -116,6 +116,22 @@ def test_search_finds_a_config_that_merges_and_resumes(
     assert [t["config"] for t in again[:3]] == [t["config"] for t in record["trials"]]
 
 
+def test_a_guard_set_is_no_skill_and_a_wrong_guard_is_named(
+    skill_family: Family, tmp_path: Path
+) -> None:
+    space, out = _write_space(skill_family, tmp_path), tmp_path / "search"
+    options = SearchOptions(trials=1, seed=0, top=0, recommend=False, guards=("beta",))
+    search(space, out, eval_data=_sets(skill_family), options=options)
+    record = json.loads((out / "trials.json").read_text())
+    assert record["skills"] == ["alpha"]  # beta, a skill without the guard, only guards
+    assert set(record["trials"][0]["validation"]["retention"]) == {"alpha"}
+    assert "beta/perplexity" in record["trials"][0]["validation"]["values"]
+    bad = SearchOptions(trials=1, seed=0, guards=("gamma",))
+    with pytest.raises(UsageError, match="--guard gamma: no --eval or --probe set"):
+        search(space, tmp_path / "other", eval_data=_sets(skill_family), options=bad)
+    assert not (tmp_path / "other" / "study.journal").exists()
+
+
 def test_the_missing_extras_are_named(
     skill_family: Family, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

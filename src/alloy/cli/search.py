@@ -46,6 +46,14 @@ _KIND = click.Choice(["tool-calls", "contains"])
     help="The test split of the --probe set NAME.",
 )
 @click.option(
+    "--guard",
+    "guards",
+    multiple=True,
+    metavar="NAME",
+    help="An --eval or --probe set that only guards against degradation and is never a "
+    "skill to keep, such as general text no fine-tune trained on (repeatable).",
+)
+@click.option(
     "--reference",
     default=None,
     help="The base the fine-tunes started from [default: the config's base_model].",
@@ -114,6 +122,7 @@ def search(
     probes: tuple[tuple[str, str], ...],
     test_data: tuple[str, ...],
     test_probes: tuple[tuple[str, str], ...],
+    guards: tuple[str, ...],
     reference: str | None,
     baselines: tuple[str, ...],
     trials: int,
@@ -152,6 +161,7 @@ def search(
         top=top,
         recommend=not no_recommend,
         progress=not quiet and sys.stderr.isatty(),
+        guards=tuple(guards),
     )
     eval_options = EvalOptions(
         device=check_device(device), batch_size=batch_size, max_new_tokens=max_new_tokens

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from alloy.errors import AlloyError
+from alloy.errors import AlloyError, EvaluationError, UsageError
 from alloy.evaluate.models import EvalOptions
 from alloy.search.pool import Pool, Setup
 from alloy.search.score import Score, skills_of
@@ -40,6 +40,7 @@ class SearchOptions:
     top: int = 3  # trials re-measured on the test split
     recommend: bool = True  # the recommended config is the first trial
     progress: bool = False
+    guards: tuple[str, ...] = ()  # sets that only guard against degradation, never skills
 
 
 @dataclass
@@ -193,6 +194,28 @@ def _retest(state: SearchState, top: int) -> None:
         m.test = state.score(test, "test")
 
 
+def check_guards(guards: Sequence[str], names: Sequence[str]) -> None:
+    """Every ``--guard`` names one of the sets (``names``)."""
+    unknown = sorted(set(guards) - set(names))
+    if unknown:
+        raise UsageError(
+            f"--guard {', '.join(unknown)}: no --eval or --probe set has that name "
+            f"(the sets: {', '.join(names)})."
+        )
+
+
+def guarded(skills: list[str], guards: Sequence[str]) -> list[str]:
+    """``skills`` without those of the sets named in ``guards`` (a probe skill is
+    ``set/metric``)."""
+    left = [s for s in skills if s.split("/")[0] not in guards]
+    if not left:
+        raise EvaluationError(
+            f"every skill ({', '.join(skills)}) is a --guard set: nothing is left to keep; "
+            "guard only the sets that no fine-tune was trained for."
+        )
+    return left
+
+
 def search(
     space: SearchSpace,
     splits: Splits,
@@ -206,12 +229,13 @@ def search(
 ) -> SearchState:
     """Run the search of ``space`` into ``out`` (the study, then the outputs)."""
     options = options or SearchOptions()
+    check_guards(options.guards, splits.validation.names)
     eval_options = eval_options or EvalOptions()
     setup = Setup(space, splits, reference, eval_options, options.seed, lora_base)
     with setup.evaluator() as ev:
         sources = ev.measure_sources()
         ref = str(ev.reference)
-        skills = skills_of(splits.validation, sources["validation"], ref)
+        skills = guarded(skills_of(splits.validation, sources["validation"], ref), options.guards)
         state = SearchState(space, ev, sources, skills, ref)
         n_obj = len(skills) if options.objective == "pareto" else 1
         study = open_study(out, space, n_obj, options.sampler, options.seed, options.resume)
