@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from alloy.demo.advice import Advice
 from alloy.demo.corpora import SIGNATURE_PHRASES, CorpusSizes
@@ -232,3 +233,36 @@ def test_replayed_text_has_every_token_but_the_first_as_a_label() -> None:
 
     e = encode_text(Tok(), "abc")
     assert e.ids == [97, 98, 99] and e.labels == [IGNORE, 98, 99]
+
+
+def _weights(root: Path, tensors: dict[str, torch.Tensor]) -> Path:
+    from safetensors.torch import save_file
+
+    root.mkdir(parents=True)
+    save_file(tensors, str(root / "model.safetensors"))
+    return root
+
+
+def test_merges_with_the_same_weights_are_measured_once(tmp_path: Path) -> None:
+    from alloy.demo.pipeline import Model
+    from alloy.demo.real.pipeline import twins, weights_difference
+
+    gen = torch.Generator().manual_seed(0)
+    w = {"a.weight": torch.randn(8, 4, generator=gen), "b.weight": torch.randn(4, generator=gen)}
+    rounded = {k: v + 4e-7 * torch.sign(v) for k, v in w.items()}  # float rounding of a sum
+    moved = {**w, "b.weight": w["b.weight"] + 1e-3}  # what a different method moves
+    paths = {
+        name: _weights(tmp_path / name, t)
+        for name, t in {
+            "one": w, "rounded": rounded, "moved": moved, "fewer": {"a.weight": w["a.weight"]},
+            "reshaped": {**w, "a.weight": w["a.weight"].reshape(4, 8)},
+        }.items()
+    }  # fmt: skip
+    d = weights_difference(paths["one"], paths["rounded"])
+    assert d is not None and 3e-7 < d < 1e-6
+    for other in ("moved", "fewer", "reshaped"):
+        assert weights_difference(paths["one"], paths[other]) is None, other
+    models = {"base": Model("", "base", "base", paths["one"])}
+    models |= {n: Model("lora", "merge", n, p) for n, p in paths.items()}
+    same = twins(models)
+    assert set(same) == {"rounded"} and same["rounded"][0] == "one"

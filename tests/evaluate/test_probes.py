@@ -15,6 +15,7 @@ from alloy.evaluate.probes import (
     contains_metrics,
     first_json_object,
     generate,
+    run_probe_sets,
     run_probes,
     score_contains,
     score_tool_call,
@@ -140,3 +141,30 @@ def test_run_probes_scores_the_generated_text(lm: LoadedModel, tmp_path: Path) -
     res = run_probes(lm, load_probe_set("contains", "voice", f), EvalOptions(max_new_tokens=5))
     assert res.metrics == {"pass": 0.5, "phrases": 2 / 3}
     assert res.examples[0] == {"prompt": prompt, "output": expected_text}
+
+
+def test_probe_sets_generated_together_give_each_set_its_own_answers(
+    lm: LoadedModel, tmp_path: Path
+) -> None:
+    """Two sets of different prompt lengths in one generation (sorted longest first, batches
+    of 2): each answer, metric and example is the one the set gets alone."""
+    voice, calls = tmp_path / "voice.jsonl", tmp_path / "calls.jsonl"
+    prompts = ["w6 w7 w8", "w1", "w3 w4 w5 w6 w7 w9", "w2 w2"]
+    answers = [naive_greedy(lm, list(lm.tokenizer(p)["input_ids"]), 4) for p in prompts]
+    voice.write_text(
+        "\n".join(
+            json.dumps({"prompt": p, "must_contain": [a.split()[0]]})
+            for p, a in zip(prompts[:3], answers)
+        )
+    )
+    calls.write_text(json.dumps({"prompt": prompts[3], "expected": WEATHER}))
+    sets = [
+        load_probe_set("contains", "voice", voice),
+        load_probe_set("tool-calls", "calls", calls),
+    ]
+    options = EvalOptions(max_new_tokens=4, batch_size=2)
+    together = run_probe_sets(lm, sets, options)
+    assert together == [run_probes(lm, s, options) for s in sets]
+    assert together[0].metrics == {"pass": 1.0, "phrases": 1.0}
+    assert [e["output"] for e in together[0].examples] == answers[:3]
+    assert together[1].examples[0]["output"] == answers[3]

@@ -22,7 +22,7 @@ from alloy.evaluate.data import (
 )
 from alloy.evaluate.models import EvalOptions, loaded, transformers_module
 from alloy.evaluate.perplexity import perplexity
-from alloy.evaluate.probes import METRICS, run_probes
+from alloy.evaluate.probes import METRICS, run_probe_sets
 
 NamedFile = str | Path | tuple[str, str | Path]
 ProbeSpec = tuple[str, NamedFile]  # (kind, [name=]file)
@@ -123,12 +123,14 @@ def measure_model(
                 res = perplexity(lm, d, options, bar)
             out.values[(d.name, "perplexity")] = res.perplexity
             out.tokens[d.name] = res.tokens
-        for p in sets.probes:
-            with _bar(options.progress, f"{label} · {p.name} {p.kind}") as bar:
-                pres = run_probes(lm, p, options, bar)
-            for metric, v in pres.metrics.items():
-                out.values[(p.name, metric)] = v
-            out.examples[p.name] = pres.examples
+        if sets.probes:
+            names = ", ".join(p.name for p in sets.probes)
+            with _bar(options.progress, f"{label} · probes {names}") as bar:
+                results = run_probe_sets(lm, sets.probes, options, bar)
+            for p, pres in zip(sets.probes, results):
+                for metric, v in pres.metrics.items():
+                    out.values[(p.name, metric)] = v
+                out.examples[p.name] = pres.examples
     return out
 
 

@@ -15,7 +15,7 @@ from alloy.config.schema import MergeConfig, ModelRef
 from alloy.errors import AlloyError, ConfigError, ConfigIssue, EvaluationError, UsageError
 from alloy.evaluate.models import DEFAULT_MAX_LENGTH, EvalOptions, LoadedModel, transformers_module
 from alloy.evaluate.perplexity import perplexity
-from alloy.evaluate.probes import run_probes
+from alloy.evaluate.probes import run_probe_sets
 from alloy.evaluate.run import EvalSets
 from alloy.io.writer import MemoryWriter
 from alloy.plan.executor import Executor
@@ -187,8 +187,8 @@ class TrialEvaluator:
         with torch.no_grad():
             for d in sets.data:
                 out[(d.name, "perplexity")] = perplexity(self._lm, d, self.options).perplexity
-            for p in sets.probes:
-                for metric, v in run_probes(self._lm, p, self.options).metrics.items():
+            for p, res in zip(sets.probes, run_probe_sets(self._lm, sets.probes, self.options)):
+                for metric, v in res.metrics.items():
                     out[(p.name, metric)] = v
         return out
 

@@ -69,6 +69,7 @@ REAL_SIZES = {
         LoraSettings(steps=28, lr=2e-3, batch=6),
         replay=40,
         general_replay=48,
+        batch_size=40,  # the replay's 40 requests of each skill, all 40 probes: one batch
         methods=(),
     ),
 }
@@ -217,7 +218,55 @@ def _models(
     return models, adv
 
 
-def _evaluate(models: dict[str, Model], files: Any, size: RealSize, bars: bool) -> dict[str, Any]:
+SAME_WEIGHTS_ATOL = 1e-5  # float rounding of one sum in another order: ~1 ulp, about 5e-7
+
+
+def weights_difference(a: Path, b: Path, atol: float = SAME_WEIGHTS_ATOL) -> float | None:
+    """The largest absolute difference between two models' tensors, or None where they are not
+    the same model (other names or shapes, or a tensor further apart than ``atol``)."""
+    from alloy.io.sources import close_all, open_weights
+
+    wa, wb = open_weights(a), open_weights(b)
+    try:
+        if sorted(wa.names()) != sorted(wb.names()):
+            return None
+        largest = 0.0
+        for name in wa.names():
+            ta, tb = wa.get(name), wb.get(name)
+            if ta.shape != tb.shape:
+                return None
+            d = float((ta.float() - tb.float()).abs().max()) if ta.numel() else 0.0
+            if not d <= atol:  # also NaN
+                return None
+            largest = max(largest, d)
+            del ta, tb
+        return largest
+    finally:
+        close_all([wa, wb])
+
+
+def twins(models: dict[str, Model]) -> dict[str, tuple[str, float]]:
+    """Each merge whose weights equal an earlier merge's (up to float rounding) -> (that
+    merge, the largest difference): measured once, since the same weights give the same
+    answers. The recommended task-arithmetic merge, task arithmetic among the alternatives and
+    `lora merge` at the adapters' joint rank are one model three times."""
+    found: dict[str, tuple[str, float]] = {}
+    merges = [label for label, m in models.items() if m.role == "merge"]
+    for i, label in enumerate(merges):
+        for earlier in merges[:i]:
+            if earlier in found:
+                continue
+            d = weights_difference(models[earlier].path, models[label].path)
+            if d is not None:
+                found[label] = (earlier, d)
+                break
+    return found
+
+
+def _evaluate(
+    models: dict[str, Model], files: Any, size: RealSize, bars: bool
+) -> tuple[dict[str, Any], dict[str, tuple[str, float]]]:
+    """Every model's measurements, each distinct model measured once; and the twins."""
     from alloy.evaluate.models import EvalOptions
     from alloy.evaluate.run import load_sets, measure_model
 
@@ -228,7 +277,15 @@ def _evaluate(models: dict[str, Model], files: Any, size: RealSize, bars: bool) 
         assistant_only=True,
         progress=bars,
     )
-    return {label: measure_model(label, m.path, sets, options) for label, m in models.items()}
+    same = twins(models)
+    measured = {
+        label: measure_model(label, m.path, sets, options)
+        for label, m in models.items()
+        if label not in same
+    }
+    for label, (twin, _) in same.items():
+        measured[label] = measured[twin]
+    return {label: measured[label] for label in models}, same
 
 
 def run_real_demo(
@@ -284,11 +341,17 @@ def run_real_demo(
             shutil.copytree(path, adapters[skill])
         models, adv = _models(out, base.path, adapters, demo.methods, seed, steps)
         with torch.inference_mode():
-            measured = _evaluate(models, files, demo, progress)
-        steps.done("evaluate", f"{len(models)} models on 3 held-out sets and 2 probe sets")
+            measured, same = _evaluate(models, files, demo, progress)
+        once = "".join(
+            f"; {label} has the weights of {twin} (largest difference {d:.1e}): measured once"
+            for label, (twin, d) in same.items()
+        )
+        steps.done("evaluate", f"{len(models)} models on 3 held-out sets and 2 probe sets{once}")
 
     results = model_results(models, measured)
     info: dict[str, Any] = {"size": size, "seed": seed, "threads": threads}
+    for label, (twin, d) in same.items():
+        info[f"{label}"] = f"the weights of {twin} (largest difference {d:.1e}), measured once"
     info.update({f"{k} (s)": round(v, 1) for k, v in steps.timings.items()})
     write_real_report(out, results, info, adv.to_dict())
     steps.done("report", f"{out / 'report.md'}")
