@@ -22,4 +22,4 @@ lint: setup-test
 	$(VENV)/bin/mypy
 
 test: lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n auto --dist worksteal

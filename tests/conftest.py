@@ -12,6 +12,12 @@ import os
 import signal
 
 import pytest
+from cores import worker_cores
+
+# Before torch or numba is imported (here or in a child process): their thread pools read these.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_var, str(worker_cores()))
 
 # No test touches the network or a model hub: make any attempt fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,3 +50,15 @@ def qwen2_models(tmp_path_factory: pytest.TempPathFactory) -> ModelSet:
 def make_model() -> MakeModel:
     """The factory `make_model(kind, path, *, seed, dtype, shards, fmt, base, delta_scale)`."""
     return _make_model
+
+
+# The two end-to-end demos take most of the suite's time: the real one runs first, the tiny one
+# last, so that with `--dist worksteal` they start on different workers (each worker takes its
+# half of the list in order) and the rest of the suite fills the other worker's time.
+FIRST = "tests/demo/test_real_demo.py::test_small_real_demo_keeps_both_skills"
+LAST = "tests/demo/test_demo.py::test_small_demo_merges_keep_both_skills"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {FIRST: -1, LAST: 1}
+    items.sort(key=lambda item: rank.get(item.nodeid, 0))  # stable: the rest keep their order

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cores import worker_cores
 
 from alloy.cli import main
 from alloy.demo.pipeline import MARKER, prepare_out, run_demo, summary
@@ -16,7 +17,9 @@ from alloy.errors import OutputError
 @pytest.mark.slow
 def test_small_demo_merges_keep_both_skills(tmp_path: Path) -> None:
     lines: list[str] = []
-    res = run_demo(tmp_path / "demo", size="small", seed=0, echo=lines.append)
+    res = run_demo(
+        tmp_path / "demo", size="small", seed=0, echo=lines.append, workers=worker_cores()
+    )  # the same results with any number of workers
     assert [line.split("]")[0][1:] for line in lines] == [
         "corpora", "tokenizer", "base", "specialists", "adapters", "recommend full",
         "recommend lora", "merge", "evaluate", "report",

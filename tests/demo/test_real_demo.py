@@ -8,6 +8,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from cores import worker_cores
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("gguf")
@@ -27,7 +28,7 @@ def test_small_real_demo_keeps_both_skills(tmp_path: Path) -> None:
     lines: list[str] = []
     res = run_real_demo(
         tmp_path / "demo", size="small", seed=0, cache=tmp_path / "cache", progress=False,
-        echo=lines.append,
+        echo=lines.append, threads=worker_cores(),
     )  # fmt: skip
     assert [line.split("]")[0][1:] for line in lines] == [
         "base", "data", "replay", "general replay", "persona adapter", "tools adapter",

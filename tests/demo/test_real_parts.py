@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from checkpoints import ModelSet
 
 from alloy.demo.advice import Advice
 from alloy.demo.corpora import SIGNATURE_PHRASES, CorpusSizes
@@ -266,3 +267,39 @@ def test_merges_with_the_same_weights_are_measured_once(tmp_path: Path) -> None:
     models |= {n: Model("lora", "merge", n, p) for n, p in paths.items()}
     same = twins(models)
     assert set(same) == {"rounded"} and same["rounded"][0] == "one"
+
+
+def test_the_answer_loss_is_the_transformers_loss_with_its_gradients(
+    llama_models: ModelSet,
+) -> None:
+    """The output layer applied at the labelled positions only gives transformers' loss and
+    the same LoRA gradients, on right-padded rows of different lengths with prompt positions
+    unlabelled."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from alloy.demo.real.train import Encoded, answer_loss
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(llama_models.base), dtype=torch.float32)
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"], init_lora_weights=False
+    )
+    peft_model = get_peft_model(model, config)
+    rows = [
+        Encoded([5, 9, 13, 17, 21, 25, 29], [IGNORE, IGNORE, IGNORE, 17, 21, 25, 29]),
+        Encoded([7, 11, 15, 19], [IGNORE, IGNORE, 15, 19]),
+        Encoded([3, 6, 12, 24, 48], [IGNORE, 6, 12, 24, 48]),  # plain text: all but the first
+    ]
+    batch = batch_tensors(rows, 0)
+    losses, grads = [], []
+    for loss_of in (lambda: peft_model(**batch).loss, lambda: answer_loss(peft_model, batch)):
+        peft_model.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        losses.append(float(loss.detach()))
+        grads.append([p.grad.clone() for p in peft_model.parameters() if p.requires_grad])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert len(grads[0]) == len(grads[1]) > 0
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)

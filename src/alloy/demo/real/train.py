@@ -103,6 +103,29 @@ def _rate(steps: int) -> Any:
     return rate
 
 
+def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The mean next-token loss over the labelled positions (the transformers loss), with the
+    output layer applied at those positions only: most of a chat example is its prompt, whose
+    logits (vocabulary 49152 wide) would be computed, and back-propagated, for nothing. Models
+    that reshape their logits (soft-capping, scaling) take transformers' own loss."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    plain = not any(
+        getattr(config, k, None) not in (None, 1.0)
+        for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")
+    )
+    decoder = base.get_decoder() if plain and hasattr(base, "get_decoder") else None
+    if decoder is None:
+        return model(**batch).loss  # type: ignore[no-any-return]
+    labels = batch["labels"][:, 1:]
+    keep = labels != IGNORE
+    hidden = decoder(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state
+    logits = base.get_output_embeddings()(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
+
+
 def optimise(
     model: Any, examples: list[Encoded], s: LoraSettings, pad: int, seed: int, progress: Any
 ) -> TrainLog:
@@ -116,9 +139,9 @@ def optimise(
     losses: list[float] = []
     for _ in range(s.steps):
         idx = torch.randint(len(examples), (s.batch,), generator=gen).tolist()
-        loss = model(**batch_tensors([examples[i] for i in idx], pad)).loss
+        loss = answer_loss(model, batch_tensors([examples[i] for i in idx], pad))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
