@@ -195,8 +195,8 @@ def generate(
             pad_token_id=pad,
         )
         for row in out[:, width:].tolist():
-            ends = [i for i, t in enumerate(row) if t in stop]
-            row = row[: ends[0]] if ends else row  # after its end a row holds only padding
+            end = next((i for i, t in enumerate(row) if t in stop), len(row))
+            row = row[:end]  # after its end a row holds only padding
             outputs.append(lm.tokenizer.decode(row, skip_special_tokens=True))
         if progress is not None:
             progress.update(len(batch))

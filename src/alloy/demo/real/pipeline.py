@@ -239,7 +239,6 @@ def weights_difference(a: Path, b: Path, atol: float = SAME_WEIGHTS_ATOL) -> flo
             if not d <= atol:  # also NaN
                 return None
             largest = max(largest, d)
-            del ta, tb
         return largest
     finally:
         close_all([wa, wb])
@@ -342,16 +341,18 @@ def run_real_demo(
         models, adv = _models(out, base.path, adapters, demo.methods, seed, steps)
         with torch.inference_mode():
             measured, same = _evaluate(models, files, demo, progress)
-        once = "".join(
-            f"; {label} has the weights of {twin} (largest difference {d:.1e}): measured once"
+        once = {
+            label: f"the weights of {twin} (largest difference {d:.1e}), measured once"
             for label, (twin, d) in same.items()
+        }
+        steps.done(
+            "evaluate",
+            f"{len(models)} models on 3 held-out sets and 2 probe sets"
+            + "".join(f"; {label}: {note}" for label, note in once.items()),
         )
-        steps.done("evaluate", f"{len(models)} models on 3 held-out sets and 2 probe sets{once}")
 
     results = model_results(models, measured)
-    info: dict[str, Any] = {"size": size, "seed": seed, "threads": threads}
-    for label, (twin, d) in same.items():
-        info[f"{label}"] = f"the weights of {twin} (largest difference {d:.1e}), measured once"
+    info: dict[str, Any] = {"size": size, "seed": seed, "threads": threads, **once}
     info.update({f"{k} (s)": round(v, 1) for k, v in steps.timings.items()})
     write_real_report(out, results, info, adv.to_dict())
     steps.done("report", f"{out / 'report.md'}")
